@@ -1,0 +1,546 @@
+//! Configuration from the environment, parsed once. Every bad value is an error that names the
+//! variable (the launcher exits 2 with it; the library logs it and fails closed).
+use crate::cidr::{self, Cidr};
+use std::net::IpAddr;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// `socks5://` and `socks5h://`: identical here, tailnet names are always sent as names.
+    Socks5,
+    /// `http://`: HTTP CONNECT.
+    Http,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Never shows the password.
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self.scheme {
+            Scheme::Socks5 => "socks5",
+            Scheme::Http => "http",
+        };
+        write!(f, "{s}://")?;
+        if let Some(u) = &self.user {
+            write!(f, "{u}:***@")?;
+        }
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Info,
+    Debug,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoProxy {
+    Net(Cidr),
+    /// Matches the name itself and every name below it.
+    Domain(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub proxies: Vec<Upstream>,
+    pub routes: Vec<Cidr>,
+    pub route_all: bool,
+    /// Name suffixes (lower case, no leading or trailing dot) that are tailnet names.
+    pub domains: Vec<String>,
+    pub short_names: bool,
+    pub no_proxy: Vec<NoProxy>,
+    pub log: LogLevel,
+    pub log_file: Option<String>,
+    pub timeout: Duration,
+    pub pipeline: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub why: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid {}={:?}: {}", self.var, self.value, self.why)
+    }
+}
+
+pub const DEFAULT_PROXY: &str = "socks5://127.0.0.1:1080";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the IP-level decision for a destination lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpClass {
+    /// 100.64.0.0/10, fd7a:115c:a1e0::/48 or a TSPROXY_ROUTES entry.
+    Tailnet,
+    /// One of our name placeholders (see `names`).
+    Placeholder,
+    /// Not ours: libc handles it untouched.
+    Direct,
+    /// Listed in NO_PROXY.
+    NoProxy,
+}
+
+impl Config {
+    /// Read the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Parse from any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let proxies = match nonempty("TSPROXY_PROXY") {
+            Some(v) => parse_proxy_list(&v).map_err(|why| err("TSPROXY_PROXY", &v, why))?,
+            None => {
+                let (var, all) = match nonempty("ALL_PROXY") {
+                    Some(v) => ("ALL_PROXY", Some(v)),
+                    None => ("all_proxy", nonempty("all_proxy")),
+                };
+                match all {
+                    Some(v) if has_supported_scheme(&v) => {
+                        parse_proxy_list(&v).map_err(|why| err(var, &v, why))?
+                    }
+                    _ => parse_proxy_list(DEFAULT_PROXY).expect("default proxy parses"),
+                }
+            }
+        };
+        let (routes, route_all) = match nonempty("TSPROXY_ROUTES") {
+            Some(v) => parse_routes(&v).map_err(|why| err("TSPROXY_ROUTES", &v, why))?,
+            None => (Vec::new(), false),
+        };
+        let mut domains = vec!["ts.net".to_string()];
+        if let Some(v) = nonempty("TSPROXY_DOMAINS") {
+            for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                let d = d.trim_start_matches("*.").trim_matches('.').to_ascii_lowercase();
+                if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+                    return Err(err("TSPROXY_DOMAINS", &v, format!("{d:?} is not a domain suffix")));
+                }
+                domains.push(d);
+            }
+        }
+        let short_names = match nonempty("TSPROXY_SHORT_NAMES") {
+            Some(v) => parse_bool(&v).ok_or_else(|| err("TSPROXY_SHORT_NAMES", &v, "expected on or off".into()))?,
+            None => true,
+        };
+        let no_proxy = match nonempty("NO_PROXY").or_else(|| nonempty("no_proxy")) {
+            Some(v) => parse_no_proxy(&v),
+            None => Vec::new(),
+        };
+        let log = match nonempty("TSPROXY_LOG") {
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "off" | "0" | "none" | "quiet" => LogLevel::Off,
+                "error" => LogLevel::Error,
+                "info" => LogLevel::Info,
+                "debug" => LogLevel::Debug,
+                _ => return Err(err("TSPROXY_LOG", &v, "expected off, error, info or debug".into())),
+            },
+            None => LogLevel::Error,
+        };
+        let log_file = nonempty("TSPROXY_LOG_FILE");
+        let timeout = match nonempty("TSPROXY_CONNECT_TIMEOUT") {
+            Some(v) => parse_seconds(&v).ok_or_else(|| {
+                err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into())
+            })?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let pipeline = match nonempty("TSPROXY_SOCKS_PIPELINE") {
+            Some(v) => parse_bool(&v).ok_or_else(|| err("TSPROXY_SOCKS_PIPELINE", &v, "expected on or off".into()))?,
+            None => false,
+        };
+        Ok(Config { proxies, routes, route_all, domains, short_names, no_proxy, log, log_file, timeout, pipeline })
+    }
+
+    /// Classify a destination address. Cheap: a few compares.
+    pub fn classify_ip(&self, ip: IpAddr) -> IpClass {
+        let ip = cidr::unmap(ip);
+        if crate::names::is_placeholder(&ip) {
+            return IpClass::Placeholder;
+        }
+        let tailnet = cidr::TAILNET.iter().any(|c| c.contains(&ip))
+            || self.routes.iter().any(|c| c.contains(&ip))
+            || (self.route_all && !ip.is_loopback() && !ip.is_unspecified());
+        if !tailnet {
+            return IpClass::Direct;
+        }
+        if self.no_proxy.iter().any(|n| matches!(n, NoProxy::Net(c) if c.contains(&ip))) {
+            return IpClass::NoProxy;
+        }
+        IpClass::Tailnet
+    }
+
+    /// Is `name` (not an address literal) a tailnet name that must never reach the system
+    /// resolver? `known_locally` answers whether /etc/hosts (or our own hostname) knows it.
+    pub fn is_tailnet_name(&self, name: &str, known_locally: impl Fn(&str) -> bool) -> bool {
+        let n = normalize_name(name);
+        if n.is_empty() || n.parse::<IpAddr>().is_ok() || self.name_no_proxy(&n) {
+            return false;
+        }
+        if self.domains.iter().any(|d| suffix_match(&n, d)) {
+            return true;
+        }
+        self.short_names && !n.contains('.') && n != "localhost" && !known_locally(&n)
+    }
+
+    pub fn name_no_proxy(&self, n: &str) -> bool {
+        self.no_proxy.iter().any(|e| matches!(e, NoProxy::Domain(d) if suffix_match(n, d)))
+    }
+}
+
+/// Lower case, one trailing dot removed.
+pub fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+fn suffix_match(n: &str, d: &str) -> bool {
+    n == d || (n.len() > d.len() && n.ends_with(d) && n.as_bytes()[n.len() - d.len() - 1] == b'.')
+}
+
+fn err(var: &'static str, value: &str, why: String) -> ConfigError {
+    ConfigError { var, value: redact(value), why }
+}
+
+/// Replace any `user:password@` password with `***`.
+pub fn redact(v: &str) -> String {
+    v.split(',')
+        .map(|u| match (u.find("://"), u.rfind('@')) {
+            (Some(s), Some(at)) if at > s => {
+                let userinfo = &u[s + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{}:***{}", &u[..s + 3], user, &u[at..]),
+                    None => u.to_string(),
+                }
+            }
+            _ => u.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "on" | "true" | "yes" => Some(true),
+        "0" | "off" | "false" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return None;
+    }
+    let s: f64 = v.parse().ok()?;
+    (0.001..=3600.0).contains(&s).then(|| Duration::from_secs_f64(s))
+}
+
+fn has_supported_scheme(v: &str) -> bool {
+    let l = v.trim().to_ascii_lowercase();
+    ["socks5://", "socks5h://", "http://"].iter().any(|s| l.starts_with(s))
+}
+
+pub fn parse_proxy_list(v: &str) -> Result<Vec<Upstream>, String> {
+    let list = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_proxy_url)
+        .collect::<Result<Vec<_>, _>>()?;
+    if list.is_empty() {
+        return Err("no proxy URL".into());
+    }
+    Ok(list)
+}
+
+/// `socks5://[user[:pass]@]host[:port][/]`, `socks5h://…`, `http://…`. Default ports: 1080 for
+/// SOCKS5, 3128 for HTTP (tailscaled's conventions).
+pub fn parse_proxy_url(u: &str) -> Result<Upstream, String> {
+    let (scheme, rest) = u.split_once("://").ok_or_else(|| format!("{} has no scheme://", redact(u)))?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "socks5" | "socks5h" => Scheme::Socks5,
+        "http" => Scheme::Http,
+        s => return Err(format!("unsupported scheme {s:?} (socks5, socks5h or http)")),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err("a proxy URL has no path, query or fragment".into());
+    }
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((ui, hp)) => (Some(ui), hp),
+        None => (None, rest),
+    };
+    let (user, pass) = match userinfo {
+        None => (None, None),
+        Some(ui) => {
+            let (u, p) = ui.split_once(':').unwrap_or((ui, ""));
+            let u = percent_decode(u).ok_or("bad percent-encoding in user name")?;
+            let p = percent_decode(p).ok_or("bad percent-encoding in password")?;
+            if u.is_empty() || u.len() > 255 || p.len() > 255 {
+                return Err("user name and password must be 1 to 255 bytes".into());
+            }
+            (Some(u), Some(p))
+        }
+    };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{h:?} is not an IPv6 address"));
+        }
+        (h.to_string(), after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)) {
+        return Err(format!("bad host {host:?}"));
+    }
+    let port = match port {
+        None => match scheme {
+            Scheme::Socks5 => 1080,
+            Scheme::Http => 3128,
+        },
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => return Err(format!("bad port {p:?}")),
+        },
+    };
+    Ok(Upstream { scheme, host: host.to_ascii_lowercase(), port, user, pass })
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_routes(v: &str) -> Result<(Vec<Cidr>, bool), String> {
+    let mut routes = Vec::new();
+    let mut all = false;
+    for r in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if r.eq_ignore_ascii_case("all") {
+            all = true;
+        } else {
+            routes.push(Cidr::parse(r).ok_or_else(|| format!("{r:?} is not a CIDR, an address or `all`"))?);
+        }
+    }
+    Ok((routes, all))
+}
+
+/// curl-style NO_PROXY: hosts, domains (`example.com`, `.example.com`, `*.example.com` all match
+/// the domain and everything below it), addresses and CIDRs. `*` is ignored: it would switch
+/// tsproxy off, and that is done by not preloading it.
+pub fn parse_no_proxy(v: &str) -> Vec<NoProxy> {
+    let mut out = Vec::new();
+    for e in v.split(',').map(str::trim).filter(|s| !s.is_empty() && *s != "*") {
+        if let Some(c) = Cidr::parse(e) {
+            out.push(NoProxy::Net(c));
+            continue;
+        }
+        let host = match e.rsplit_once(':') {
+            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => e,
+        };
+        if let Some(c) = Cidr::parse(host) {
+            out.push(NoProxy::Net(c));
+            continue;
+        }
+        let d = host.trim_start_matches("*.").trim_start_matches('.');
+        let d = normalize_name(d);
+        if !d.is_empty() {
+            out.push(NoProxy::Domain(d));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let m: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.proxies.len(), 1);
+        assert_eq!(c.proxies[0].scheme, Scheme::Socks5);
+        assert_eq!((c.proxies[0].host.as_str(), c.proxies[0].port), ("127.0.0.1", 1080));
+        assert_eq!(c.log, LogLevel::Error);
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+        assert!(c.short_names && !c.pipeline && !c.route_all);
+        assert_eq!(c.domains, vec!["ts.net"]);
+    }
+
+    #[test]
+    fn all_proxy_fallback() {
+        let c = cfg(&[("ALL_PROXY", "http://u:p%40ss@proxy.local:8080")]).unwrap();
+        assert_eq!(c.proxies[0].scheme, Scheme::Http);
+        assert_eq!(c.proxies[0].pass.as_deref(), Some("p@ss"));
+        assert_eq!(c.proxies[0].port, 8080);
+        // unsupported scheme in ALL_PROXY: ignored, default used
+        let c = cfg(&[("all_proxy", "socks4://1.2.3.4:9")]).unwrap();
+        assert_eq!(c.proxies[0].port, 1080);
+        // TSPROXY_PROXY wins
+        let c = cfg(&[("ALL_PROXY", "http://a:1"), ("TSPROXY_PROXY", "socks5h://[::1]:9050")]).unwrap();
+        assert_eq!((c.proxies[0].host.as_str(), c.proxies[0].port), ("::1", 9050));
+        // a bad ALL_PROXY with a supported scheme is an error naming it
+        assert_eq!(cfg(&[("ALL_PROXY", "socks5://h:99999")]).unwrap_err().var, "ALL_PROXY");
+    }
+
+    #[test]
+    fn proxy_list_and_urls() {
+        let c = cfg(&[("TSPROXY_PROXY", "socks5://127.0.0.1:1081, http://127.0.0.1 ,socks5://alice:s3cret@localhost/")]).unwrap();
+        assert_eq!(c.proxies.len(), 3);
+        assert_eq!(c.proxies[1].port, 3128);
+        assert_eq!(c.proxies[2].user.as_deref(), Some("alice"));
+        assert_eq!(c.proxies[2].pass.as_deref(), Some("s3cret"));
+        assert_eq!(c.proxies[2].to_string(), "socks5://alice:***@localhost:1080");
+        assert!(!format!("{:?}", c.proxies).contains("s3cret"));
+        let u = parse_proxy_url("socks5://bob@h").unwrap();
+        assert_eq!((u.user.as_deref(), u.pass.as_deref()), (Some("bob"), Some("")));
+    }
+
+    #[test]
+    fn every_bad_value_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("TSPROXY_PROXY", "127.0.0.1:1080"),
+            ("TSPROXY_PROXY", "socks4://127.0.0.1"),
+            ("TSPROXY_PROXY", "https://127.0.0.1"),
+            ("TSPROXY_PROXY", "socks5://127.0.0.1:0"),
+            ("TSPROXY_PROXY", "socks5://127.0.0.1:65536"),
+            ("TSPROXY_PROXY", "socks5://127.0.0.1:x"),
+            ("TSPROXY_PROXY", "socks5://"),
+            ("TSPROXY_PROXY", "socks5://[::1"),
+            ("TSPROXY_PROXY", "socks5://[nothost]:1"),
+            ("TSPROXY_PROXY", "socks5://h/path"),
+            ("TSPROXY_PROXY", "socks5://:pw@h"),
+            ("TSPROXY_PROXY", "socks5://u:%zz@h"),
+            ("TSPROXY_PROXY", "socks5://ho st"),
+            ("TSPROXY_PROXY", ",,"),
+            ("TSPROXY_ROUTES", "10.0.0.0/33"),
+            ("TSPROXY_ROUTES", "everything"),
+            ("TSPROXY_DOMAINS", "bad domain"),
+            ("TSPROXY_DOMAINS", "."),
+            ("TSPROXY_SHORT_NAMES", "maybe"),
+            ("TSPROXY_LOG", "verbose"),
+            ("TSPROXY_CONNECT_TIMEOUT", "0"),
+            ("TSPROXY_CONNECT_TIMEOUT", "-1"),
+            ("TSPROXY_CONNECT_TIMEOUT", "5s"),
+            ("TSPROXY_CONNECT_TIMEOUT", "99999"),
+            ("TSPROXY_SOCKS_PIPELINE", "2"),
+        ];
+        for (k, v) in cases {
+            let e = cfg(&[(k, v)]).expect_err(&format!("{k}={v} must be rejected"));
+            assert_eq!(e.var, *k, "{k}={v}");
+            assert!(e.to_string().contains(k));
+        }
+    }
+
+    #[test]
+    fn password_never_in_error() {
+        let e = cfg(&[("TSPROXY_PROXY", "socks5://alice:hunter2@h:bad")]).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(e.to_string().contains("alice:***@"), "{e}");
+    }
+
+    #[test]
+    fn classify_ips() {
+        let c = cfg(&[("TSPROXY_ROUTES", "10.9.0.0/16"), ("NO_PROXY", "100.100.1.0/24,localhost")]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(c.classify_ip(ip("100.64.0.1")), IpClass::Tailnet);
+        assert_eq!(c.classify_ip(ip("::ffff:100.64.0.1")), IpClass::Tailnet);
+        assert_eq!(c.classify_ip(ip("fd7a:115c:a1e0::5")), IpClass::Tailnet);
+        assert_eq!(c.classify_ip(ip("10.9.3.4")), IpClass::Tailnet);
+        assert_eq!(c.classify_ip(ip("100.100.1.7")), IpClass::NoProxy);
+        assert_eq!(c.classify_ip(ip("10.8.3.4")), IpClass::Direct);
+        assert_eq!(c.classify_ip(ip("127.0.0.1")), IpClass::Direct);
+        assert_eq!(c.classify_ip(ip("8.8.8.8")), IpClass::Direct);
+        assert_eq!(c.classify_ip(ip("100.128.0.1")), IpClass::Direct);
+        let all = cfg(&[("TSPROXY_ROUTES", "all")]).unwrap();
+        assert_eq!(all.classify_ip(ip("8.8.8.8")), IpClass::Tailnet);
+        assert_eq!(all.classify_ip(ip("127.0.0.1")), IpClass::Direct);
+        assert_eq!(all.classify_ip(ip("::1")), IpClass::Direct);
+    }
+
+    #[test]
+    fn tailnet_names() {
+        let c = cfg(&[("TSPROXY_DOMAINS", ".corp.example,*.lab"), ("NO_PROXY", ".skip.ts.net,direct")]).unwrap();
+        let hosts = |n: &str| n == "known";
+        assert!(c.is_tailnet_name("peer", hosts));
+        assert!(c.is_tailnet_name("PEER.", hosts));
+        assert!(c.is_tailnet_name("peer.tail1234.ts.net", hosts));
+        assert!(c.is_tailnet_name("peer.tail1234.ts.net.", hosts));
+        assert!(c.is_tailnet_name("db.corp.example", hosts));
+        assert!(c.is_tailnet_name("x.lab", hosts));
+        assert!(!c.is_tailnet_name("known", hosts));
+        assert!(!c.is_tailnet_name("localhost", hosts));
+        assert!(!c.is_tailnet_name("direct", hosts));
+        assert!(!c.is_tailnet_name("a.skip.ts.net", hosts));
+        assert!(!c.is_tailnet_name("example.com", hosts));
+        assert!(!c.is_tailnet_name("nots.net", hosts));
+        assert!(!c.is_tailnet_name("100.64.0.1", hosts));
+        assert!(!c.is_tailnet_name("fd7a:115c:a1e0::1", hosts));
+        assert!(!c.is_tailnet_name("", hosts));
+        let off = cfg(&[("TSPROXY_SHORT_NAMES", "off")]).unwrap();
+        assert!(!off.is_tailnet_name("peer", hosts));
+        assert!(off.is_tailnet_name("peer.x.ts.net", hosts));
+    }
+
+    #[test]
+    fn no_proxy_forms() {
+        let n = parse_no_proxy("*, .a.com, *.b.com, c.com:443, 10.0.0.0/8, 100.64.0.9, [::1]:80, fd7a:115c:a1e0::1");
+        assert_eq!(
+            n,
+            vec![
+                NoProxy::Domain("a.com".into()),
+                NoProxy::Domain("b.com".into()),
+                NoProxy::Domain("c.com".into()),
+                NoProxy::Net(Cidr::parse("10.0.0.0/8").unwrap()),
+                NoProxy::Net(Cidr::parse("100.64.0.9").unwrap()),
+                NoProxy::Net(Cidr::parse("::1").unwrap()),
+                NoProxy::Net(Cidr::parse("fd7a:115c:a1e0::1").unwrap()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! getaddrinfo() for tailnet names.
+//!
+//! The answer is built by glibc itself: we call the real getaddrinfo with a NULL node and the
+//! application's service and hints, which expands socket types and protocols, resolves service
+//! names and reports EAI_SERVICE/EAI_SOCKTYPE/EAI_FAMILY exactly as for any name, then write our
+//! placeholders over the loopback addresses it returned. The list is glibc's own allocation, so
+//! libc's freeaddrinfo frees it (that is why freeaddrinfo needs no hook), and AI_ADDRCONFIG
+//! decides the families as it would for any name. IPv4 entries are put first.
+use crate::ffi::Ret;
+use crate::log::log;
+use libc::{addrinfo, c_char, c_int};
+use std::ffi::CStr;
+use tsproxy_core::names;
+
+
+fn real(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> c_int {
+    let f = real!(getaddrinfo: fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int);
+    // SAFETY: arguments as getaddrinfo(3) requires, from the caller or built here.
+    unsafe { f(node, service, hints, res) }
+}
+
+/// # Safety
+/// getaddrinfo(3)'s contract.
+pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> Ret<c_int> {
+    let pass = || Ret::passed(real(node, service, hints, res));
+    if node.is_null() || res.is_null() {
+        return pass();
+    }
+    // glibc's defaults for NULL hints.
+    // SAFETY: all-zero addrinfo is valid.
+    let mut h: addrinfo = unsafe { std::mem::zeroed() };
+    h.ai_flags = libc::AI_V4MAPPED | libc::AI_ADDRCONFIG;
+    // SAFETY: hints is null or a valid addrinfo (contract).
+    if let Some(given) = unsafe { hints.as_ref() } {
+        h.ai_flags = given.ai_flags;
+        h.ai_family = given.ai_family;
+        h.ai_socktype = given.ai_socktype;
+        h.ai_protocol = given.ai_protocol;
+    }
+    if h.ai_flags & libc::AI_NUMERICHOST != 0 || ![libc::AF_UNSPEC, libc::AF_INET, libc::AF_INET6].contains(&h.ai_family) {
+        return pass();
+    }
+    // SAFETY: node is a NUL-terminated string (contract).
+    let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return pass() };
+    let Some(slot) = super::tailnet_slot(name) else { return pass() };
+
+    const AI_IDN: c_int = 0x0040;
+    const AI_CANONIDN: c_int = 0x0080;
+    let want_canon = h.ai_flags & libc::AI_CANONNAME != 0;
+    h.ai_flags &= !(libc::AI_CANONNAME | libc::AI_PASSIVE | AI_IDN | AI_CANONIDN);
+    let svc = if service.is_null() { c"0".as_ptr() } else { service };
+    let mut out: *mut addrinfo = std::ptr::null_mut();
+    let rc = real(std::ptr::null(), svc, &h, &mut out);
+    if rc != 0 {
+        return Ret::passed(rc);
+    }
+    let (v4, v6) = (names::v4(slot), names::v6(slot));
+    let mut nodes = Vec::new();
+    let mut p = out;
+    while !p.is_null() {
+        nodes.push(p);
+        // SAFETY: p is a node of the list glibc just returned.
+        p = unsafe { (*p).ai_next };
+    }
+    nodes.sort_by_key(|&n| {
+        // SAFETY: as above.
+        (unsafe { (*n).ai_family } != libc::AF_INET) as u8
+    });
+    for (i, &n) in nodes.iter().enumerate() {
+        // SAFETY: each node's ai_addr holds a sockaddr of its ai_family (glibc's allocation).
+        unsafe {
+            match (*n).ai_family {
+                libc::AF_INET => (*(*n).ai_addr.cast::<libc::sockaddr_in>()).sin_addr.s_addr = u32::from(v4).to_be(),
+                libc::AF_INET6 => {
+                    let s = &mut *(*n).ai_addr.cast::<libc::sockaddr_in6>();
+                    s.sin6_addr.s6_addr = v6.octets();
+                    s.sin6_scope_id = 0;
+                }
+                _ => {}
+            }
+            (*n).ai_next = nodes.get(i + 1).copied().unwrap_or(std::ptr::null_mut());
+        }
+    }
+    if want_canon {
+        let canon = name.strip_suffix('.').unwrap_or(name);
+        if let Ok(c) = std::ffi::CString::new(canon) {
+            // SAFETY: nodes[0] exists (rc == 0 means a non-empty list); strdup'd memory is freed
+            // by freeaddrinfo with free(), as glibc's own canonname is.
+            unsafe { (*nodes[0]).ai_canonname = libc::strdup(c.as_ptr()) };
+        }
+    }
+    // SAFETY: res is a valid out-pointer (checked non-null above).
+    unsafe { *res = nodes[0] };
+    log!(Debug, "getaddrinfo {name} -> tailnet name, placeholder {v4} / {v6}");
+    Ret::ok(0)
+}

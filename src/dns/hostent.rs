@@ -1,0 +1,217 @@
+//! gethostbyname*, gethostbyaddr for tailnet names and placeholders. The reentrant forms fill
+//! the caller's buffer (ERANGE when it is too small); the others use a per-thread buffer
+//! (glibc's is process-wide; per-thread is strictly safer).
+use crate::ffi::Ret;
+use libc::{c_char, c_int, c_void, hostent, socklen_t};
+use std::cell::UnsafeCell;
+use std::ffi::CStr;
+use tsproxy_core::names;
+
+extern "C" {
+    fn __h_errno_location() -> *mut c_int;
+}
+
+const NETDB_INTERNAL: c_int = -1;
+const HOST_NOT_FOUND: c_int = 1;
+
+fn set_h_errno(v: c_int) {
+    // SAFETY: glibc returns this thread's h_errno.
+    unsafe { *__h_errno_location() = v };
+}
+
+/// Lay out a one-address hostent for `name` in `buf`. Err(()) when `buf` is too small.
+///
+/// # Safety
+/// `buf` points to `buflen` writable bytes.
+unsafe fn fill(ret: &mut hostent, buf: *mut c_char, buflen: usize, name: &str, af: c_int, addr: &[u8]) -> Result<(), ()> {
+    let ptr = std::mem::size_of::<*mut c_char>();
+    let pad = buf.align_offset(ptr);
+    let need = pad + 16 + 3 * ptr + name.len() + 1;
+    if buf.is_null() || buflen < need {
+        return Err(());
+    }
+    // SAFETY: all offsets below stay within `need` <= buflen bytes; the pointer array is
+    // aligned by `pad`.
+    unsafe {
+        let base = buf.add(pad).cast::<u8>();
+        let list = base.cast::<*mut c_char>();
+        let addr_at = base.add(3 * ptr);
+        let name_at = addr_at.add(16);
+        std::ptr::copy_nonoverlapping(addr.as_ptr(), addr_at, addr.len());
+        std::ptr::copy_nonoverlapping(name.as_ptr(), name_at, name.len());
+        *name_at.add(name.len()) = 0;
+        *list = addr_at.cast(); // h_addr_list[0]
+        *list.add(1) = std::ptr::null_mut(); // h_addr_list[1]
+        *list.add(2) = std::ptr::null_mut(); // h_aliases[0]
+        ret.h_name = name_at.cast();
+        ret.h_aliases = list.add(2);
+        ret.h_addrtype = af;
+        ret.h_length = addr.len() as c_int;
+        ret.h_addr_list = list;
+    }
+    Ok(())
+}
+
+fn placeholder(slot: u32, af: c_int) -> Vec<u8> {
+    if af == libc::AF_INET6 {
+        names::v6(slot).octets().to_vec()
+    } else {
+        names::v4(slot).octets().to_vec()
+    }
+}
+
+/// The tailnet slot of a C name, for AF_INET/AF_INET6 lookups.
+///
+/// # Safety
+/// `name` is null or NUL-terminated.
+unsafe fn slot_for(name: *const c_char, af: c_int) -> Option<(u32, &'static str)> {
+    if name.is_null() || (af != libc::AF_INET && af != libc::AF_INET6) {
+        return None;
+    }
+    // SAFETY: contract.
+    let n = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
+    let slot = super::tailnet_slot(n)?;
+    Some((slot, names::name(slot)?))
+}
+
+/// # Safety
+/// gethostbyname2_r's contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gethostbyname2_r(
+    name: *const c_char,
+    af: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> Ret<c_int> {
+    // SAFETY: contract.
+    let Some((slot, n)) = (unsafe { slot_for(name, af) }) else {
+        let f = real!(gethostbyname2_r: fn(*const c_char, c_int, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
+        // SAFETY: the caller's arguments, passed on.
+        return Ret::passed(unsafe { f(name, af, ret, buf, buflen, result, h_errnop) });
+    };
+    // SAFETY: ret, result and h_errnop are valid pointers (contract); buf has buflen bytes.
+    unsafe {
+        match fill(&mut *ret, buf, buflen, n, af, &placeholder(slot, af)) {
+            Ok(()) => {
+                *result = ret;
+                *h_errnop = 0;
+                Ret::ok(0)
+            }
+            Err(()) => {
+                *result = std::ptr::null_mut();
+                *h_errnop = NETDB_INTERNAL;
+                Ret::err(libc::ERANGE, libc::ERANGE)
+            }
+        }
+    }
+}
+
+/// # Safety
+/// gethostbyname_r's contract.
+pub unsafe fn gethostbyname_r(
+    name: *const c_char,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> Ret<c_int> {
+    // SAFETY: contract.
+    if unsafe { slot_for(name, libc::AF_INET) }.is_none() {
+        let f = real!(gethostbyname_r: fn(*const c_char, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
+        // SAFETY: the caller's arguments, passed on.
+        return Ret::passed(unsafe { f(name, ret, buf, buflen, result, h_errnop) });
+    }
+    // SAFETY: contract.
+    unsafe { gethostbyname2_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop) }
+}
+
+struct Static {
+    he: hostent,
+    buf: [c_char; 320],
+}
+
+thread_local! {
+    static STATIC: UnsafeCell<Static> = const {
+        UnsafeCell::new(Static {
+            he: hostent { h_name: std::ptr::null_mut(), h_aliases: std::ptr::null_mut(), h_addrtype: 0, h_length: 0, h_addr_list: std::ptr::null_mut() },
+            buf: [0; 320],
+        })
+    };
+}
+
+/// Fill this thread's static hostent.
+fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Ret<*mut hostent> {
+    STATIC.with(|s| {
+        let s = s.get();
+        // SAFETY: this thread's buffer; the previous result it held is invalidated, as
+        // gethostbyname(3) documents for its static storage.
+        let r = unsafe { fill(&mut (*s).he, (*s).buf.as_mut_ptr(), (*s).buf.len(), n, af, addr) };
+        match r {
+            Ok(()) => {
+                set_h_errno(0);
+                // SAFETY: as above.
+                Ret::ok(unsafe { std::ptr::addr_of_mut!((*s).he) })
+            }
+            Err(()) => {
+                set_h_errno(HOST_NOT_FOUND);
+                Ret::ok(std::ptr::null_mut())
+            }
+        }
+    })
+}
+
+/// # Safety
+/// gethostbyname2's contract.
+pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> Ret<*mut hostent> {
+    // SAFETY: contract.
+    match unsafe { slot_for(name, af) } {
+        Some((slot, n)) => fill_static(n, af, &placeholder(slot, af)),
+        None => {
+            let f = real!(gethostbyname2: fn(*const c_char, c_int) -> *mut hostent);
+            // SAFETY: the caller's arguments, passed on.
+            Ret::passed(unsafe { f(name, af) })
+        }
+    }
+}
+
+/// # Safety
+/// gethostbyname's contract.
+pub unsafe fn gethostbyname(name: *const c_char) -> Ret<*mut hostent> {
+    // SAFETY: contract.
+    match unsafe { slot_for(name, libc::AF_INET) } {
+        Some((slot, n)) => fill_static(n, libc::AF_INET, &placeholder(slot, libc::AF_INET)),
+        None => {
+            let f = real!(gethostbyname: fn(*const c_char) -> *mut hostent);
+            // SAFETY: the caller's arguments, passed on.
+            Ret::passed(unsafe { f(name) })
+        }
+    }
+}
+
+/// # Safety
+/// gethostbyaddr's contract.
+pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> Ret<*mut hostent> {
+    let ip = match (ty, len) {
+        // SAFETY: len says 4 readable bytes.
+        (libc::AF_INET, 4) if !addr.is_null() => Some(std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 4]>() })),
+        // SAFETY: len says 16 readable bytes.
+        (libc::AF_INET6, 16) if !addr.is_null() => Some(std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 16]>() })),
+        _ => None,
+    };
+    match ip.and_then(super::name_of) {
+        Some(n) => {
+            // SAFETY: len bytes readable (matched above).
+            let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
+            fill_static(n, ty, bytes)
+        }
+        None => {
+            let f = real!(gethostbyaddr: fn(*const c_void, socklen_t, c_int) -> *mut hostent);
+            // SAFETY: the caller's arguments, passed on.
+            Ret::passed(unsafe { f(addr, len, ty) })
+        }
+    }
+}

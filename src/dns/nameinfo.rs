@@ -1,0 +1,38 @@
+//! getnameinfo() of a placeholder gives back its tailnet name (unless NI_NUMERICHOST). The
+//! service part is still glibc's.
+use crate::ffi::Ret;
+use libc::{c_char, c_int, sockaddr, socklen_t};
+
+fn real(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int {
+    let f = real!(getnameinfo: fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int);
+    // SAFETY: getnameinfo's arguments, from the caller.
+    unsafe { f(sa, salen, host, hostlen, serv, servlen, flags) }
+}
+
+/// # Safety
+/// getnameinfo(3)'s contract.
+pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> Ret<c_int> {
+    let pass = || Ret::passed(real(sa, salen, host, hostlen, serv, servlen, flags));
+    if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
+        return pass();
+    }
+    // SAFETY: sa holds salen bytes (contract).
+    let Some(a) = (unsafe { tsproxy_core::sockaddr::read(sa, salen) }) else { return pass() };
+    let Some(name) = super::name_of(a.ip()) else { return pass() };
+    let name = if flags & libc::NI_NOFQDN != 0 { name.split('.').next().unwrap_or(name) } else { name };
+    if name.len() + 1 > hostlen as usize {
+        return Ret::ok(libc::EAI_OVERFLOW);
+    }
+    // SAFETY: host has hostlen >= name.len()+1 writable bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(name.as_ptr(), host.cast::<u8>(), name.len());
+        *host.add(name.len()) = 0;
+    }
+    if !serv.is_null() && servlen > 0 {
+        let rc = real(sa, salen, std::ptr::null_mut(), 0, serv, servlen, flags);
+        if rc != 0 {
+            return Ret::passed(rc);
+        }
+    }
+    Ret::ok(0)
+}

@@ -1,0 +1,98 @@
+//! connect(): decide, then either call libc or tunnel on the application's own socket.
+use super::{decide, Route};
+use crate::ffi::Ret;
+use crate::guard::Guard;
+use crate::log::log;
+use crate::state;
+use libc::{c_int, sockaddr, socklen_t};
+use std::time::Instant;
+use tsproxy_core::sockaddr as sa;
+use tsproxy_core::sys;
+use tsproxy_core::tunnel::{self, Opts};
+use tsproxy_core::Target;
+
+fn real_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
+    let f = real!(connect: fn(c_int, *const sockaddr, socklen_t) -> c_int);
+    // SAFETY: the application's own arguments, passed on unchanged.
+    Ret::passed(unsafe { f(fd, addr, len) })
+}
+
+pub enum Outcome {
+    Tunnelled,
+    /// Not ours after all (family mismatch the kernel will reject): hand to libc.
+    Kernel,
+}
+
+/// # Safety
+/// `addr` is null or points to `len` readable bytes (connect(2)'s contract).
+pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
+    // SAFETY: forwarded from our caller's contract.
+    let Some(dest) = (unsafe { sa::read(addr, len) }) else { return real_connect(fd, addr, len) };
+    let target = match decide(dest) {
+        Route::Direct(why) => {
+            log!(Debug, "connect fd={fd} {dest} -> direct ({why:?})");
+            return real_connect(fd, addr, len);
+        }
+        Route::Refuse(e, why) => {
+            log!(Error, "connect fd={fd} {dest}: refused: {why}");
+            return Ret::err(-1, e);
+        }
+        Route::Proxy(t) => t,
+    };
+    let Some(_guard) = Guard::enter() else {
+        log!(Error, "connect fd={fd} {dest} from inside tsproxy: refused (never dialled directly)");
+        return Ret::err(-1, libc::ECONNREFUSED);
+    };
+    // SAFETY: forwarded from our caller's contract.
+    match unsafe { tunnel_fd(fd, addr, len, &target) } {
+        Ok(Outcome::Tunnelled) => Ret::ok(0),
+        Ok(Outcome::Kernel) => real_connect(fd, addr, len),
+        Err(e) => Ret::err(-1, e),
+    }
+}
+
+/// Tunnel `fd` to `target`; on success remember the application's `addr` for getpeername.
+///
+/// # Safety
+/// `addr` points to `len` readable bytes.
+pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target) -> Result<Outcome, i32> {
+    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?;
+    let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| sys::code(&e))?;
+    // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
+    let addr_family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
+    if family != addr_family {
+        return Ok(Outcome::Kernel);
+    }
+    if ty != libc::SOCK_STREAM {
+        log!(Error, "fd={fd} {target}: only TCP is proxied; refusing a direct datagram to a tailnet destination");
+        return Err(libc::ENETUNREACH);
+    }
+    let st = state::get();
+    let Some(cfg) = &st.cfg else {
+        log!(Error, "connect fd={fd} {target}: refused, the configuration is invalid");
+        return Err(libc::ECONNREFUSED);
+    };
+    let fl = sys::fcntl_getfl(fd).map_err(|e| sys::code(&e))?;
+    let blocking = fl & libc::O_NONBLOCK == 0;
+    let limit = if blocking { sys::sock_timeout(fd, libc::SO_SNDTIMEO).unwrap_or(cfg.timeout) } else { cfg.timeout };
+    let t0 = Instant::now();
+    let opts = Opts {
+        deadline: t0 + limit,
+        read_cap: if blocking { sys::sock_timeout(fd, libc::SO_RCVTIMEO) } else { None },
+        pipeline: cfg.pipeline,
+    };
+    let r = tunnel::establish(fd, family, st.upstreams(), target, &opts, &mut |lvl, args| crate::log::write(lvl, args));
+    let us = t0.elapsed().as_micros();
+    match r {
+        Ok(via) => {
+            // SAFETY: forwarded from our caller's contract.
+            unsafe { super::tunnels::record(fd, addr, len) };
+            log!(Debug, "connect fd={fd} {target} -> proxy {via} -> ok {us}us");
+            Ok(Outcome::Tunnelled)
+        }
+        Err(e) => {
+            log!(Info, "connect fd={fd} {target} -> {} {us}us", std::io::Error::from_raw_os_error(e));
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! Process-wide state, built on first use (never in a constructor): the configuration from the
+//! environment, the proxies' addresses, /etc/hosts names and our own hostname.
+use std::collections::HashSet;
+use std::sync::OnceLock;
+use tsproxy_core::config::{Config, LogLevel};
+use tsproxy_core::tunnel::Resolved;
+
+pub struct State {
+    /// None when the environment holds a bad value: then we fail closed (tailnet destinations
+    /// get ECONNREFUSED, everything else is untouched).
+    pub cfg: Option<Config>,
+    /// Used when `cfg` is None, for classification only.
+    pub fallback: Config,
+    pub log_level: LogLevel,
+    pub log_file: Option<String>,
+    upstreams: OnceLock<Vec<Resolved>>,
+    local_names: OnceLock<HashSet<String>>,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+pub fn get() -> &'static State {
+    if let Some(s) = STATE.get() {
+        return s;
+    }
+    let mut err = None;
+    let s = STATE.get_or_init(|| {
+        let fallback = Config::from_lookup(|_| None).expect("empty environment parses");
+        match Config::from_env() {
+            Ok(c) => State {
+                log_level: c.log,
+                log_file: c.log_file.clone(),
+                cfg: Some(c),
+                fallback,
+                upstreams: OnceLock::new(),
+                local_names: OnceLock::new(),
+            },
+            Err(e) => {
+                err = Some(e);
+                State {
+                    cfg: None,
+                    fallback,
+                    log_level: LogLevel::Error,
+                    log_file: std::env::var("TSPROXY_LOG_FILE").ok().filter(|v| !v.is_empty()),
+                    upstreams: OnceLock::new(),
+                    local_names: OnceLock::new(),
+                }
+            }
+        }
+    });
+    if let Some(e) = err {
+        crate::log::write(LogLevel::Error, format_args!("{e}; tailnet destinations will be refused"));
+    }
+    s
+}
+
+impl State {
+    /// The configuration that decides routes (the real one, or defaults when it was invalid).
+    pub fn routes(&self) -> &Config {
+        self.cfg.as_ref().unwrap_or(&self.fallback)
+    }
+
+    /// Proxies with their socket addresses, resolved once (IP literals and `localhost` without
+    /// any lookup; other names with the real getaddrinfo).
+    pub fn upstreams(&self) -> &[Resolved] {
+        self.upstreams.get_or_init(|| {
+            let Some(cfg) = &self.cfg else { return Vec::new() };
+            cfg.proxies
+                .iter()
+                .map(|up| Resolved { up: up.clone(), addrs: crate::dns::resolve_proxy_host(&up.host, up.port) })
+                .collect()
+        })
+    }
+
+    /// Names /etc/hosts knows, and this machine's hostname: never tailnet short names.
+    pub fn known_locally(&self, name: &str) -> bool {
+        self.local_names.get_or_init(crate::dns::local_names).contains(name)
+    }
+}

@@ -1,0 +1,161 @@
+//! `tsproxy [options] [--] CMD [ARGS...]`: run CMD with libtsproxy.so preloaded.
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+use tsproxy_core::config::{self, Config};
+
+const LIB: &str = "libtsproxy.so";
+
+const HELP: &str = "\
+tsproxy: run a command so that its TCP connections to tailnet destinations go through
+tailscaled's SOCKS5 (or HTTP) proxy, and everything else goes direct.
+
+usage: tsproxy [options] [--] CMD [ARGS...]
+
+options:
+  -q, --quiet         log nothing (TSPROXY_LOG=off)
+  -v, --verbose       log every decision to stderr (TSPROXY_LOG=debug)
+      --proxy URL     proxy list, same as TSPROXY_PROXY (socks5://, socks5h://, http://,
+                      user:pass@ allowed, comma-separated for failover)
+  -h, --help          this text
+  -V, --version       print the version
+
+environment: TSPROXY_PROXY, ALL_PROXY, TSPROXY_ROUTES, TSPROXY_DOMAINS, TSPROXY_SHORT_NAMES,
+NO_PROXY, TSPROXY_LOG, TSPROXY_LOG_FILE, TSPROXY_CONNECT_TIMEOUT, TSPROXY_SOCKS_PIPELINE,
+TSPROXY_LIB (see README).
+";
+
+fn die(code: i32, msg: impl std::fmt::Display) -> ! {
+    eprintln!("tsproxy: {msg}");
+    exit(code)
+}
+
+struct Opts {
+    log: Option<&'static str>,
+    proxy: Option<String>,
+    cmd: Vec<OsString>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
+    let mut o = Opts { log: None, proxy: None, cmd: Vec::new() };
+    while let Some(a) = args.next() {
+        let s = a.to_string_lossy();
+        match s.as_ref() {
+            "--" => break,
+            "-q" | "--quiet" => o.log = Some("off"),
+            "-v" | "--verbose" => o.log = Some("debug"),
+            "-h" | "--help" => {
+                print!("{HELP}");
+                exit(0)
+            }
+            "-V" | "--version" => {
+                println!("tsproxy {}", env!("CARGO_PKG_VERSION"));
+                exit(0)
+            }
+            "--proxy" => match args.next() {
+                Some(v) => o.proxy = Some(v.to_string_lossy().into_owned()),
+                None => die(2, "option --proxy needs a value"),
+            },
+            _ if s.starts_with("--proxy=") => o.proxy = Some(s["--proxy=".len()..].to_string()),
+            _ if s.starts_with('-') && s.len() > 1 => die(2, format!("unknown option {s} (see tsproxy --help)")),
+            _ => {
+                o.cmd.push(a);
+                break;
+            }
+        }
+    }
+    o.cmd.extend(args);
+    o
+}
+
+/// Next to our own binary, else ../lib/tsproxy/, else $TSPROXY_LIB.
+fn find_lib() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    let candidates = [dir.join(LIB), dir.join("../lib/tsproxy").join(LIB)];
+    for c in candidates {
+        if c.is_file() {
+            return c.canonicalize().ok().or(Some(c));
+        }
+    }
+    std::env::var_os("TSPROXY_LIB").map(PathBuf::from).filter(|p| p.is_file())
+}
+
+/// `lib` first, then the existing entries (without a second copy of lib).
+fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
+    let mut v = OsString::from(lib);
+    if let Some(e) = existing {
+        for part in e.as_bytes().split(|&b| b == b':' || b == b' ').filter(|p| !p.is_empty()) {
+            if Path::new(OsStr::from_bytes(part)) != lib {
+                v.push(":");
+                v.push(OsStr::from_bytes(part));
+            }
+        }
+    }
+    v
+}
+
+fn main() {
+    let o = parse_args(std::env::args_os().skip(1));
+    if o.cmd.is_empty() {
+        die(2, "no command given (see tsproxy --help)");
+    }
+    if let Some(p) = &o.proxy {
+        if let Err(e) = config::parse_proxy_list(p) {
+            die(2, format!("invalid --proxy {:?}: {e}", config::redact(p)));
+        }
+        std::env::set_var("TSPROXY_PROXY", p);
+    }
+    if let Some(l) = o.log {
+        std::env::set_var("TSPROXY_LOG", l);
+    }
+    if let Err(e) = Config::from_env() {
+        die(2, e);
+    }
+    let Some(lib) = find_lib() else {
+        die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB"))
+    };
+    let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
+    let err = Command::new(&o.cmd[0]).args(&o.cmd[1..]).env("LD_PRELOAD", preload).exec();
+    let name = o.cmd[0].to_string_lossy();
+    match err.kind() {
+        std::io::ErrorKind::NotFound => die(127, format!("{name}: command not found")),
+        std::io::ErrorKind::PermissionDenied => die(126, format!("{name}: permission denied")),
+        _ => die(126, format!("{name}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Opts {
+        parse_args(v.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn options_stop_at_command() {
+        let o = args(&["-v", "--proxy", "socks5://h:1", "curl", "-q", "--", "x"]);
+        assert_eq!(o.log, Some("debug"));
+        assert_eq!(o.proxy.as_deref(), Some("socks5://h:1"));
+        assert_eq!(o.cmd, vec!["curl", "-q", "--", "x"]);
+        let o = args(&["-q", "--", "-weird-cmd"]);
+        assert_eq!(o.log, Some("off"));
+        assert_eq!(o.cmd, vec!["-weird-cmd"]);
+        let o = args(&["--proxy=http://p", "true"]);
+        assert_eq!(o.proxy.as_deref(), Some("http://p"));
+    }
+
+    #[test]
+    fn preload_prepends_without_duplicates() {
+        let lib = Path::new("/opt/t/libtsproxy.so");
+        assert_eq!(preload_value(lib, None), "/opt/t/libtsproxy.so");
+        assert_eq!(preload_value(lib, Some(OsStr::new("/a.so /b.so"))), "/opt/t/libtsproxy.so:/a.so:/b.so");
+        assert_eq!(preload_value(lib, Some(OsStr::new("/opt/t/libtsproxy.so:/a.so"))), "/opt/t/libtsproxy.so:/a.so");
+    }
+}
