@@ -195,14 +195,8 @@ pub unsafe fn gethostbyname(name: *const c_char) -> Ret<*mut hostent> {
 /// # Safety
 /// gethostbyaddr's contract.
 pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> Ret<*mut hostent> {
-    let ip = match (ty, len) {
-        // SAFETY: len says 4 readable bytes.
-        (libc::AF_INET, 4) if !addr.is_null() => Some(std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 4]>() })),
-        // SAFETY: len says 16 readable bytes.
-        (libc::AF_INET6, 16) if !addr.is_null() => Some(std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 16]>() })),
-        _ => None,
-    };
-    match ip.and_then(super::name_of) {
+    // SAFETY: addr holds len bytes (contract).
+    match unsafe { placeholder_name(addr, len, ty) } {
         Some(n) => {
             // SAFETY: len bytes readable (matched above).
             let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
@@ -214,4 +208,60 @@ pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> R
             Ret::passed(unsafe { f(addr, len, ty) })
         }
     }
+}
+
+/// # Safety
+/// gethostbyaddr_r's contract.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gethostbyaddr_r(
+    addr: *const c_void,
+    len: socklen_t,
+    ty: c_int,
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+) -> Ret<c_int> {
+    // SAFETY: addr holds len bytes (contract).
+    match unsafe { placeholder_name(addr, len, ty) } {
+        Some(n) => {
+            // SAFETY: len bytes readable; ret/result/h_errnop valid; buf has buflen bytes.
+            unsafe {
+                let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), len as usize);
+                match fill(&mut *ret, buf, buflen, n, ty, bytes) {
+                    Ok(()) => {
+                        *result = ret;
+                        *h_errnop = 0;
+                        Ret::ok(0)
+                    }
+                    Err(()) => {
+                        *result = std::ptr::null_mut();
+                        *h_errnop = NETDB_INTERNAL;
+                        Ret::err(libc::ERANGE, libc::ERANGE)
+                    }
+                }
+            }
+        }
+        None => {
+            let f = real!(gethostbyaddr_r: fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
+            // SAFETY: the caller's arguments, passed on.
+            Ret::passed(unsafe { f(addr, len, ty, ret, buf, buflen, result, h_errnop) })
+        }
+    }
+}
+
+/// The tailnet name of a placeholder given as raw address bytes.
+///
+/// # Safety
+/// `addr` is null or holds `len` readable bytes.
+unsafe fn placeholder_name(addr: *const c_void, len: socklen_t, ty: c_int) -> Option<&'static str> {
+    let ip = match (ty, len) {
+        // SAFETY: len says 4 readable bytes.
+        (libc::AF_INET, 4) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 4]>() }),
+        // SAFETY: len says 16 readable bytes.
+        (libc::AF_INET6, 16) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 16]>() }),
+        _ => return None,
+    };
+    super::name_of(ip)
 }

@@ -32,3 +32,9 @@ pub unsafe extern "C" fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: 
     // SAFETY: gethostbyaddr(3)'s contract is our caller's.
     shield(Ret::ok(null_mut()), || unsafe { h::gethostbyaddr(addr, len, ty) })
 }
+
+#[no_mangle]
+pub unsafe extern "C" fn gethostbyaddr_r(addr: *const c_void, len: socklen_t, ty: c_int, ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int) -> c_int {
+    // SAFETY: gethostbyaddr_r(3)'s contract is our caller's.
+    shield(Ret::ok(libc::EINVAL), || unsafe { h::gethostbyaddr_r(addr, len, ty, ret, buf, buflen, result, h_errnop) })
+}

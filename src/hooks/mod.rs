@@ -10,7 +10,7 @@ mod sendto;
 
 pub use connect::connect;
 pub use getaddrinfo::getaddrinfo;
-pub use gethostbyname::{gethostbyaddr, gethostbyname, gethostbyname2, gethostbyname2_r, gethostbyname_r};
+pub use gethostbyname::{gethostbyaddr, gethostbyaddr_r, gethostbyname, gethostbyname2, gethostbyname2_r, gethostbyname_r};
 pub use getnameinfo::getnameinfo;
 pub use getpeername::getpeername;
 pub use sendto::{sendmsg, sendto};
