@@ -1,0 +1,324 @@
+//! Shared test parts: paths of the built artifacts, c-harness compilation, and small real
+//! servers on 127.0.0.1 (a recording SOCKS5 proxy, an HTTP CONNECT proxy, peers).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+/// target/<profile>/ (the test binary lives in target/<profile>/deps/).
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn lib() -> PathBuf {
+    let p = target_dir().join("libtsproxy.so");
+    assert!(p.is_file(), "{} missing: run `cargo test --workspace` or `make test`", p.display());
+    p
+}
+
+pub fn launcher() -> PathBuf {
+    let p = target_dir().join("tsproxy");
+    assert!(p.is_file(), "{} missing: run `cargo test --workspace` or `make test`", p.display());
+    p
+}
+
+/// Compile c-harness/NAME.c once per test process into target/<profile>/c-harness/.
+pub fn harness(name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c-harness").join(format!("{name}.c"));
+    let dir = target_dir().join("c-harness");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let fresh = out.metadata().and_then(|o| Ok(o.modified()? >= src.metadata()?.modified()?)).unwrap_or(false);
+    if !fresh {
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        let st = Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&tmp).arg(&src).status().expect("cc");
+        assert!(st.success(), "compiling {name}.c failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// Parse key=value lines.
+pub fn kv(out: &Output) -> HashMap<String, String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
+}
+
+pub fn text(out: &Output) -> String {
+    format!("status={:?}\n--- stdout\n{}--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A command with LD_PRELOAD=libtsproxy.so and a clean tsproxy environment.
+pub fn preloaded(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(prog);
+    for k in ["TSPROXY_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy", "TSPROXY_ROUTES", "TSPROXY_DOMAINS", "TSPROXY_LOG", "TSPROXY_LOG_FILE", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+        c.env_remove(k);
+    }
+    c.env("LD_PRELOAD", lib());
+    c
+}
+
+// ---------------------------------------------------------------- peers
+
+/// A peer that speaks first: on accept it writes `HELLO <tag>\r\n`, echoes one line as
+/// `ECHO <line>\r\n` if it arrives within 300 ms, and closes. Speaking first proves the
+/// handshake reads exactly.
+pub fn banner_peer(tag: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut w = s.try_clone().unwrap();
+                let _ = w.write_all(format!("HELLO {tag}\r\n").as_bytes());
+                let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+                let mut line = String::new();
+                if BufReader::new(s).read_line(&mut line).unwrap_or(0) > 0 {
+                    let _ = w.write_all(format!("ECHO {}\r\n", line.trim_end()).as_bytes());
+                }
+                let _ = w.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    a
+}
+
+/// A minimal HTTP/1.0 server answering every request with `hello from <tag>`.
+pub fn http_peer(tag: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" || line == "\n" {
+                        break;
+                    }
+                }
+                let body = format!("hello from {tag}\n");
+                let mut s = s;
+                let _ = write!(s, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    a
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+// ---------------------------------------------------------------- SOCKS5
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    V4(std::net::Ipv4Addr, u16),
+    V6(std::net::Ipv6Addr, u16),
+    Name(String, u16),
+}
+
+/// What the fake tailnet does with a destination: connect here, or answer with this REP.
+pub enum Dial {
+    To(SocketAddr),
+    Rep(u8),
+    /// Accept the request and never answer.
+    Hang,
+}
+
+pub type Router = Arc<dyn Fn(&Dest) -> Dial + Send + Sync>;
+
+/// An in-process SOCKS5 server on 127.0.0.1 that reads the handshake with exact-length reads
+/// (as tailscaled does, so pipelined greeting+request works), records every CONNECT and relays.
+pub struct Socks {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Dest>>>,
+}
+
+impl Socks {
+    pub fn start(auth: Option<(&'static str, &'static str)>, router: Router) -> Socks {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (seen, router) = (seen2.clone(), router.clone());
+                thread::spawn(move || {
+                    let _ = socks_session(s, auth, &router, &seen);
+                });
+            }
+        });
+        Socks { addr, seen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("socks5://{}", self.addr)
+    }
+
+    pub fn seen(&self) -> Vec<Dest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn exact(s: &mut TcpStream, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v)?;
+    Ok(v)
+}
+
+fn socks_session(mut s: TcpStream, auth: Option<(&str, &str)>, router: &Router, seen: &Mutex<Vec<Dest>>) -> std::io::Result<()> {
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let h = exact(&mut s, 2)?;
+    assert_eq!(h[0], 5);
+    let methods = exact(&mut s, h[1] as usize)?;
+    match auth {
+        None => {
+            if !methods.contains(&0) {
+                return s.write_all(&[5, 0xff]);
+            }
+            s.write_all(&[5, 0])?;
+        }
+        Some((u, p)) => {
+            if !methods.contains(&2) {
+                return s.write_all(&[5, 0xff]);
+            }
+            s.write_all(&[5, 2])?;
+            let v = exact(&mut s, 2)?;
+            let user = exact(&mut s, v[1] as usize)?;
+            let pl = exact(&mut s, 1)?;
+            let pass = exact(&mut s, pl[0] as usize)?;
+            if user != u.as_bytes() || pass != p.as_bytes() {
+                return s.write_all(&[1, 1]);
+            }
+            s.write_all(&[1, 0])?;
+        }
+    }
+    let r = exact(&mut s, 4)?;
+    assert_eq!(&r[..3], &[5, 1, 0]);
+    let dest = match r[3] {
+        1 => {
+            let a = exact(&mut s, 6)?;
+            Dest::V4([a[0], a[1], a[2], a[3]].into(), u16::from_be_bytes([a[4], a[5]]))
+        }
+        4 => {
+            let a = exact(&mut s, 18)?;
+            let ip: [u8; 16] = a[..16].try_into().unwrap();
+            Dest::V6(ip.into(), u16::from_be_bytes([a[16], a[17]]))
+        }
+        3 => {
+            let l = exact(&mut s, 1)?[0] as usize;
+            let a = exact(&mut s, l + 2)?;
+            Dest::Name(String::from_utf8_lossy(&a[..l]).into_owned(), u16::from_be_bytes([a[l], a[l + 1]]))
+        }
+        _ => return s.write_all(&[5, 8, 0, 1, 0, 0, 0, 0, 0, 0]),
+    };
+    seen.lock().unwrap().push(dest.clone());
+    match router(&dest) {
+        Dial::Rep(rep) => s.write_all(&[5, rep, 0, 1, 0, 0, 0, 0, 0, 0]),
+        Dial::Hang => {
+            thread::sleep(Duration::from_secs(20));
+            Ok(())
+        }
+        Dial::To(to) => match TcpStream::connect(to) {
+            Err(_) => s.write_all(&[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]),
+            Ok(up) => {
+                s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34])?;
+                relay(s, up);
+                Ok(())
+            }
+        },
+    }
+}
+
+pub fn relay(a: TcpStream, b: TcpStream) {
+    let _ = a.set_read_timeout(None);
+    let (mut a2, mut b2) = (a.try_clone().unwrap(), b.try_clone().unwrap());
+    let t = thread::spawn(move || {
+        let _ = std::io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let (mut a, mut b) = (a, b);
+    let _ = std::io::copy(&mut b, &mut a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+// ---------------------------------------------------------------- HTTP CONNECT
+
+/// An HTTP CONNECT proxy on 127.0.0.1: `CONNECT host:port`, optional Basic auth check; the
+/// router decides; a refusal is tailscaled's answer (500 + Tailscale-Connect-Error).
+pub struct HttpProxy {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpProxy {
+    pub fn start(basic: Option<&'static str>, router: Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>) -> HttpProxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = seen.clone();
+        thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (seen, router) = (seen2.clone(), router.clone());
+                thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut first = String::new();
+                    if r.read_line(&mut first).is_err() {
+                        return;
+                    }
+                    let mut authed = basic.is_none();
+                    loop {
+                        let mut l = String::new();
+                        if r.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                            break;
+                        }
+                        if let Some(b) = basic {
+                            if l.trim_end() == format!("Proxy-Authorization: Basic {b}") {
+                                authed = true;
+                            }
+                        }
+                    }
+                    let mut s = s;
+                    let target = first.split(' ').nth(1).unwrap_or("").to_string();
+                    seen.lock().unwrap().push(target.clone());
+                    if !authed {
+                        let _ = s.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    }
+                    match router(&target).and_then(|to| TcpStream::connect(to).ok()) {
+                        Some(up) => {
+                            let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\nProxy-Agent: test\r\n\r\n");
+                            relay(s, up);
+                        }
+                        None => {
+                            let _ = s.write_all(b"HTTP/1.1 500 Internal Server Error\r\nTailscale-Connect-Error: dial refused\r\nContent-Length: 0\r\n\r\n");
+                        }
+                    }
+                });
+            }
+        });
+        HttpProxy { addr, seen }
+    }
+}
+
+pub fn once<T: Send + Sync + 'static>(cell: &'static OnceLock<T>, f: impl FnOnce() -> T) -> &'static T {
+    cell.get_or_init(f)
+}
