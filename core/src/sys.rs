@@ -7,11 +7,24 @@ use std::io;
 #[macro_export]
 macro_rules! syscall {
     ($nr:ident $(, $arg:expr)* $(,)?) => {{
-        // SAFETY: the caller of the macro passes arguments valid for this syscall; the kernel
-        // validates everything else and reports errors through the return value.
-        let r = unsafe { ::libc::syscall(::libc::$nr $(, $arg as ::libc::c_long)*) };
+        let nr = ::libc::$nr;
+        let args: &[::libc::c_long] = &[$($arg as ::libc::c_long),*];
+        // SAFETY: the caller of the macro passes arguments valid for this syscall (pointers to
+        // live memory of the right size); the kernel validates the rest and reports errors
+        // through the return value.
+        let r = unsafe { $crate::sys::raw(nr, args) };
         if r == -1 { Err(::std::io::Error::last_os_error()) } else { Ok(r) }
     }};
+}
+
+/// `syscall(2)` with up to six arguments.
+///
+/// # Safety
+/// The arguments must be valid for syscall `nr`.
+pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
+    let g = |i: usize| a.get(i).copied().unwrap_or(0);
+    // SAFETY: forwarded to the caller; unused trailing arguments are ignored by the kernel.
+    unsafe { libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5)) }
 }
 
 pub fn errno() -> i32 {

@@ -262,6 +262,8 @@ pub fn relay(a: TcpStream, b: TcpStream) {
 
 // ---------------------------------------------------------------- HTTP CONNECT
 
+pub type HttpRouter = Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>;
+
 /// An HTTP CONNECT proxy on 127.0.0.1: `CONNECT host:port`, optional Basic auth check; the
 /// router decides; a refusal is tailscaled's answer (500 + Tailscale-Connect-Error).
 pub struct HttpProxy {
@@ -270,7 +272,7 @@ pub struct HttpProxy {
 }
 
 impl HttpProxy {
-    pub fn start(basic: Option<&'static str>, router: Arc<dyn Fn(&str) -> Option<SocketAddr> + Send + Sync>) -> HttpProxy {
+    pub fn start(basic: Option<&'static str>, router: HttpRouter) -> HttpProxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -1,0 +1,37 @@
+# tsproxy: build, test, bench, install.
+PREFIX ?= /usr/local
+CARGO ?= cargo
+ROOT := $(shell id -u)
+
+.PHONY: all build test test-deps bench install uninstall clean
+
+all: build
+
+build:
+	$(CARGO) build --release --workspace
+	@echo "built target/release/tsproxy and target/release/libtsproxy.so"
+
+# Every tier: unit tests, the no-root loopback tier, and (as root) the namespace tier with
+# real proxies and the leak meter. As root a missing piece of the namespace tier is an error.
+test: test-deps
+	$(CARGO) build --workspace
+	@if [ "$(ROOT)" = 0 ]; then \
+		TSPROXY_REQUIRE_NETNS=1 $(CARGO) test --workspace; rc=$$?; \
+		bash tests/netns/topology.sh down; exit $$rc; \
+	else \
+		echo "make test: not root, the namespace tier will be skipped"; \
+		$(CARGO) test --workspace; \
+	fi
+
+test-deps:
+	@bash scripts/test-deps.sh
+
+install: build
+	install -Dm755 target/release/tsproxy $(DESTDIR)$(PREFIX)/bin/tsproxy
+	install -Dm755 target/release/libtsproxy.so $(DESTDIR)$(PREFIX)/lib/tsproxy/libtsproxy.so
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/tsproxy $(DESTDIR)$(PREFIX)/lib/tsproxy/libtsproxy.so
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what `make test` needs (Debian/Ubuntu, as root). Installs only what is missing.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have cc || need+=(gcc libc6-dev)
+have microsocks || need+=(microsocks)
+have danted || need+=(dante-server)
+have tinyproxy || need+=(tinyproxy)
+have nft || need+=(nftables)
+have ip || need+=(iproute2)
+have curl || need+=(curl)
+have wget || need+=(wget)
+have python3 || need+=(python3)
+have node || need+=(nodejs)
+have setpriv || need+=(util-linux)
+have unshare || need+=(util-linux)
+have chpasswd || need+=(passwd)
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "test-deps: missing ${need[*]}; run as root to install them (the root test tier needs them)" >&2
+    exit 0
+fi
+echo "test-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

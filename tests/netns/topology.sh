@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# The root test tier's world, built from real parts:
+#
+#   netns tsp-ws ("workspace")                      netns tsp-tn ("tailnet")
+#     lo: microsocks 127.0.0.1:1080 (no auth)          peers (python3 http.server):
+#         danted     127.0.0.1:1081 (user/pass)          100.64.0.2 / fd7a:115c:a1e0::2 :8080
+#         tinyproxy  127.0.0.1:3128 (HTTP CONNECT,       100.64.0.3  refuses (nothing listens)
+#                                   Basic auth)          100.64.0.4  never answers (dropped)
+#     ws0 10.200.0.1 fd00:200::1  <--- veth --->     tn0 10.200.0.2 fd00:200::2
+#                                                      198.51.100.10:8080 a "public" server
+#
+# The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
+# names. The workspace's applications see the machine's /etc/hosts (no tailnet names) and a
+# resolv.conf that points at 10.200.0.2, where nothing answers: a name that wrongly reaches
+# the system resolver shows up on the `dns` counter.
+#
+# Leak meter (nft, table inet tsproxy in tsp-ws): every packet to 100.64.0.0/10 or
+# fd7a:115c:a1e0::/48 not sent by tsproxy-px is rejected and counted in counter `leak`.
+#
+#   topology.sh up     (re)build everything; runs a self-check that the meter counts
+#   topology.sh down   remove everything
+#   topology.sh counters   print leak, dns, dns_other, public_direct, public_via_proxy
+set -euo pipefail
+
+WS=tsp-ws TN=tsp-tn PXUSER=tsproxy-px PXPASS=px-pass-4711
+RUN=/run/tsproxy-test
+PEERS_PORT=8080
+
+ws() { ip netns exec "$WS" "$@"; }
+tn() { ip netns exec "$TN" "$@"; }
+
+down() {
+    if [ -d "$RUN" ]; then
+        for p in "$RUN"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true; done
+    fi
+    ip netns pids "$WS" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    ip netns pids "$TN" 2>/dev/null | xargs -r kill 2>/dev/null || true
+    sleep 0.2
+    ip netns pids "$WS" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns pids "$TN" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$WS" 2>/dev/null || true
+    ip netns del "$TN" 2>/dev/null || true
+    rm -rf "/etc/netns/$WS" "$RUN"
+}
+
+counter() { ws nft list counter inet tsproxy "$1" | sed -n 's/.*packets \([0-9]*\).*/\1/p'; }
+
+counters() {
+    for c in leak dns dns_other public_direct public_via_proxy; do echo "$c=$(counter $c)"; done
+}
+
+wait_port() { # ns host port
+    for _ in $(seq 1 100); do
+        if ip netns exec "$1" bash -c "exec 3<>/dev/tcp/$2/$3" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "topology: $2:$3 in $1 did not come up" >&2
+    return 1
+}
+
+up() {
+    down
+    mkdir -p "$RUN" "/etc/netns/$WS"
+    id "$PXUSER" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$PXUSER"
+    echo "$PXUSER:$PXPASS" | chpasswd
+    PXUID=$(id -u "$PXUSER")
+
+    ip netns add "$WS"
+    ip netns add "$TN"
+    ip link add ws0 type veth peer name tn0
+    ip link set ws0 netns "$WS"
+    ip link set tn0 netns "$TN"
+    ws ip link set lo up
+    tn ip link set lo up
+    ws ip addr add 10.200.0.1/24 dev ws0
+    ws ip addr add fd00:200::1/64 dev ws0 nodad
+    ws ip link set ws0 up
+    tn ip addr add 10.200.0.2/24 dev tn0
+    tn ip addr add fd00:200::2/64 dev tn0 nodad
+    for a in 100.64.0.2/32 100.64.0.3/32 100.64.0.4/32 198.51.100.10/32; do tn ip addr add "$a" dev lo; done
+    tn ip addr add fd7a:115c:a1e0::2/128 dev lo nodad
+    tn ip link set tn0 up
+    ws ip route add 100.64.0.0/10 via 10.200.0.2
+    ws ip route add 198.51.100.0/24 via 10.200.0.2
+    ws ip -6 route add fd7a:115c:a1e0::/48 via fd00:200::2
+    # 100.64.0.4 never answers.
+    tn nft -f - <<NFT
+table inet blackhole {
+    chain in { type filter hook input priority 0; policy accept; ip daddr 100.64.0.4 drop; }
+}
+NFT
+    # The leak meter.
+    ws nft -f - <<NFT
+table inet tsproxy {
+    counter leak {}
+    counter dns {}
+    counter dns_other {}
+    counter public_direct {}
+    counter public_via_proxy {}
+    chain out {
+        type filter hook output priority 0; policy accept;
+        ip daddr 100.64.0.0/10 meta skuid != $PXUID counter name leak reject
+        ip6 daddr fd7a:115c:a1e0::/48 meta skuid != $PXUID counter name leak reject
+        ip daddr 10.200.0.2 udp dport 53 counter name dns
+        ip daddr 10.200.0.2 tcp dport 53 counter name dns
+        ip daddr 10.200.0.9 udp dport 53 counter name dns_other
+        ip daddr 198.51.100.10 tcp flags syn meta skuid $PXUID counter name public_via_proxy
+        ip daddr 198.51.100.10 tcp flags syn meta skuid != $PXUID counter name public_direct
+    }
+}
+NFT
+    # What the workspace's applications resolve with: a resolver where nothing answers.
+    echo "nameserver 10.200.0.2" > "/etc/netns/$WS/resolv.conf"
+    echo "options timeout:1 attempts:1" >> "/etc/netns/$WS/resolv.conf"
+    # A second resolver address (nothing there either) for tests that expect a real lookup.
+    printf 'nameserver 10.200.0.9\noptions timeout:1 attempts:1\n' > "$RUN/resolv.other"
+
+    # Peers.
+    mkdir -p "$RUN/www"
+    echo "hello from peer" > "$RUN/www/index.html"
+    local i=0
+    for a in 100.64.0.2 fd7a:115c:a1e0::2 198.51.100.10; do
+        tn python3 -m http.server --bind "$a" --directory "$RUN/www" "$PEERS_PORT" >"$RUN/peer$i.log" 2>&1 &
+        echo $! > "$RUN/peer$i.pid"
+        i=$((i + 1))
+    done
+
+    # The proxies' own view of MagicDNS.
+    cat > "$RUN/hosts" <<HOSTS
+127.0.0.1 localhost
+100.64.0.2 peer-1 peer-1.tail1234.ts.net
+fd7a:115c:a1e0::2 peer6 peer6.tail1234.ts.net
+100.64.0.3 refuser refuser.tail1234.ts.net
+100.64.0.4 blackhole blackhole.tail1234.ts.net
+HOSTS
+    chmod 644 "$RUN/hosts"
+    asproxy() { # name, command...: in the workspace, own hosts file, as tsproxy-px (or root for danted)
+        local name=$1; shift
+        ws unshare -m sh -c "mount --bind $RUN/hosts /etc/hosts && exec \"\$@\"" sh "$@" >"$RUN/$name.log" 2>&1 &
+        echo $! > "$RUN/$name.pid"
+    }
+    asproxy microsocks setpriv --reuid="$PXUSER" --regid="$PXUSER" --clear-groups microsocks -i 127.0.0.1 -p 1080
+
+    cat > "$RUN/danted.conf" <<DANTE
+logoutput: $RUN/danted.out
+internal: 127.0.0.1 port = 1081
+external: ws0
+socksmethod: username
+clientmethod: none
+user.privileged: root
+user.unprivileged: $PXUSER
+client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
+socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }
+socks pass { from: 127.0.0.0/8 to: ::/0 command: connect }
+DANTE
+    asproxy danted danted -f "$RUN/danted.conf" -p "$RUN/danted.realpid"
+
+    cat > "$RUN/tinyproxy.conf" <<TINY
+User $PXUSER
+Group $PXUSER
+Port 3128
+Listen 127.0.0.1
+Timeout 30
+LogLevel Info
+MaxClients 200
+Allow 127.0.0.1
+BasicAuth tsuser tspass
+DisableViaHeader Yes
+TINY
+    asproxy tinyproxy tinyproxy -d -c "$RUN/tinyproxy.conf"
+
+    wait_port "$TN" 100.64.0.2 "$PEERS_PORT"
+    wait_port "$TN" fd7a:115c:a1e0::2 "$PEERS_PORT"
+    wait_port "$TN" 198.51.100.10 "$PEERS_PORT"
+    wait_port "$WS" 127.0.0.1 1080
+    wait_port "$WS" 127.0.0.1 1081
+    wait_port "$WS" 127.0.0.1 3128
+
+    # Self-check: a direct dial to a tailnet address must be rejected and counted.
+    if ws timeout 5 bash -c "exec 3<>/dev/tcp/100.64.0.2/$PEERS_PORT" 2>/dev/null; then
+        echo "topology: self-check failed: a direct dial reached the tailnet" >&2; exit 1
+    fi
+    local counted
+    counted=$(counter leak)
+    [ "$counted" -ge 1 ] || { echo "topology: self-check failed: leak meter did not count" >&2; exit 1; }
+    # ... and the proxies themselves must get through.
+    ws timeout 10 curl -sf --socks5-hostname 127.0.0.1:1080 "http://peer-1:$PEERS_PORT/" >/dev/null \
+        || { echo "topology: microsocks cannot reach peer-1" >&2; exit 1; }
+    ws timeout 10 curl -sf --socks5-hostname "$PXUSER:$PXPASS@127.0.0.1:1081" "http://peer6:$PEERS_PORT/" >/dev/null \
+        || { echo "topology: danted cannot reach peer6" >&2; cat "$RUN/danted.out" >&2; exit 1; }
+    ws timeout 10 curl -sf -p -x http://tsuser:tspass@127.0.0.1:3128 "http://peer-1:$PEERS_PORT/" >/dev/null \
+        || { echo "topology: tinyproxy cannot reach peer-1" >&2; cat "$RUN/tinyproxy.log" >&2; exit 1; }
+    [ "$(counter leak)" -eq "$counted" ] || { echo "topology: proxies' own traffic was counted as a leak" >&2; exit 1; }
+    ws nft reset counters table inet tsproxy >/dev/null
+    echo "topology up"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    counters) counters ;;
+    *) echo "usage: $0 up|down|counters" >&2; exit 2 ;;
+esac
