@@ -1,8 +1,13 @@
-//! The handshake on the application's own socket: connect it to an upstream proxy, then SOCKS5
-//! or HTTP CONNECT to the target, failing over to the next upstream when a proxy itself is
-//! unreachable or refuses us. Raw syscalls only (see `sys`). Reads are exact: not one byte past
-//! the proxy's reply is consumed, so data the peer sends first (SSH banners, SMTP greetings)
-//! stays in the socket for the application.
+//! The handshake on the application's own socket, as a resumable state machine: connect the
+//! socket to an upstream proxy, then SOCKS5 or HTTP CONNECT to the target, failing over to the
+//! next upstream when a proxy itself is unreachable or refuses us. Every step is a nonblocking
+//! raw syscall (see `sys`); when one would block, the machine says which readiness it waits for
+//! (`Step::Want`). `establish` drives it to the end for a blocking connect; the preload
+//! library's event-loop path drives it from epoll/poll/select hooks; a supervisor can drive it
+//! on a socket it took from another process. One implementation for all.
+//!
+//! Reads are exact: not one byte past the proxy's reply is consumed, so data the peer sends
+//! first (SSH banners, SMTP greetings) stays in the socket for the application.
 use crate::config::{LogLevel, Scheme, Upstream};
 use crate::sys::{self, code};
 use crate::{http, socks5, Target};
@@ -17,6 +22,393 @@ pub struct Resolved {
     pub addrs: Vec<SocketAddr>,
 }
 
+pub type Log<'a> = &'a mut dyn FnMut(LogLevel, std::fmt::Arguments<'_>);
+
+/// What the machine needs next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Call `resume` again once the socket has these poll events (POLLIN or POLLOUT).
+    Want(i16),
+    /// Finished: the proxy address used, or the errno for the application. On failure the
+    /// socket has been disconnected again.
+    Done(Result<SocketAddr, i32>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Fail {
+    /// The proxy itself failed (unreachable, refused our auth, spoke garbage before the
+    /// request): the next upstream may do better.
+    Proxy(i32, String),
+    /// The proxy answered for the destination: final.
+    Final(i32, String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum St {
+    Idle,
+    Connecting,
+    SendGreeting,
+    ReadMethod,
+    SendAuth,
+    ReadAuth,
+    SendRequest,
+    ReadReply,
+    SendHttp,
+    ReadHead,
+    Done,
+}
+
+pub struct Handshake<'a> {
+    fd: i32,
+    family: i32,
+    ups: &'a [Resolved],
+    target: Target,
+    pipeline: bool,
+    /// Index into the flattened (upstream, address) list.
+    next: usize,
+    cur: Option<(usize, SocketAddr)>,
+    st: St,
+    out: Vec<u8>,
+    buf: Vec<u8>,
+    need: usize,
+}
+
+/// Result of one nonblocking I/O attempt.
+enum Io {
+    Ready,
+    Blocked(i16),
+}
+
+impl<'a> Handshake<'a> {
+    /// `fd` is a TCP socket of `family`, not connected, in nonblocking mode.
+    pub fn new(fd: i32, family: i32, ups: &'a [Resolved], target: Target, pipeline: bool) -> Self {
+        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.st == St::Done
+    }
+
+    /// Start, or continue after the wanted readiness (a spurious call is harmless).
+    pub fn resume(&mut self, log: Log<'_>) -> Step {
+        loop {
+            let r = match self.st {
+                St::Done => return Step::Done(Err(libc::EALREADY)),
+                St::Idle => match self.begin_attempt(log) {
+                    Some(step) => return step,
+                    None => continue,
+                },
+                _ => self.advance(),
+            };
+            match r {
+                Ok(None) => continue,
+                Ok(Some(ev)) => return Step::Want(ev),
+                Err(Fail::Proxy(e, why)) => {
+                    if let Some((i, a)) = self.cur {
+                        log(LogLevel::Error, format_args!("proxy {} ({a}) failed for {}: {why}", self.ups[i].up, self.target));
+                    }
+                    let _ = e;
+                    sys::disconnect(self.fd);
+                    self.st = St::Idle;
+                }
+                Err(Fail::Final(e, why)) => {
+                    if let Some((i, _)) = self.cur {
+                        log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, self.ups[i].up));
+                    }
+                    sys::disconnect(self.fd);
+                    self.st = St::Done;
+                    return Step::Done(Err(e));
+                }
+            }
+        }
+    }
+
+    /// Abandon (time ran out): disconnect and finish with `e`.
+    pub fn abort(&mut self, e: i32) -> Step {
+        if self.st != St::Done {
+            sys::disconnect(self.fd);
+            self.st = St::Done;
+        }
+        Step::Done(Err(e))
+    }
+
+    /// Connect to the next usable upstream address. None: go on with the state machine.
+    fn begin_attempt(&mut self, log: Log<'_>) -> Option<Step> {
+        let mut k = 0;
+        for (i, r) in self.ups.iter().enumerate() {
+            for addr in &r.addrs {
+                if k < self.next {
+                    k += 1;
+                    continue;
+                }
+                k += 1;
+                self.next = k;
+                let Some((sa, len)) = crate::sockaddr::encode(*addr, self.family) else { continue };
+                self.cur = Some((i, *addr));
+                match sys::connect_raw(self.fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
+                    Ok(()) => self.start_protocol(),
+                    Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+                        self.st = St::Connecting;
+                        return Some(Step::Want(libc::POLLOUT));
+                    }
+                    Err(e) => {
+                        log(LogLevel::Error, format_args!("proxy {} ({addr}) failed for {}: connect: {e}", r.up, self.target));
+                        sys::disconnect(self.fd);
+                        continue;
+                    }
+                }
+                return None;
+            }
+        }
+        if self.cur.is_none() {
+            log(LogLevel::Error, format_args!("no proxy address usable from this socket family for {}", self.target));
+        }
+        // Every upstream failed to even take the request: the destination was never reached.
+        self.st = St::Done;
+        Some(Step::Done(Err(libc::ECONNREFUSED)))
+    }
+
+    fn up(&self) -> &'a Upstream {
+        &self.ups[self.cur.map(|c| c.0).unwrap_or(0)].up
+    }
+
+    fn auth(&self) -> Option<(&'a str, &'a str)> {
+        let up = self.up();
+        up.user.as_deref().map(|u| (u, up.pass.as_deref().unwrap_or("")))
+    }
+
+    fn start_protocol(&mut self) {
+        self.out.clear();
+        match self.up().scheme {
+            Scheme::Socks5 => {
+                let auth = self.auth().is_some();
+                self.out.extend_from_slice(socks5::greeting(auth));
+                if self.pipeline && !auth {
+                    // Encoding errors surface again when the request is built in ReadMethod.
+                    if let Ok(req) = socks5::connect_request(&self.target) {
+                        self.out.extend_from_slice(&req);
+                    }
+                }
+                self.st = St::SendGreeting;
+            }
+            Scheme::Http => {
+                self.out = http::connect_request(&self.target, self.auth());
+                self.st = St::SendHttp;
+            }
+        }
+    }
+
+    fn pipelined(&self) -> bool {
+        self.pipeline && self.auth().is_none()
+    }
+
+    /// One state's work. Ok(None): moved on; Ok(Some(ev)): blocked on ev.
+    fn advance(&mut self) -> Result<Option<i16>, Fail> {
+        match self.st {
+            St::Connecting => {
+                // Spurious wake-ups: only act once the connect has completed.
+                match sys::poll1(self.fd, libc::POLLOUT, 0) {
+                    Ok(0) => return Ok(Some(libc::POLLOUT)),
+                    Ok(_) => {}
+                    Err(e) => return Err(Fail::Proxy(code(&e), format!("poll: {e}"))),
+                }
+                match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                    Ok(0) => self.start_protocol(),
+                    Ok(e) => return Err(Fail::Proxy(e, format!("connect: {}", io::Error::from_raw_os_error(e)))),
+                    Err(e) => return Err(Fail::Proxy(code(&e), format!("SO_ERROR: {e}"))),
+                }
+            }
+            St::SendGreeting => {
+                if let Io::Blocked(ev) = self.flush(true)? {
+                    return Ok(Some(ev));
+                }
+                self.expect(2, St::ReadMethod);
+            }
+            St::ReadMethod => {
+                if let Io::Blocked(ev) = self.fill(true)? {
+                    return Ok(Some(ev));
+                }
+                let auth = self.auth();
+                let m = socks5::parse_method([self.buf[0], self.buf[1]], auth.is_some())
+                    .map_err(|e| Fail::Proxy(libc::ECONNREFUSED, format!("greeting: {e:?}")))?;
+                if m == socks5::METHOD_USERPASS {
+                    let (u, p) = auth.unwrap_or(("", ""));
+                    self.out = socks5::auth_request(u, p);
+                    self.st = St::SendAuth;
+                } else {
+                    self.request()?;
+                }
+            }
+            St::SendAuth => {
+                if let Io::Blocked(ev) = self.flush(true)? {
+                    return Ok(Some(ev));
+                }
+                self.expect(2, St::ReadAuth);
+            }
+            St::ReadAuth => {
+                if let Io::Blocked(ev) = self.fill(true)? {
+                    return Ok(Some(ev));
+                }
+                socks5::parse_auth_reply([self.buf[0], self.buf[1]]).map_err(|e| Fail::Proxy(libc::ECONNREFUSED, format!("auth: {e:?}")))?;
+                self.request()?;
+            }
+            St::SendRequest => {
+                if let Io::Blocked(ev) = self.flush(false)? {
+                    return Ok(Some(ev));
+                }
+                self.expect(5, St::ReadReply);
+            }
+            St::ReadReply => loop {
+                if let Io::Blocked(ev) = self.fill(false)? {
+                    return Ok(Some(ev));
+                }
+                let need = socks5::reply_len(&self.buf).map_err(|e| Fail::Final(libc::ECONNREFUSED, format!("reply: {e:?}")))?;
+                if need > self.buf.len() {
+                    self.need = need;
+                    continue;
+                }
+                socks5::parse_reply(&self.buf).map_err(|e| Fail::Final(socks5::errno_for(e), format!("reply: {e:?}")))?;
+                self.st = St::Done;
+                return Ok(None);
+            },
+            St::SendHttp => {
+                if let Io::Blocked(ev) = self.flush(true)? {
+                    return Ok(Some(ev));
+                }
+                self.buf.clear();
+                self.st = St::ReadHead;
+            }
+            St::ReadHead => {
+                if let Io::Blocked(ev) = self.read_head()? {
+                    return Ok(Some(ev));
+                }
+                return match http::status(&self.buf) {
+                    Some(s) if (200..300).contains(&s) => {
+                        self.st = St::Done;
+                        Ok(None)
+                    }
+                    Some(407) => Err(Fail::Proxy(libc::ECONNREFUSED, "proxy wants authentication (407)".into())),
+                    s => {
+                        let line = self.buf.split(|&b| b == b'\r').next().unwrap_or(&[]);
+                        Err(Fail::Final(http::errno_for(s), format!("proxy answered {:?}", String::from_utf8_lossy(line))))
+                    }
+                };
+            }
+            St::Idle | St::Done => {}
+        }
+        Ok(None)
+    }
+
+    /// Finished successfully? (Checked by `resume` callers through Step.)
+    fn request(&mut self) -> Result<(), Fail> {
+        if self.pipelined() {
+            self.expect(5, St::ReadReply);
+            return Ok(());
+        }
+        self.out = socks5::connect_request(&self.target).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
+        self.st = St::SendRequest;
+        Ok(())
+    }
+
+    fn expect(&mut self, n: usize, st: St) {
+        self.buf.clear();
+        self.need = n;
+        self.st = st;
+    }
+
+    fn flush(&mut self, proxy_stage: bool) -> Result<Io, Fail> {
+        while !self.out.is_empty() {
+            match sys::send(self.fd, &self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Io::Blocked(libc::POLLOUT)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let why = format!("send: {e}");
+                    return Err(if proxy_stage { Fail::Proxy(libc::ECONNREFUSED, why) } else { Fail::Final(libc::ECONNREFUSED, why) });
+                }
+            }
+        }
+        Ok(Io::Ready)
+    }
+
+    /// Read until `buf` holds `need` bytes, never more.
+    fn fill(&mut self, proxy_stage: bool) -> Result<Io, Fail> {
+        let fail = |why: String| if proxy_stage { Fail::Proxy(libc::ECONNREFUSED, why) } else { Fail::Final(libc::ECONNREFUSED, why) };
+        while self.buf.len() < self.need {
+            let have = self.buf.len();
+            self.buf.resize(self.need, 0);
+            let r = sys::recv(self.fd, &mut self.buf[have..], 0);
+            match r {
+                Ok(0) => {
+                    self.buf.truncate(have);
+                    return Err(fail("proxy closed the connection".into()));
+                }
+                Ok(n) => self.buf.truncate(have + n),
+                Err(e) => {
+                    self.buf.truncate(have);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return Ok(Io::Blocked(libc::POLLIN)),
+                        io::ErrorKind::Interrupted => {}
+                        _ => return Err(fail(format!("recv: {e}"))),
+                    }
+                }
+            }
+        }
+        Ok(Io::Ready)
+    }
+
+    /// Peek, find the end of the HTTP head, consume exactly the head. A peek without the end is
+    /// consumed whole (it is all head), so the next wait blocks until more arrives.
+    fn read_head(&mut self) -> Result<Io, Fail> {
+        let mut peek = [0u8; 1024];
+        loop {
+            let n = match sys::recv(self.fd, &mut peek, libc::MSG_PEEK) {
+                Ok(0) => return Err(Fail::Final(libc::ECONNREFUSED, "proxy closed the connection".into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Io::Blocked(libc::POLLIN)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Fail::Final(libc::ECONNREFUSED, format!("recv: {e}"))),
+            };
+            let old = self.buf.len();
+            self.buf.extend_from_slice(&peek[..n]);
+            let from = old.saturating_sub(3);
+            let take = match http::head_end(&self.buf[from..]) {
+                Some(end) => from + end - old,
+                None => n,
+            };
+            self.buf.truncate(old + take);
+            // Consume exactly what we keep; it is already in the socket, so this cannot block.
+            let mut sink = [0u8; 1024];
+            let mut left = take;
+            while left > 0 {
+                match sys::recv(self.fd, &mut sink[..left], 0) {
+                    Ok(0) => return Err(Fail::Final(libc::ECONNREFUSED, "proxy closed the connection".into())),
+                    Ok(k) => left -= k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(Fail::Final(libc::ECONNREFUSED, format!("recv: {e}"))),
+                }
+            }
+            if http::head_end(&self.buf).is_some() {
+                return Ok(Io::Ready);
+            }
+            if self.buf.len() > http::MAX_HEAD {
+                return Err(Fail::Final(libc::ECONNREFUSED, "proxy response head too long".into()));
+            }
+        }
+    }
+
+    /// The proxy address in use (after success).
+    pub fn via(&self) -> Option<SocketAddr> {
+        self.cur.map(|c| c.1)
+    }
+}
+
 pub struct Opts {
     /// The whole dial (all upstreams) must finish by then.
     pub deadline: Instant,
@@ -26,216 +418,52 @@ pub struct Opts {
     pub pipeline: bool,
 }
 
-/// How a single attempt ended.
-#[derive(Debug, PartialEq, Eq)]
-enum Fail {
-    /// The proxy itself failed (unreachable, refused our auth, spoke garbage before the
-    /// request): the next upstream may do better.
-    Proxy(i32, String),
-    /// The proxy answered for the destination (or time ran out): final.
-    Final(i32, String),
-}
-
-pub type Log<'a> = &'a mut dyn FnMut(LogLevel, std::fmt::Arguments<'_>);
-
-/// Tunnel `fd` (a TCP socket of `family`, not yet connected) to `target` through the first
-/// upstream that works. Leaves the file status flags exactly as found. On failure the socket is
-/// disconnected again and the errno for the application is returned.
+/// Drive a handshake to the end, waiting with poll (EINTR retried) until `opts.deadline`.
+/// Leaves the file status flags exactly as found. ETIMEDOUT when time runs out.
 pub fn establish(fd: i32, family: i32, ups: &[Resolved], target: &Target, opts: &Opts, log: Log<'_>) -> Result<SocketAddr, i32> {
     let flags = sys::fcntl_getfl(fd).map_err(|e| code(&e))?;
     if flags & libc::O_NONBLOCK == 0 {
         sys::fcntl_setfl(fd, flags | libc::O_NONBLOCK).map_err(|e| code(&e))?;
     }
-    let r = try_all(fd, family, ups, target, opts, log);
+    let mut hs = Handshake::new(fd, family, ups, target.clone(), opts.pipeline);
+    let r = drive(&mut hs, opts.deadline, opts.read_cap, log);
     if flags & libc::O_NONBLOCK == 0 {
         let _ = sys::fcntl_setfl(fd, flags);
     }
     r
 }
 
-fn try_all(fd: i32, family: i32, ups: &[Resolved], target: &Target, opts: &Opts, log: Log<'_>) -> Result<SocketAddr, i32> {
-    let mut last = libc::ECONNREFUSED;
-    let mut tried = false;
-    for r in ups {
-        for addr in &r.addrs {
-            let Some((sa, len)) = crate::sockaddr::encode(*addr, family) else { continue };
-            tried = true;
-            match attempt(fd, &r.up, &sa, len, target, opts) {
-                Ok(()) => return Ok(*addr),
-                Err(Fail::Proxy(e, why)) => {
-                    log(LogLevel::Error, format_args!("proxy {} ({addr}) failed for {target}: {why}", r.up));
-                    sys::disconnect(fd);
-                    last = e;
-                }
-                Err(Fail::Final(e, why)) => {
-                    log(LogLevel::Info, format_args!("{target} via {}: {why}", r.up));
-                    sys::disconnect(fd);
-                    return Err(e);
-                }
-            }
-        }
-    }
-    if !tried {
-        log(LogLevel::Error, format_args!("no proxy address usable from this socket family for {target}"));
-    }
-    // Every upstream failed to even take the request: the destination was never reached.
-    let _ = last;
-    Err(libc::ECONNREFUSED)
-}
-
-fn attempt(fd: i32, up: &Upstream, sa: &libc::sockaddr_storage, len: libc::socklen_t, target: &Target, o: &Opts) -> Result<(), Fail> {
-    connect_proxy(fd, sa, len, o)?;
-    match up.scheme {
-        Scheme::Socks5 => socks(fd, up, target, o),
-        Scheme::Http => http_connect(fd, up, target, o),
-    }
-}
-
-fn connect_proxy(fd: i32, sa: &libc::sockaddr_storage, len: libc::socklen_t, o: &Opts) -> Result<(), Fail> {
-    match sys::connect_raw(fd, (sa as *const libc::sockaddr_storage).cast(), len) {
-        Ok(()) => return Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(Fail::Proxy(code(&e), format!("connect: {e}"))),
-    }
-    wait(fd, libc::POLLOUT, o, false)?;
-    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-        Ok(0) => Ok(()),
-        Ok(e) => Err(Fail::Proxy(e, format!("connect: {}", io::Error::from_raw_os_error(e)))),
-        Err(e) => Err(Fail::Proxy(code(&e), format!("SO_ERROR: {e}"))),
-    }
-}
-
-/// Wait for `events`, retrying EINTR, until the deadline.
-fn wait(fd: i32, events: i16, o: &Opts, reading: bool) -> Result<(), Fail> {
-    let start = Instant::now();
+/// Run `hs` to completion with poll waits.
+pub fn drive(hs: &mut Handshake<'_>, deadline: Instant, read_cap: Option<Duration>, log: Log<'_>) -> Result<SocketAddr, i32> {
     loop {
+        let ev = match hs.resume(log) {
+            Step::Done(r) => return r,
+            Step::Want(ev) => ev,
+        };
         let now = Instant::now();
-        let mut left = o.deadline.saturating_duration_since(now);
-        if reading {
-            if let Some(cap) = o.read_cap {
-                left = left.min(cap.saturating_sub(now - start));
+        let mut left = deadline.saturating_duration_since(now);
+        if ev == libc::POLLIN {
+            if let Some(cap) = read_cap {
+                left = left.min(cap);
             }
         }
-        if left.is_zero() {
-            return Err(Fail::Final(libc::ETIMEDOUT, "timed out waiting for the proxy".into()));
-        }
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        match sys::poll1(fd, events, ms) {
-            Ok(0) => continue,
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Fail::Final(code(&e), format!("poll: {e}"))),
-        }
-    }
-}
-
-fn write_all(fd: i32, mut buf: &[u8], o: &Opts, proxy_stage: bool) -> Result<(), Fail> {
-    let fail = |e: i32, why: String| if proxy_stage { Fail::Proxy(e, why) } else { Fail::Final(e, why) };
-    while !buf.is_empty() {
-        match sys::send(fd, buf) {
-            Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(fd, libc::POLLOUT, o, false)?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(fail(libc::ECONNREFUSED, format!("send: {e}"))),
-        }
-    }
-    Ok(())
-}
-
-/// Read exactly `buf.len()` bytes.
-fn read_exact(fd: i32, buf: &mut [u8], o: &Opts, proxy_stage: bool) -> Result<(), Fail> {
-    let fail = |why: String| if proxy_stage { Fail::Proxy(libc::ECONNREFUSED, why) } else { Fail::Final(libc::ECONNREFUSED, why) };
-    let mut have = 0;
-    while have < buf.len() {
-        match sys::recv(fd, &mut buf[have..], 0) {
-            Ok(0) => return Err(fail("proxy closed the connection".into())),
-            Ok(n) => have += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => wait(fd, libc::POLLIN, o, true)?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(fail(format!("recv: {e}"))),
-        }
-    }
-    Ok(())
-}
-
-fn socks(fd: i32, up: &Upstream, target: &Target, o: &Opts) -> Result<(), Fail> {
-    let auth = up.user.as_deref().map(|u| (u, up.pass.as_deref().unwrap_or("")));
-    let req = socks5::connect_request(target).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
-    let greeting = socks5::greeting(auth.is_some());
-    let pipelined = o.pipeline && auth.is_none();
-    if pipelined {
-        let mut both = Vec::with_capacity(greeting.len() + req.len());
-        both.extend_from_slice(greeting);
-        both.extend_from_slice(&req);
-        write_all(fd, &both, o, true)?;
-    } else {
-        write_all(fd, greeting, o, true)?;
-    }
-    let mut m = [0u8; 2];
-    read_exact(fd, &mut m, o, true)?;
-    let method = socks5::parse_method(m, auth.is_some()).map_err(|e| Fail::Proxy(libc::ECONNREFUSED, format!("greeting: {e:?}")))?;
-    if method == socks5::METHOD_USERPASS {
-        let (u, p) = auth.unwrap_or(("", ""));
-        write_all(fd, &socks5::auth_request(u, p), o, true)?;
-        let mut a = [0u8; 2];
-        read_exact(fd, &mut a, o, true)?;
-        socks5::parse_auth_reply(a).map_err(|e| Fail::Proxy(libc::ECONNREFUSED, format!("auth: {e:?}")))?;
-    }
-    if !pipelined {
-        write_all(fd, &req, o, false)?;
-    }
-    let mut reply = [0u8; 4 + 1 + 255 + 2];
-    let mut have = 0;
-    loop {
-        let need = socks5::reply_len(&reply[..have]).map_err(|e| Fail::Final(libc::ECONNREFUSED, format!("reply: {e:?}")))?;
-        if have >= need {
-            break;
-        }
-        read_exact(fd, &mut reply[have..need], o, false)?;
-        have = need;
-    }
-    socks5::parse_reply(&reply[..have]).map_err(|e| Fail::Final(socks5::errno_for(e), format!("reply: {e:?}")))
-}
-
-fn http_connect(fd: i32, up: &Upstream, target: &Target, o: &Opts) -> Result<(), Fail> {
-    let auth = up.user.as_deref().map(|u| (u, up.pass.as_deref().unwrap_or("")));
-    write_all(fd, &http::connect_request(target, auth), o, true)?;
-    // Peek, find the end of the head, consume exactly the head. A peek without the end is
-    // consumed whole (it is all head), so the next wait blocks until more arrives.
-    let mut head: Vec<u8> = Vec::with_capacity(256);
-    let mut peek = [0u8; 1024];
-    loop {
-        let n = match sys::recv(fd, &mut peek, libc::MSG_PEEK) {
-            Ok(0) => return Err(Fail::Final(libc::ECONNREFUSED, "proxy closed the connection".into())),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                wait(fd, libc::POLLIN, o, true)?;
-                continue;
+        let waited_from = now;
+        loop {
+            let l = left.saturating_sub(waited_from.elapsed());
+            if l.is_zero() {
+                log(LogLevel::Info, format_args!("{}: timed out waiting for the proxy", hs.target()));
+                let Step::Done(r) = hs.abort(libc::ETIMEDOUT) else { unreachable!() };
+                return r;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Fail::Final(libc::ECONNREFUSED, format!("recv: {e}"))),
-        };
-        let old = head.len();
-        head.extend_from_slice(&peek[..n]);
-        let take = match http::head_end(&head[old.saturating_sub(3)..]) {
-            Some(end) => old.saturating_sub(3) + end - old,
-            None => n,
-        };
-        head.truncate(old + take);
-        read_exact(fd, &mut peek[..take], o, false)?;
-        if http::head_end(&head).is_some() {
-            break;
-        }
-        if head.len() > http::MAX_HEAD {
-            return Err(Fail::Final(libc::ECONNREFUSED, "proxy response head too long".into()));
-        }
-    }
-    match http::status(&head) {
-        Some(s) if (200..300).contains(&s) => Ok(()),
-        Some(407) => Err(Fail::Proxy(libc::ECONNREFUSED, "proxy wants authentication (407)".into())),
-        s => {
-            let line = head.split(|&b| b == b'\r').next().unwrap_or(&[]);
-            Err(Fail::Final(http::errno_for(s), format!("proxy answered {:?}", String::from_utf8_lossy(line))))
+            match sys::poll1(hs.fd, ev, l.as_millis().clamp(1, i32::MAX as u128) as i32) {
+                Ok(0) => continue,
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let Step::Done(r) = hs.abort(code(&e)) else { unreachable!() };
+                    return r;
+                }
+            }
         }
     }
 }
