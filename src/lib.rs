@@ -13,6 +13,7 @@
 mod real;
 mod dns;
 mod ffi;
+mod fork;
 mod guard;
 mod hooks;
 mod log;

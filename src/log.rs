@@ -25,12 +25,11 @@ pub fn write(level: LogLevel, args: std::fmt::Arguments<'_>) {
     match &state::get().log_file {
         Some(path) => {
             let Ok(c) = std::ffi::CString::new(path.as_str()) else { return };
-            // SAFETY: c is a valid NUL-terminated path; open has no other preconditions.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o600) };
-            if fd >= 0 {
-                sys::write_all_fd(fd, line.as_bytes());
-                // SAFETY: fd is ours, opened just above.
-                unsafe { libc::close(fd) };
+            // Raw syscalls: `close` is one of our hooks and must not be re-entered from here.
+            let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+            if let Ok(fd) = tsproxy_core::syscall!(SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags, 0o600) {
+                sys::write_all_fd(fd as i32, line.as_bytes());
+                let _ = tsproxy_core::syscall!(SYS_close, fd);
             }
         }
         None => {

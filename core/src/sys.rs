@@ -108,3 +108,93 @@ pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
         }
     }
 }
+
+pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    syscall!(SYS_epoll_ctl, epfd, op, fd, &mut ev as *mut libc::epoll_event).map(|_| ())
+}
+
+/// Read a small /proc file with raw syscalls (never through hooked libc `read`).
+pub fn read_proc(path: &std::ffi::CStr) -> io::Result<Vec<u8>> {
+    let fd = syscall!(SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)? as i32;
+    let mut out = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let r = loop {
+        match syscall!(SYS_read, fd, buf.as_mut_ptr(), buf.len()) {
+            Ok(0) => break Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n as usize]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
+        }
+        if out.len() > (1 << 22) {
+            break Ok(out);
+        }
+    };
+    let _ = syscall!(SYS_close, fd);
+    r
+}
+
+/// The epoll registrations listed in /proc/self/fdinfo/EPFD: (target fd, events, data).
+pub fn epoll_registrations(epfd: i32) -> Vec<(i32, u32, u64)> {
+    let Ok(path) = std::ffi::CString::new(format!("/proc/self/fdinfo/{epfd}")) else { return Vec::new() };
+    let Ok(text) = read_proc(&path) else { return Vec::new() };
+    parse_epoll_fdinfo(&String::from_utf8_lossy(&text))
+}
+
+/// Parse `tfd: N events: HEX data: HEX ...` lines.
+pub fn parse_epoll_fdinfo(text: &str) -> Vec<(i32, u32, u64)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if it.next() != Some("tfd:") {
+            continue;
+        }
+        let fd = it.next().and_then(|v| v.parse().ok());
+        let ev = (it.next() == Some("events:")).then(|| it.next().and_then(|v| u32::from_str_radix(v, 16).ok())).flatten();
+        let data = (it.next() == Some("data:")).then(|| it.next().and_then(|v| u64::from_str_radix(v, 16).ok())).flatten();
+        if let (Some(fd), Some(ev), Some(data)) = (fd, ev, data) {
+            out.push((fd, ev, data));
+        }
+    }
+    out
+}
+
+/// Is `fd` an epoll instance?
+pub fn is_epoll(fd: i32) -> bool {
+    let Ok(path) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else { return false };
+    let mut buf = [0u8; 64];
+    match syscall!(SYS_readlinkat, libc::AT_FDCWD, path.as_ptr(), buf.as_mut_ptr(), buf.len()) {
+        Ok(n) => &buf[..n as usize] == b"anon_inode:[eventpoll]",
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_parsing() {
+        let t = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\ntfd:        5 events:       19 data:                5  pos:0 ino:1c7b sdev:8\ntfd:       12 events: 80000004 data: deadbeef00000001  pos:0 ino:1c7c sdev:8\n";
+        assert_eq!(parse_epoll_fdinfo(t), vec![(5, 0x19, 5), (12, 0x8000_0004, 0xdead_beef_0000_0001)]);
+    }
+
+    #[test]
+    fn live_epoll_fdinfo() {
+        // SAFETY: plain syscalls on fds this test owns.
+        unsafe {
+            let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            let mut p = [0; 2];
+            libc::pipe(p.as_mut_ptr());
+            epoll_ctl(ep, libc::EPOLL_CTL_ADD, p[0], (libc::EPOLLIN | libc::EPOLLET) as u32, 0xabc).unwrap();
+            assert!(is_epoll(ep));
+            assert!(!is_epoll(p[0]));
+            // The kernel adds EPOLLERR|EPOLLHUP (always reported anyway) to every registration.
+            let want = (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLERR | libc::EPOLLHUP) as u32;
+            assert_eq!(epoll_registrations(ep), vec![(p[0], want, 0xabc)]);
+            libc::close(ep);
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
+}

@@ -105,6 +105,7 @@ impl<'a> Handshake<'a> {
                 _ => self.advance(),
             };
             match r {
+                Ok(None) if self.st == St::Done => return Step::Done(Ok(self.cur.map(|c| c.1).expect("an attempt was made"))),
                 Ok(None) => continue,
                 Ok(Some(ev)) => return Step::Want(ev),
                 Err(Fail::Proxy(e, why)) => {

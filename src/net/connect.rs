@@ -19,6 +19,8 @@ fn real_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> 
 
 pub enum Outcome {
     Tunnelled,
+    /// Nonblocking socket: the handshake goes on without the caller (EINPROGRESS).
+    Pending(Ret<c_int>),
     /// Not ours after all (family mismatch the kernel will reject): hand to libc.
     Kernel,
 }
@@ -26,6 +28,9 @@ pub enum Outcome {
 /// # Safety
 /// `addr` is null or points to `len` readable bytes (connect(2)'s contract).
 pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
+    if let Some(r) = super::pending::reconnect(fd) {
+        return r;
+    }
     // SAFETY: forwarded from our caller's contract.
     let Some(dest) = (unsafe { sa::read(addr, len) }) else { return real_connect(fd, addr, len) };
     let target = match decide(dest) {
@@ -44,18 +49,21 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
         return Ret::err(-1, libc::ECONNREFUSED);
     };
     // SAFETY: forwarded from our caller's contract.
-    match unsafe { tunnel_fd(fd, addr, len, &target) } {
+    match unsafe { tunnel_fd(fd, addr, len, &target, false) } {
         Ok(Outcome::Tunnelled) => Ret::ok(0),
+        Ok(Outcome::Pending(r)) => r,
         Ok(Outcome::Kernel) => real_connect(fd, addr, len),
         Err(e) => Ret::err(-1, e),
     }
 }
 
 /// Tunnel `fd` to `target`; on success remember the application's `addr` for getpeername.
+/// A nonblocking socket gets EINPROGRESS and the handshake goes on in the background, unless
+/// `inline` (TCP Fast Open's sendto, which must carry its data).
 ///
 /// # Safety
 /// `addr` points to `len` readable bytes.
-pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target) -> Result<Outcome, i32> {
+pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool) -> Result<Outcome, i32> {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?;
     let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| sys::code(&e))?;
     // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
@@ -74,6 +82,10 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
     };
     let fl = sys::fcntl_getfl(fd).map_err(|e| sys::code(&e))?;
     let blocking = fl & libc::O_NONBLOCK == 0;
+    if !blocking && !inline {
+        // SAFETY: forwarded from our caller's contract.
+        return Ok(Outcome::Pending(unsafe { super::pending::start(fd, family, target.clone(), addr, len) }));
+    }
     let limit = if blocking { sys::sock_timeout(fd, libc::SO_SNDTIMEO).unwrap_or(cfg.timeout) } else { cfg.timeout };
     let t0 = Instant::now();
     let opts = Opts {

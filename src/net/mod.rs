@@ -1,5 +1,7 @@
 //! Where a connection goes, and the connect path itself.
 pub mod connect;
+pub mod io;
+pub mod pending;
 pub mod send;
 pub mod tunnels;
 

@@ -58,9 +58,10 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) 
     }
     let Some(_g) = Guard::enter() else { return Plan::Fail(libc::ECONNREFUSED) };
     // SAFETY: forwarded contract.
-    match unsafe { tunnel_fd(fd, addr, alen, &target) } {
+    match unsafe { tunnel_fd(fd, addr, alen, &target, true) } {
         Ok(Outcome::Tunnelled) => Plan::SendConnected,
         Ok(Outcome::Kernel) => Plan::Libc,
+        Ok(Outcome::Pending(_)) => unreachable!("inline handshakes never pend"),
         Err(e) => Plan::Fail(e),
     }
 }
@@ -69,6 +70,9 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) 
 /// sendto(2)'s contract.
 pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> Ret<ssize_t> {
     if addr.is_null() {
+        if let Some(e) = super::pending::gate(fd, libc::EAGAIN) {
+            return Ret::err(-1, e);
+        }
         return Ret::passed(real_sendto(fd, buf, n, flags, addr, alen));
     }
     // SAFETY: forwarded contract.
@@ -85,6 +89,9 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Ret<ssize_
     // SAFETY: msg is the caller's valid msghdr (or null, which libc rejects with EFAULT).
     let Some(m) = (unsafe { msg.as_ref() }) else { return Ret::passed(real_sendmsg(fd, msg, flags)) };
     if m.msg_name.is_null() {
+        if let Some(e) = super::pending::gate(fd, libc::EAGAIN) {
+            return Ret::err(-1, e);
+        }
         return Ret::passed(real_sendmsg(fd, msg, flags));
     }
     // SAFETY: msg_name points to msg_namelen bytes (sendmsg's contract).

@@ -5,7 +5,6 @@
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
 
 #[derive(Clone, Copy)]
 pub struct Entry {
@@ -16,14 +15,12 @@ pub struct Entry {
 
 static ANY: AtomicBool = AtomicBool::new(false);
 static TABLE: Mutex<BTreeMap<i32, Entry>> = Mutex::new(BTreeMap::new());
-static ATFORK: Once = Once::new();
-
-extern "C" fn before_fork() {
+pub fn lock_for_fork() {
     std::mem::forget(TABLE.lock());
 }
 
-extern "C" fn after_fork() {
-    // SAFETY: before_fork took the lock on this thread and leaked the guard.
+pub fn unlock_after_fork() {
+    // SAFETY: lock_for_fork took the lock on this thread and leaked the guard.
     unsafe { TABLE.force_unlock() };
 }
 
@@ -45,10 +42,7 @@ pub unsafe fn record(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t)
     let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
     // SAFETY: caller guarantees `len` readable bytes at addr; st has room for n.
     unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), std::ptr::addr_of_mut!(st).cast::<u8>(), n) };
-    ATFORK.call_once(|| {
-        // SAFETY: the handlers are plain functions valid for the life of the process.
-        unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork), Some(after_fork)) };
-    });
+    crate::fork::arm();
     TABLE.lock().insert(fd, Entry { ino, addr: st, len: n as libc::socklen_t });
     ANY.store(true, Ordering::Release);
 }
@@ -68,6 +62,9 @@ pub fn lookup(fd: i32) -> Option<Entry> {
 /// # Safety
 /// getpeername(2)'s contract.
 pub unsafe fn getpeername(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> crate::ffi::Ret<libc::c_int> {
+    if let Some(e) = super::pending::gate(fd, libc::ENOTCONN) {
+        return crate::ffi::Ret::err(-1, e);
+    }
     let f = real!(getpeername: fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int);
     // SAFETY: the caller's arguments, passed on.
     let r = unsafe { f(fd, addr, len) };

@@ -1,0 +1,23 @@
+//! fork(): our locks are taken around it (pthread_atfork) so that a child never inherits one
+//! held by a thread that does not exist in it. Registered on first use of a lock, never in a
+//! constructor. Order: the pending table, then the tunnel table (the order code nests them).
+use std::sync::Once;
+
+static ONCE: Once = Once::new();
+
+pub fn arm() {
+    ONCE.call_once(|| {
+        // SAFETY: plain functions valid for the life of the process.
+        unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+    });
+}
+
+extern "C" fn prepare() {
+    crate::net::pending::lock_for_fork();
+    crate::net::tunnels::lock_for_fork();
+}
+
+extern "C" fn after() {
+    crate::net::tunnels::unlock_after_fork();
+    crate::net::pending::unlock_after_fork();
+}

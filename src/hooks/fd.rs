@@ -1,0 +1,82 @@
+//! close/dup/fcntl: keep the table of pending sockets in step with the fd table. One relaxed
+//! load when nothing is pending.
+use crate::ffi::{shield, Ret};
+use crate::net::pending;
+use libc::{c_int, c_uint, c_ulong};
+
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    let real = real!(close: fn(c_int) -> c_int);
+    if pending::active() {
+        shield(Ret::ok(()), || Ret::ok(pending::on_close(fd)));
+    }
+    // SAFETY: the caller's argument, passed on.
+    unsafe { real(fd) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let real = real!(close_range: fn(c_uint, c_uint, c_int) -> c_int);
+    if pending::active() && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        shield(Ret::ok(()), || Ret::ok(pending::on_close_range(first, last)));
+    }
+    // SAFETY: the caller's arguments, passed on.
+    unsafe { real(first, last, flags) }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup(old: c_int) -> c_int {
+    let real = real!(dup: fn(c_int) -> c_int);
+    // SAFETY: the caller's argument, passed on.
+    let new = unsafe { real(old) };
+    after_dup(old, new)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
+    let real = real!(dup2: fn(c_int, c_int) -> c_int);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { real(old, new) };
+    after_dup(old, r)
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+    let real = real!(dup3: fn(c_int, c_int, c_int) -> c_int);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { real(old, new, flags) };
+    after_dup(old, r)
+}
+
+/// fcntl is variadic in C; on x86_64 and aarch64 the optional third argument travels in the
+/// same register as a fixed one, so taking it as `c_ulong` and passing it on is exact.
+#[no_mangle]
+pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let real = real!(fcntl: fn(c_int, c_int, c_ulong) -> c_int);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { real(fd, cmd, arg) };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        return after_dup(fd, r);
+    }
+    r
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    let real = real!(fcntl64: fn(c_int, c_int, c_ulong) -> c_int);
+    // SAFETY: the caller's arguments, passed on.
+    let r = unsafe { real(fd, cmd, arg) };
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        return after_dup(fd, r);
+    }
+    r
+}
+
+fn after_dup(old: c_int, new: c_int) -> c_int {
+    if new >= 0 && pending::active() {
+        let saved = tsproxy_core::sys::errno();
+        shield(Ret::ok(()), || Ret::ok(pending::on_dup(old, new)));
+        tsproxy_core::sys::set_errno(saved);
+    }
+    new
+}
