@@ -104,8 +104,10 @@ fn curl_zero_config_ipv4_ipv6_short_fqdn_v6only() {
         let out = ts(&["curl", "-sS", "--max-time", "10", url]);
         assert_eq!(stdout(&out), PEER, "{url}: {}", text(&out));
     }
-    let out = ts(&["curl", "-sS", "-6", "--max-time", "10", "http://peer6:8080/"]);
-    assert_eq!(stdout(&out), PEER, "curl -6: {}", text(&out));
+    // An AF_INET6 resolution of a v6-only name, then an AF_INET6 socket.
+    let py = "import socket, urllib.request\nfam, _, _, _, sa = socket.getaddrinfo('peer6', 8080, socket.AF_INET6, socket.SOCK_STREAM)[0]\ns = socket.socket(fam); s.connect(sa); s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\nprint(s.makefile('rb').read().split(b'\\r\\n\\r\\n', 1)[1].decode().strip(), sa[0])";
+    let out = ts(&["python3", "-c", py]);
+    assert!(stdout(&out).starts_with("hello from peer 100::"), "AF_INET6: {}", text(&out));
     no_leak();
 }
 
@@ -312,5 +314,43 @@ fn no_proxy_name_goes_to_the_system_resolver() {
     let out = ws(&["unshare", "-m", "sh", "-c", &script], &[("NO_PROXY", "peer-1")]);
     assert!(stdout(&out).starts_with("resolver"), "{}", text(&out));
     assert!(counter("dns_other") > before, "the name was asked of the system resolver");
+    no_leak();
+}
+
+#[test]
+fn event_loops_through_real_proxies() {
+    if !ready() {
+        return;
+    }
+    let ev = harness("evloop").to_string_lossy().into_owned();
+    let l = launcher().to_string_lossy().into_owned();
+    for proxy in ["socks5://127.0.0.1:1080", "socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081", "http://tsuser:tspass@127.0.0.1:3128"] {
+        for mode in ["epoll", "epoll-et", "poll", "select"] {
+            let out = ws(&[&l, "--proxy", proxy, &ev, "-m", mode, "-s", "GET / HTTP/1.0\\n\\n", "-r", "peer-1", "8080"], &[]);
+            let k = kv(&out);
+            let ctx = format!("{proxy} {mode}: {}", text(&out));
+            assert_eq!(k.get("connect").map(String::as_str), Some("EINPROGRESS"), "{ctx}");
+            assert_eq!(k.get("reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{ctx}");
+            assert_eq!(k["again"], "EISCONN", "{ctx}");
+            assert_eq!(k["fds_before"], k["fds_after"], "{ctx}");
+        }
+        let out = ws(&[&l, "--proxy", proxy, &ev, "-m", "epoll", "100.64.0.3", "8080"], &[]);
+        assert_eq!(kv(&out).get("soerr").map(String::as_str), Some("ECONNREFUSED"), "refused via {proxy}: {}", text(&out));
+        let out = ws(&[&l, "--proxy", proxy, &ev, "-m", "poll", "-t", "700", "blackhole", "8080"], &[]);
+        let k = kv(&out);
+        assert_eq!(k.get("result").map(String::as_str), Some("timeout"), "blackhole via {proxy}: {}", text(&out));
+        assert_eq!(k["fds_before"], k["fds_after"]);
+    }
+    let py = r#"
+import socket, time
+t = time.monotonic()
+try:
+    socket.create_connection(("blackhole", 8080), timeout=1.5)
+except socket.timeout:
+    print("timeout %.3f" % (time.monotonic() - t))
+"#;
+    let out = ts(&["python3", "-c", py]);
+    let t: f64 = stdout(&out).strip_prefix("timeout ").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{}", text(&out)));
+    assert!((1.35..1.65).contains(&t), "python's timeout holds within 10%: {t}");
     no_leak();
 }

@@ -69,6 +69,14 @@ pub fn connect_raw(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -
     syscall!(SYS_connect, fd, addr, len).map(|_| ())
 }
 
+/// Does the socket have a peer (getpeername succeeds)?
+pub fn is_connected(fd: i32) -> bool {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(SYS_getpeername, fd, &mut sa as *mut libc::sockaddr_storage, &mut len as *mut libc::socklen_t).is_ok()
+}
+
 /// Dissolve a TCP association (connect with AF_UNSPEC) so the socket can connect again.
 pub fn disconnect(fd: i32) {
     // SAFETY: zeroed sockaddr is a valid bit pattern.

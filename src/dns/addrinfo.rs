@@ -5,7 +5,7 @@
 //! names and reports EAI_SERVICE/EAI_SOCKTYPE/EAI_FAMILY exactly as for any name, then write our
 //! placeholders over the loopback addresses it returned. The list is glibc's own allocation, so
 //! libc's freeaddrinfo frees it (that is why freeaddrinfo needs no hook), and AI_ADDRCONFIG
-//! decides the families as it would for any name. IPv4 entries are put first.
+//! decides the families as it would for any name. AF_UNSPEC gets the IPv4 placeholder only.
 use crate::ffi::Ret;
 use crate::log::log;
 use libc::{addrinfo, c_char, c_int};
@@ -44,6 +44,12 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return pass() };
     let Some(slot) = super::tailnet_slot(name) else { return pass() };
 
+    // One address per name, like a single A record: AF_UNSPEC gets the IPv4 placeholder only
+    // (both would lead to the same name at the proxy, and a second address doubles every
+    // failure for clients that try them in turn). AF_INET6 asks get the IPv6 placeholder.
+    if h.ai_family == libc::AF_UNSPEC {
+        h.ai_family = libc::AF_INET;
+    }
     const AI_IDN: c_int = 0x0040;
     const AI_CANONIDN: c_int = 0x0080;
     let want_canon = h.ai_flags & libc::AI_CANONNAME != 0;

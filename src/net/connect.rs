@@ -75,6 +75,10 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
         log!(Error, "fd={fd} {target}: only TCP is proxied; refusing a direct datagram to a tailnet destination");
         return Err(libc::ENETUNREACH);
     }
+    if sys::is_connected(fd) {
+        // Already connected (a tunnel that is up, or anything else): the kernel's answer.
+        return Err(libc::EISCONN);
+    }
     let st = state::get();
     let Some(cfg) = &st.cfg else {
         log!(Error, "connect fd={fd} {target}: refused, the configuration is invalid");

@@ -17,13 +17,30 @@ pub fn target_dir() -> PathBuf {
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// `cargo test` builds only the rlib of the library for the tests, not the cdylib the tests
+/// preload: build the .so and the launcher (fast when fresh), once per test process.
+fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut c = Command::new(env!("CARGO"));
+        c.args(["build", "-q", "-p", "tsproxy-preload", "-p", "tsproxy-launcher"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if target_dir().file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cargo build");
+        assert!(st.success(), "building libtsproxy.so and tsproxy failed");
+    });
+}
+
 pub fn lib() -> PathBuf {
+    ensure_built();
     let p = target_dir().join("libtsproxy.so");
     assert!(p.is_file(), "{} missing: run `cargo test --workspace` or `make test`", p.display());
     p
 }
 
 pub fn launcher() -> PathBuf {
+    ensure_built();
     let p = target_dir().join("tsproxy");
     assert!(p.is_file(), "{} missing: run `cargo test --workspace` or `make test`", p.display());
     p
@@ -140,6 +157,8 @@ pub enum Dial {
     Rep(u8),
     /// Accept the request and never answer.
     Hang,
+    /// A slow dial: wait this long, then connect.
+    Slow(Duration, SocketAddr),
 }
 
 pub type Router = Arc<dyn Fn(&Dest) -> Dial + Send + Sync>;
@@ -236,14 +255,22 @@ fn socks_session(mut s: TcpStream, auth: Option<(&str, &str)>, router: &Router, 
             thread::sleep(Duration::from_secs(20));
             Ok(())
         }
-        Dial::To(to) => match TcpStream::connect(to) {
+        Dial::Slow(d, to) => {
+            thread::sleep(d);
+            connect_and_relay(s, to)
+        }
+        Dial::To(to) => connect_and_relay(s, to),
+    }
+}
+
+fn connect_and_relay(mut s: TcpStream, to: SocketAddr) -> std::io::Result<()> {
+    match TcpStream::connect(to) {
             Err(_) => s.write_all(&[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]),
             Ok(up) => {
                 s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34])?;
                 relay(s, up);
                 Ok(())
             }
-        },
     }
 }
 
@@ -324,3 +351,46 @@ impl HttpProxy {
 pub fn once<T: Send + Sync + 'static>(cell: &'static OnceLock<T>, f: impl FnOnce() -> T) -> &'static T {
     cell.get_or_init(f)
 }
+
+// ---------------------------------------------------------------- the fake tailnet
+
+pub struct Net {
+    pub socks: Socks,
+    pub http: SocketAddr,
+    pub banner: SocketAddr,
+}
+
+/// The fake tailnet: port 80 is an HTTP peer, port 7 a banner peer; some names refuse,
+/// are unreachable, or hang.
+pub fn router(http: SocketAddr, banner: SocketAddr) -> Router {
+    Arc::new(move |d: &Dest| {
+        let (known, port) = match d {
+            Dest::V4(ip, p) => (ip.octets() == [100, 64, 0, 2], *p),
+            Dest::V6(ip, p) => (ip.segments()[..3] == [0xfd7a, 0x115c, 0xa1e0] && ip.segments()[7] == 2, *p),
+            Dest::Name(n, p) => match n.as_str() {
+                "refuser" => return Dial::Rep(5),
+                "unreach" => return Dial::Rep(4),
+                "netunreach" => return Dial::Rep(3),
+                "ttl" => return Dial::Rep(6),
+                "hang" => return Dial::Hang,
+                "slow" => return Dial::Slow(Duration::from_millis(1000), if *p == 80 { http } else { banner }),
+                n => (["peer-1", "peer-1.tail1234.ts.net", "peer6", "db.corp.example"].contains(&n), *p),
+            },
+        };
+        match (known, port) {
+            (true, 80) => Dial::To(http),
+            (true, 7) => Dial::To(banner),
+            _ => Dial::Rep(1),
+        }
+    })
+}
+
+pub fn net() -> &'static Net {
+    static N: OnceLock<Net> = OnceLock::new();
+    N.get_or_init(|| {
+        let http = http_peer("tailnet");
+        let banner = banner_peer("tailnet");
+        Net { socks: Socks::start(None, router(http, banner)), http, banner }
+    })
+}
+
