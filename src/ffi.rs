@@ -28,3 +28,11 @@ pub fn shield<T>(on_panic: Ret<T>, f: impl FnOnce() -> Ret<T>) -> T {
     tsproxy_core::sys::set_errno(r.errno.unwrap_or(saved));
     r.val
 }
+
+/// Bookkeeping beside a libc call (no result of its own): never panics across, never touches
+/// errno.
+pub fn side(f: impl FnOnce()) {
+    let saved = tsproxy_core::sys::errno();
+    let _ = catch_unwind(AssertUnwindSafe(f));
+    tsproxy_core::sys::set_errno(saved);
+}

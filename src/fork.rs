@@ -1,15 +1,17 @@
 //! fork(): our locks are taken around it (pthread_atfork) so that a child never inherits one
 //! held by a thread that does not exist in it. Registered on first use of a lock, never in a
 //! constructor. Order: the pending table, then the tunnel table (the order code nests them).
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-static ONCE: Once = Once::new();
+static ARMED: AtomicBool = AtomicBool::new(false);
 
+/// Register the handlers once (a flag, not `Once`: a fork while another thread registers must
+/// not leave the child waiting on it).
 pub fn arm() {
-    ONCE.call_once(|| {
+    if !ARMED.load(Ordering::Relaxed) && !ARMED.swap(true, Ordering::AcqRel) {
         // SAFETY: plain functions valid for the life of the process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
-    });
+    }
 }
 
 extern "C" fn prepare() {

@@ -18,4 +18,6 @@ mod guard;
 mod hooks;
 mod log;
 mod net;
+mod racy;
+mod spin;
 mod state;

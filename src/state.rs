@@ -1,7 +1,8 @@
 //! Process-wide state, built on first use (never in a constructor): the configuration from the
-//! environment, the proxies' addresses, /etc/hosts names and our own hostname.
+//! environment, the proxies' addresses, /etc/hosts names and our own hostname. Racy cells,
+//! not OnceLock: no thread ever waits for another's initialization, so fork() is always safe.
 use std::collections::HashSet;
-use std::sync::OnceLock;
+use crate::racy::Racy;
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::tunnel::Resolved;
 
@@ -13,16 +14,17 @@ pub struct State {
     pub fallback: Config,
     pub log_level: LogLevel,
     pub log_file: Option<String>,
-    upstreams: OnceLock<Vec<Resolved>>,
-    local_names: OnceLock<HashSet<String>>,
+    upstreams: Racy<Vec<Resolved>>,
+    local_names: Racy<HashSet<String>>,
 }
 
-static STATE: OnceLock<State> = OnceLock::new();
+static STATE: Racy<State> = Racy::new();
 
 pub fn get() -> &'static State {
     if let Some(s) = STATE.get() {
         return s;
     }
+    crate::fork::arm();
     let mut err = None;
     let s = STATE.get_or_init(|| {
         let fallback = Config::from_lookup(|_| None).expect("empty environment parses");
@@ -32,8 +34,8 @@ pub fn get() -> &'static State {
                 log_file: c.log_file.clone(),
                 cfg: Some(c),
                 fallback,
-                upstreams: OnceLock::new(),
-                local_names: OnceLock::new(),
+                upstreams: Racy::new(),
+                local_names: Racy::new(),
             },
             Err(e) => {
                 err = Some(e);
@@ -42,8 +44,8 @@ pub fn get() -> &'static State {
                     fallback,
                     log_level: LogLevel::Error,
                     log_file: std::env::var("TSPROXY_LOG_FILE").ok().filter(|v| !v.is_empty()),
-                    upstreams: OnceLock::new(),
-                    local_names: OnceLock::new(),
+                    upstreams: Racy::new(),
+                    local_names: Racy::new(),
                 }
             }
         }

@@ -185,3 +185,22 @@ fn curl_through_a_slow_dial() {
     let out = std::process::Command::new(launcher()).args(["--proxy", &net().socks.url(), "curl", "-sS", "--connect-timeout", "0.5", "http://hang/"]).output().unwrap();
     assert_eq!(out.status.code(), Some(28), "curl's own connect timeout: {}", text(&out));
 }
+
+#[test]
+fn stress_threads_and_a_fork_storm() {
+    // 64 threads x 200 connects (blocking, epoll, poll in turn) while a thread forks 60
+    // children, a quarter of them daemonized, each connecting too. Bounded by an alarm.
+    let out = preloaded(harness("stress"))
+        .args(["-t", "64", "-n", "200", "-f", "60", "-s", "120", "100.64.0.2", "7"])
+        .env("TSPROXY_PROXY", net().socks.url())
+        .env("TSPROXY_LOG", "off")
+        .output()
+        .unwrap();
+    let k = kv(&out);
+    let ctx = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{ctx}");
+    assert_eq!(k["ok"], "12800", "{ctx}");
+    assert_eq!(k["forks_ok"], "60", "{ctx}");
+    assert_eq!(k["fds_before"], k["fds_after"], "{ctx}");
+    eprintln!("stress: {}", ctx.replace('\n', " "));
+}

@@ -1,7 +1,7 @@
 //! epoll: remember instances as they are created (cheap, rare); while a handshake is pending,
 //! epoll_ctl keeps the application's registration of that socket aside and the waits drive the
 //! handshake (see net::pending). One relaxed load otherwise.
-use crate::ffi::{shield, Ret};
+use crate::ffi::{shield, side, Ret};
 use crate::net::pending;
 use libc::{c_int, epoll_event, sigset_t, timespec};
 use std::time::Duration;
@@ -11,9 +11,7 @@ pub unsafe extern "C" fn epoll_create(size: c_int) -> c_int {
     let real = real!(epoll_create: fn(c_int) -> c_int);
     // SAFETY: the caller's argument, passed on.
     let fd = unsafe { real(size) };
-    let saved = tsproxy_core::sys::errno();
-    shield(Ret::ok(()), || Ret::ok(pending::on_epoll_create(fd)));
-    tsproxy_core::sys::set_errno(saved);
+    side(|| pending::on_epoll_create(fd));
     fd
 }
 
@@ -22,9 +20,7 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
     let real = real!(epoll_create1: fn(c_int) -> c_int);
     // SAFETY: the caller's argument, passed on.
     let fd = unsafe { real(flags) };
-    let saved = tsproxy_core::sys::errno();
-    shield(Ret::ok(()), || Ret::ok(pending::on_epoll_create(fd)));
-    tsproxy_core::sys::set_errno(saved);
+    side(|| pending::on_epoll_create(fd));
     fd
 }
 

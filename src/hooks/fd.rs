@@ -1,6 +1,6 @@
 //! close/dup/fcntl: keep the table of pending sockets in step with the fd table. One relaxed
 //! load when nothing is pending.
-use crate::ffi::{shield, Ret};
+use crate::ffi::side;
 use crate::net::pending;
 use libc::{c_int, c_uint, c_ulong};
 
@@ -8,7 +8,7 @@ use libc::{c_int, c_uint, c_ulong};
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let real = real!(close: fn(c_int) -> c_int);
     if pending::active() {
-        shield(Ret::ok(()), || Ret::ok(pending::on_close(fd)));
+        side(|| pending::on_close(fd));
     }
     // SAFETY: the caller's argument, passed on.
     unsafe { real(fd) }
@@ -18,7 +18,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let real = real!(close_range: fn(c_uint, c_uint, c_int) -> c_int);
     if pending::active() && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        shield(Ret::ok(()), || Ret::ok(pending::on_close_range(first, last)));
+        side(|| pending::on_close_range(first, last));
     }
     // SAFETY: the caller's arguments, passed on.
     unsafe { real(first, last, flags) }
@@ -74,9 +74,7 @@ pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
 
 fn after_dup(old: c_int, new: c_int) -> c_int {
     if new >= 0 && pending::active() {
-        let saved = tsproxy_core::sys::errno();
-        shield(Ret::ok(()), || Ret::ok(pending::on_dup(old, new)));
-        tsproxy_core::sys::set_errno(saved);
+        side(|| pending::on_dup(old, new));
     }
     new
 }

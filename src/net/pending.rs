@@ -12,6 +12,7 @@
 //!   are kept aside. A token event advances the handshake and is never shown to the application.
 //! - poll/select ask the kernel for our interest on that fd and hide its revents.
 //! - read/write/send/recv answer EAGAIN, getpeername ENOTCONN, connect EALREADY, SO_ERROR 0.
+//!
 //! When the handshake ends the application's registrations are put back with EPOLL_CTL_MOD,
 //! which makes the kernel report the socket's real readiness (a connected socket: EPOLLOUT),
 //! and the wait is re-polled so the application sees it in the same call: level-, edge-triggered
@@ -27,7 +28,7 @@ use crate::guard::Guard;
 use crate::log::log;
 use crate::state;
 use libc::{c_int, epoll_event, pollfd};
-use parking_lot::Mutex;
+use crate::spin::SpinLock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -78,22 +79,19 @@ struct Table {
     conns: Vec<Option<Conn>>,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table { fds: BTreeMap::new(), conns: Vec::new() });
+static TABLE: SpinLock<Table> = SpinLock::new(Table { fds: BTreeMap::new(), conns: Vec::new() });
 /// Epoll instances the process created (epoll_create hooks): where to look for registrations
 /// made before connect().
-static EPOLLS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static EPOLLS: SpinLock<Vec<i32>> = SpinLock::new(Vec::new());
 
 pub fn lock_for_fork() {
-    std::mem::forget(TABLE.lock());
-    std::mem::forget(EPOLLS.lock());
+    TABLE.hold_for_fork();
+    EPOLLS.hold_for_fork();
 }
 
 pub fn unlock_after_fork() {
-    // SAFETY: lock_for_fork took both locks on this thread and leaked the guards.
-    unsafe {
-        EPOLLS.force_unlock();
-        TABLE.force_unlock();
-    }
+    EPOLLS.release_after_fork();
+    TABLE.release_after_fork();
 }
 
 fn interest(ev: i16) -> u32 {

@@ -2,7 +2,7 @@
 //! getpeername must answer). An entry is trusted only while the fd still refers to the same
 //! socket (same inode), so close/dup2 need no hook. Fork-safe: the lock is taken around fork
 //! by pthread_atfork handlers, so the child never inherits it locked.
-use parking_lot::Mutex;
+use crate::spin::SpinLock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,14 +14,13 @@ pub struct Entry {
 }
 
 static ANY: AtomicBool = AtomicBool::new(false);
-static TABLE: Mutex<BTreeMap<i32, Entry>> = Mutex::new(BTreeMap::new());
+static TABLE: SpinLock<BTreeMap<i32, Entry>> = SpinLock::new(BTreeMap::new());
 pub fn lock_for_fork() {
-    std::mem::forget(TABLE.lock());
+    TABLE.hold_for_fork();
 }
 
 pub fn unlock_after_fork() {
-    // SAFETY: lock_for_fork took the lock on this thread and leaked the guard.
-    unsafe { TABLE.force_unlock() };
+    TABLE.release_after_fork();
 }
 
 fn inode(fd: i32) -> Option<u64> {
