@@ -10,7 +10,7 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 pub fn arm() {
     if !ARMED.load(Ordering::Relaxed) && !ARMED.swap(true, Ordering::AcqRel) {
         // SAFETY: plain functions valid for the life of the process.
-        unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(after)) };
+        unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(child)) };
     }
 }
 
@@ -22,4 +22,9 @@ extern "C" fn prepare() {
 extern "C" fn after() {
     crate::net::tunnels::unlock_after_fork();
     crate::net::pending::unlock_after_fork();
+}
+
+extern "C" fn child() {
+    tsproxy_core::sys::forget_pid();
+    after();
 }

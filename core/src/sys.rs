@@ -167,6 +167,44 @@ pub fn parse_epoll_fdinfo(text: &str) -> Vec<(i32, u32, u64)> {
     out
 }
 
+/// Is `fd` registered in epoll instance `epfd`? Some(answer) from kcmp(KCMP_EPOLL_TFD), O(1);
+/// None when the kernel lacks kcmp (then read /proc/self/fdinfo).
+pub fn epoll_has(epfd: i32, fd: i32) -> Option<bool> {
+    #[repr(C)]
+    struct Slot {
+        efd: u32,
+        tfd: u32,
+        toff: u32,
+    }
+    const KCMP_EPOLL_TFD: i32 = 7;
+    let slot = Slot { efd: epfd as u32, tfd: fd as u32, toff: 0 };
+    let pid = pid();
+    match syscall!(SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd, &slot as *const Slot) {
+        Ok(0) => Some(true),
+        Ok(_) => Some(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) || e.raw_os_error() == Some(libc::EPERM) => None,
+        Err(_) => Some(false),
+    }
+}
+
+static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// This process's pid, cached (call `forget_pid` in a fork child).
+pub fn pid() -> i32 {
+    let p = PID.load(std::sync::atomic::Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    // SAFETY: getpid has no preconditions.
+    let p = unsafe { libc::getpid() };
+    PID.store(p, std::sync::atomic::Ordering::Relaxed);
+    p
+}
+
+pub fn forget_pid() {
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Is `fd` an epoll instance?
 pub fn is_epoll(fd: i32) -> bool {
     let Ok(path) = std::ffi::CString::new(format!("/proc/self/fd/{fd}")) else { return false };
@@ -196,6 +234,8 @@ mod tests {
             libc::pipe(p.as_mut_ptr());
             epoll_ctl(ep, libc::EPOLL_CTL_ADD, p[0], (libc::EPOLLIN | libc::EPOLLET) as u32, 0xabc).unwrap();
             assert!(is_epoll(ep));
+            assert_ne!(epoll_has(ep, p[0]), Some(false));
+            assert_ne!(epoll_has(ep, p[1]), Some(true));
             assert!(!is_epoll(p[0]));
             // The kernel adds EPOLLERR|EPOLLHUP (always reported anyway) to every registration.
             let want = (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLERR | libc::EPOLLHUP) as u32;

@@ -228,6 +228,8 @@ impl<'a> Handshake<'a> {
                     return Ok(Some(ev));
                 }
                 self.expect(2, St::ReadMethod);
+                // The answer cannot be there yet: wait for it rather than try a read.
+                return Ok(Some(libc::POLLIN));
             }
             St::ReadMethod => {
                 if let Io::Blocked(ev) = self.fill(true)? {
@@ -249,6 +251,7 @@ impl<'a> Handshake<'a> {
                     return Ok(Some(ev));
                 }
                 self.expect(2, St::ReadAuth);
+                return Ok(Some(libc::POLLIN));
             }
             St::ReadAuth => {
                 if let Io::Blocked(ev) = self.fill(true)? {
@@ -262,6 +265,7 @@ impl<'a> Handshake<'a> {
                     return Ok(Some(ev));
                 }
                 self.expect(5, St::ReadReply);
+                return Ok(Some(libc::POLLIN));
             }
             St::ReadReply => loop {
                 if let Io::Blocked(ev) = self.fill(false)? {
@@ -282,6 +286,7 @@ impl<'a> Handshake<'a> {
                 }
                 self.buf.clear();
                 self.st = St::ReadHead;
+                return Ok(Some(libc::POLLIN));
             }
             St::ReadHead => {
                 if let Io::Blocked(ev) = self.read_head()? {

@@ -77,9 +77,11 @@ struct Conn {
 struct Table {
     fds: BTreeMap<i32, usize>,
     conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
 }
 
-static TABLE: SpinLock<Table> = SpinLock::new(Table { fds: BTreeMap::new(), conns: Vec::new() });
+static TABLE: SpinLock<Table> = SpinLock::new(Table { fds: BTreeMap::new(), conns: Vec::new(), free: Vec::new(), live: 0 });
 /// Epoll instances the process created (epoll_create hooks): where to look for registrations
 /// made before connect().
 static EPOLLS: SpinLock<Vec<i32>> = SpinLock::new(Vec::new());
@@ -113,7 +115,7 @@ impl Table {
 
     fn insert(&mut self, c: Conn) -> usize {
         let fds = c.fds.clone();
-        let slot = match self.conns.iter().position(Option::is_none) {
+        let slot = match self.free.pop() {
             Some(i) => {
                 self.conns[i] = Some(c);
                 i
@@ -126,7 +128,8 @@ impl Table {
         for fd in fds {
             self.fds.insert(fd, slot);
         }
-        ACTIVE.store(self.conns.iter().flatten().count(), Ordering::Relaxed);
+        self.live += 1;
+        ACTIVE.store(self.live, Ordering::Relaxed);
         slot
     }
 
@@ -135,8 +138,10 @@ impl Table {
             for fd in c.fds {
                 self.fds.remove(&fd);
             }
+            self.free.push(slot);
+            self.live -= 1;
         }
-        ACTIVE.store(self.conns.iter().flatten().count(), Ordering::Relaxed);
+        ACTIVE.store(self.live, Ordering::Relaxed);
     }
 
     /// Advance the handshake. True when it has ended (and was finalized).
@@ -237,6 +242,10 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
     let mut regs = Vec::new();
     let epolls: Vec<i32> = EPOLLS.lock().clone();
     for ep in epolls {
+        // Sockets are rarely registered before connect(): ask the kernel cheaply first.
+        if sys::epoll_has(ep, fd) == Some(false) {
+            continue;
+        }
         for (tfd, events, data) in sys::epoll_registrations(ep) {
             if tfd == fd && sys::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, interest(want), token(fd)).is_ok() {
                 regs.push(Reg { epfd: ep, fd, events, data });

@@ -7,6 +7,7 @@
 #         tinyproxy  127.0.0.1:3128 (HTTP CONNECT,       100.64.0.3  refuses (nothing listens)
 #                                   Basic auth)          100.64.0.4  never answers (dropped)
 #     ws0 10.200.0.1 fd00:200::1  <--- veth --->     tn0 10.200.0.2 fd00:200::2
+#                                                      100.64.0.5  slow: every dial takes ~1 s
 #                                                      198.51.100.10:8080 a "public" server
 #
 # The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
@@ -77,16 +78,23 @@ up() {
     ws ip link set ws0 up
     tn ip addr add 10.200.0.2/24 dev tn0
     tn ip addr add fd00:200::2/64 dev tn0 nodad
-    for a in 100.64.0.2/32 100.64.0.3/32 100.64.0.4/32 198.51.100.10/32; do tn ip addr add "$a" dev lo; done
+    for a in 100.64.0.2/32 100.64.0.3/32 100.64.0.4/32 100.64.0.5/32 198.51.100.10/32; do tn ip addr add "$a" dev lo; done
     tn ip addr add fd7a:115c:a1e0::2/128 dev lo nodad
     tn ip link set tn0 up
     ws ip route add 100.64.0.0/10 via 10.200.0.2
     ws ip route add 198.51.100.0/24 via 10.200.0.2
     ws ip -6 route add fd7a:115c:a1e0::/48 via fd00:200::2
-    # 100.64.0.4 never answers.
+    # 100.64.0.4 never answers. 100.64.0.5 is slow: the first SYN of every connection is
+    # dropped, so a dial takes one SYN retransmission (~1 s).
     tn nft -f - <<NFT
 table inet blackhole {
-    chain in { type filter hook input priority 0; policy accept; ip daddr 100.64.0.4 drop; }
+    set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 30s; }
+    chain in {
+        type filter hook input priority 0; policy accept;
+        ip daddr 100.64.0.4 drop
+        ip daddr 100.64.0.5 tcp flags & (syn | ack) == syn ip saddr . tcp sport @seen accept
+        ip daddr 100.64.0.5 tcp flags & (syn | ack) == syn update @seen { ip saddr . tcp sport } drop
+    }
 }
 NFT
     # The leak meter.
@@ -119,7 +127,7 @@ NFT
     mkdir -p "$RUN/www"
     echo "hello from peer" > "$RUN/www/index.html"
     local i=0
-    for a in 100.64.0.2 fd7a:115c:a1e0::2 198.51.100.10; do
+    for a in 100.64.0.2 fd7a:115c:a1e0::2 198.51.100.10 100.64.0.5; do
         tn python3 -m http.server --bind "$a" --directory "$RUN/www" "$PEERS_PORT" >"$RUN/peer$i.log" 2>&1 &
         echo $! > "$RUN/peer$i.pid"
         i=$((i + 1))
@@ -132,6 +140,7 @@ NFT
 fd7a:115c:a1e0::2 peer6 peer6.tail1234.ts.net
 100.64.0.3 refuser refuser.tail1234.ts.net
 100.64.0.4 blackhole blackhole.tail1234.ts.net
+100.64.0.5 slow-peer slow-peer.tail1234.ts.net
 HOSTS
     chmod 644 "$RUN/hosts"
     asproxy() { # name, command...: in the workspace, own hosts file, as tsproxy-px (or root for danted)
