@@ -35,3 +35,6 @@ uninstall:
 
 clean:
 	$(CARGO) clean
+
+bench:
+	bash bench/run.sh

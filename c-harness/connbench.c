@@ -107,7 +107,7 @@ static int socks_dial(int proxy_port, const char *host, int port) {
 }
 
 static int serve(int port) {
-    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
     if (bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 4096)) { perror("serve"); return 1; }
