@@ -156,6 +156,12 @@ impl<'a> Handshake<'a> {
                         self.st = St::Connecting;
                         return Some(Step::Want(libc::POLLOUT));
                     }
+                    // The socket's own state, not the proxy's: already connected, or a connect
+                    // of the application's still in progress. The kernel's answer, untouched.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EISCONN) | Some(libc::EALREADY)) => {
+                        self.st = St::Done;
+                        return Some(Step::Done(Err(sys::code(&e))));
+                    }
                     Err(e) => {
                         log(LogLevel::Error, format_args!("proxy {} ({addr}) failed for {}: connect: {e}", r.up, self.target));
                         sys::disconnect(self.fd);
@@ -211,16 +217,15 @@ impl<'a> Handshake<'a> {
     fn advance(&mut self) -> Result<Option<i16>, Fail> {
         match self.st {
             St::Connecting => {
-                // Spurious wake-ups: only act once the connect has completed.
-                match sys::poll1(self.fd, libc::POLLOUT, 0) {
-                    Ok(0) => return Ok(Some(libc::POLLOUT)),
-                    Ok(_) => {}
-                    Err(e) => return Err(Fail::Proxy(code(&e), format!("poll: {e}"))),
-                }
-                match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-                    Ok(0) => self.start_protocol(),
-                    Ok(e) => return Err(Fail::Proxy(e, format!("connect: {}", io::Error::from_raw_os_error(e)))),
-                    Err(e) => return Err(Fail::Proxy(code(&e), format!("SO_ERROR: {e}"))),
+                // Connected to the proxy? (A spurious wake-up finds it still in progress.)
+                if sys::is_connected(self.fd) {
+                    self.start_protocol();
+                } else {
+                    match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
+                        Ok(0) => return Ok(Some(libc::POLLOUT)),
+                        Ok(e) => return Err(Fail::Proxy(e, format!("connect: {}", io::Error::from_raw_os_error(e)))),
+                        Err(e) => return Err(Fail::Proxy(code(&e), format!("SO_ERROR: {e}"))),
+                    }
                 }
             }
             St::SendGreeting => {

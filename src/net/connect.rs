@@ -65,20 +65,20 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
 /// `addr` points to `len` readable bytes.
 pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool) -> Result<Outcome, i32> {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?;
-    let family = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| sys::code(&e))?;
-    // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
-    let addr_family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
-    if family != addr_family {
-        return Ok(Outcome::Kernel);
-    }
     if ty != libc::SOCK_STREAM {
         log!(Error, "fd={fd} {target}: only TCP is proxied; refusing a direct datagram to a tailnet destination");
         return Err(libc::ENETUNREACH);
     }
     if sys::is_connected(fd) {
-        // Already connected (a tunnel that is up, or anything else): the kernel's answer.
+        // Connected already (a tunnel that is up, or anything else). Checked here because the
+        // kernel answers a repeated connect() after a nonblocking connect completed with 0,
+        // not EISCONN, which would start a second handshake inside a live tunnel.
         return Err(libc::EISCONN);
     }
+    // The address family the application used is the socket's (otherwise the kernel rejects
+    // the address, which we let it do: see the EAFNOSUPPORT/EINVAL case below).
+    // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
+    let family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
     let st = state::get();
     let Some(cfg) = &st.cfg else {
         log!(Error, "connect fd={fd} {target}: refused, the configuration is invalid");
@@ -98,6 +98,11 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
         pipeline: cfg.pipeline,
     };
     let r = tunnel::establish(fd, family, st.upstreams(), target, &opts, &mut |lvl, args| crate::log::write(lvl, args));
+    if matches!(r, Err(libc::EAFNOSUPPORT | libc::EINVAL)) && family_mismatch(fd, family) {
+        // The address does not fit the socket (an AF_INET address on an AF_INET6 socket...):
+        // the kernel rejects it without sending anything.
+        return Ok(Outcome::Kernel);
+    }
     let us = t0.elapsed().as_micros();
     match r {
         Ok(via) => {
@@ -111,4 +116,10 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
             Err(e)
         }
     }
+}
+
+/// Is the socket of another family than the address the application gave? (Asked only after
+/// the proxy connect failed with EAFNOSUPPORT/EINVAL, so the common path saves the syscall.)
+pub fn family_mismatch(fd: c_int, family: c_int) -> bool {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).is_ok_and(|d| d != family)
 }

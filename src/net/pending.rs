@@ -231,6 +231,10 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
             log!(Debug, "connect fd={fd} {} -> proxy {via} -> ok at once", hs.target());
             return Ret::ok(0);
         }
+        Step::Done(Err(libc::EAFNOSUPPORT | libc::EINVAL)) if super::connect::family_mismatch(fd, family) => {
+            // SAFETY: forwarded contract.
+            return Ret::passed(unsafe { kernel_connect(fd, addr, len) });
+        }
         Step::Done(Err(e)) => return Ret::err(-1, e),
     };
     // SAFETY: all-zero is a valid sockaddr_storage.
@@ -255,6 +259,20 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
     let conn = Conn { hs, family, fds: vec![fd], regs, want, result: None, sticky: None, addr: st_addr, len: n as libc::socklen_t, t0 };
     TABLE.lock().insert(conn);
     Ret::err(-1, libc::EINPROGRESS)
+}
+
+/// Let the kernel judge an address that does not fit the socket's family (it sends nothing).
+///
+/// # Safety
+/// `addr` holds `len` readable bytes.
+unsafe fn kernel_connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> c_int {
+    match sys::connect_raw(fd, addr, len) {
+        Ok(()) => 0,
+        Err(e) => {
+            sys::set_errno(sys::code(&e));
+            -1
+        }
+    }
 }
 
 /// Run `f` on the table entry of `fd` with the handshake advanced, if `fd` is ours.
