@@ -7,6 +7,7 @@
 
 pub mod cidr;
 pub mod config;
+pub mod dns;
 pub mod http;
 pub mod names;
 pub mod sockaddr;

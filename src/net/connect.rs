@@ -66,7 +66,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
 pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool) -> Result<Outcome, i32> {
     let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?;
     if ty != libc::SOCK_STREAM {
-        log!(Error, "fd={fd} {target}: only TCP is proxied; refusing a direct datagram to a tailnet destination");
+        log!(Info, "fd={fd} {target}: only TCP is proxied; refusing a datagram socket to a tailnet destination");
         return Err(libc::ENETUNREACH);
     }
     if sys::is_connected(fd) {

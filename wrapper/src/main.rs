@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use tsproxy_core::config::{self, Config};
 
+mod supervisor;
+
 const LIB: &str = "libtsproxy.so";
 
 const HELP: &str = "\
@@ -22,12 +24,16 @@ options:
   -v, --verbose       log every decision to stderr (TSPROXY_LOG=debug)
       --proxy URL     proxy list, same as TSPROXY_PROXY (socks5://, socks5h://, http://,
                       user:pass@ allowed, comma-separated for failover)
+      --supervisor=auto|on|off
+                      seccomp supervisor for static binaries (Go, musl) and raw syscalls;
+                      auto (default): on when the kernel has it (Linux >= 5.6). It sets
+                      no_new_privs: setuid programs (sudo) in the tree do not gain privileges
   -h, --help          this text
   -V, --version       print the version
 
 environment: TSPROXY_PROXY, ALL_PROXY, TSPROXY_ROUTES, TSPROXY_DOMAINS, TSPROXY_SHORT_NAMES,
 NO_PROXY, TSPROXY_LOG, TSPROXY_LOG_FILE, TSPROXY_CONNECT_TIMEOUT, TSPROXY_SOCKS_PIPELINE,
-TSPROXY_LIB (see README).
+TSPROXY_SUPERVISOR, TSPROXY_LIB (see README).
 ";
 
 fn die(code: i32, msg: impl std::fmt::Display) -> ! {
@@ -38,11 +44,12 @@ fn die(code: i32, msg: impl std::fmt::Display) -> ! {
 struct Opts {
     log: Option<&'static str>,
     proxy: Option<String>,
+    supervisor: Option<String>,
     cmd: Vec<OsString>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
-    let mut o = Opts { log: None, proxy: None, cmd: Vec::new() };
+    let mut o = Opts { log: None, proxy: None, supervisor: None, cmd: Vec::new() };
     while let Some(a) = args.next() {
         let s = a.to_string_lossy();
         match s.as_ref() {
@@ -62,6 +69,11 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
                 None => die(2, "option --proxy needs a value"),
             },
             _ if s.starts_with("--proxy=") => o.proxy = Some(s["--proxy=".len()..].to_string()),
+            _ if s.starts_with("--supervisor=") => o.supervisor = Some(s["--supervisor=".len()..].to_string()),
+            "--supervisor" => match args.next() {
+                Some(v) => o.supervisor = Some(v.to_string_lossy().into_owned()),
+                None => die(2, "option --supervisor needs a value (auto, on or off)"),
+            },
             _ if s.starts_with('-') && s.len() > 1 => die(2, format!("unknown option {s} (see tsproxy --help)")),
             _ => {
                 o.cmd.push(a);
@@ -114,13 +126,22 @@ fn main() {
     if let Some(l) = o.log {
         std::env::set_var("TSPROXY_LOG", l);
     }
-    if let Err(e) = Config::from_env() {
-        die(2, e);
-    }
+    let cfg = Config::from_env().unwrap_or_else(|e| die(2, e));
+    let mode_text = o.supervisor.clone().or_else(|| std::env::var("TSPROXY_SUPERVISOR").ok()).unwrap_or_else(|| "auto".into());
+    let Some(mode) = supervisor::parse_mode(&mode_text) else {
+        die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)"))
+    };
     let Some(lib) = find_lib() else {
         die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB"))
     };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
+    if mode != supervisor::Mode::Off {
+        if let Err(e) = supervisor::install(&cfg) {
+            if cfg.log >= config::LogLevel::Error {
+                eprintln!("tsproxy: supervisor off ({e}); static binaries will not be proxied");
+            }
+        }
+    }
     let err = Command::new(&o.cmd[0]).args(&o.cmd[1..]).env("LD_PRELOAD", preload).exec();
     let name = o.cmd[0].to_string_lossy();
     match err.kind() {

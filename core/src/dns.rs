@@ -1,0 +1,123 @@
+//! A minimal DNS message codec (RFC 1035) for the supervisor's responder: read the question of
+//! a query, build an answer with one address or none. Pure functions on bytes.
+use std::net::IpAddr;
+
+pub const TYPE_A: u16 = 1;
+pub const TYPE_AAAA: u16 = 28;
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Question {
+    pub id: u16,
+    /// Lower case, no trailing dot.
+    pub name: String,
+    pub qtype: u16,
+    /// Offset just past the question (QNAME, QTYPE, QCLASS).
+    pub end: usize,
+}
+
+/// The first question of a standard query, or None for anything else.
+pub fn parse_query(b: &[u8]) -> Option<Question> {
+    if b.len() < 12 {
+        return None;
+    }
+    let id = u16::from_be_bytes([b[0], b[1]]);
+    let flags = u16::from_be_bytes([b[2], b[3]]);
+    let qdcount = u16::from_be_bytes([b[4], b[5]]);
+    if flags & 0x8000 != 0 || (flags >> 11) & 0xf != 0 || qdcount == 0 {
+        return None;
+    }
+    let mut i = 12;
+    let mut labels: Vec<String> = Vec::new();
+    loop {
+        let l = *b.get(i)? as usize;
+        i += 1;
+        if l == 0 {
+            break;
+        }
+        if l > 63 {
+            return None; // compression is not used in questions of queries we accept
+        }
+        let label = b.get(i..i + l)?;
+        labels.push(String::from_utf8(label.to_vec()).ok()?.to_ascii_lowercase());
+        i += l;
+        if i > 12 + 255 {
+            return None;
+        }
+    }
+    let qtype = u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]);
+    b.get(i + 2..i + 4)?;
+    Some(Question { id, name: labels.join("."), qtype, end: i + 4 })
+}
+
+/// A response to `query` (whose question ends at `q.end`) carrying `addr` as its one answer, or
+/// no answer (NOERROR, no data) when `addr` is None or of the other family than asked.
+pub fn answer(query: &[u8], q: &Question, addr: Option<IpAddr>) -> Vec<u8> {
+    let rdata: Option<Vec<u8>> = match (q.qtype, addr) {
+        (TYPE_A, Some(IpAddr::V4(a))) => Some(a.octets().to_vec()),
+        (TYPE_AAAA, Some(IpAddr::V6(a))) => Some(a.octets().to_vec()),
+        _ => None,
+    };
+    let mut r = Vec::with_capacity(q.end + 32);
+    r.extend_from_slice(&q.id.to_be_bytes());
+    let rd = u16::from_be_bytes([query[2], query[3]]) & 0x0100;
+    r.extend_from_slice(&(0x8080 | rd).to_be_bytes()); // QR, RA, RD as asked, NOERROR
+    r.extend_from_slice(&[0, 1]); // QDCOUNT
+    r.extend_from_slice(&[0, rdata.is_some() as u8]); // ANCOUNT
+    r.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
+    r.extend_from_slice(&query[12..q.end]);
+    if let Some(d) = rdata {
+        r.extend_from_slice(&[0xc0, 12]); // the name: a pointer to the question
+        r.extend_from_slice(&q.qtype.to_be_bytes());
+        r.extend_from_slice(&[0, 1]); // IN
+        r.extend_from_slice(&60u32.to_be_bytes()); // TTL
+        r.extend_from_slice(&(d.len() as u16).to_be_bytes());
+        r.extend_from_slice(&d);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in name.split('.') {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.push(0);
+        q.extend_from_slice(&qtype.to_be_bytes());
+        q.extend_from_slice(&[0, 1]);
+        q
+    }
+
+    #[test]
+    fn question_and_answers() {
+        let q = query("Peer-1.tail1234.ts.net", TYPE_A);
+        let p = parse_query(&q).unwrap();
+        assert_eq!((p.id, p.name.as_str(), p.qtype, p.end), (0x1234, "peer-1.tail1234.ts.net", TYPE_A, q.len()));
+        let r = answer(&q, &p, Some("240.0.1.2".parse().unwrap()));
+        assert_eq!(&r[..4], &[0x12, 0x34, 0x81, 0x80]);
+        assert_eq!(&r[6..8], &[0, 1]);
+        assert_eq!(&r[r.len() - 4..], &[240, 0, 1, 2]);
+        // AAAA asked, IPv4 given: no data.
+        let q6 = query("peer", TYPE_AAAA);
+        let p6 = parse_query(&q6).unwrap();
+        let r = answer(&q6, &p6, Some("240.0.1.2".parse().unwrap()));
+        assert_eq!(&r[6..8], &[0, 0]);
+        assert_eq!(r.len(), q6.len());
+        let r = answer(&q6, &p6, Some("100::5".parse().unwrap()));
+        assert_eq!(&r[r.len() - 16..], &"100::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+
+    #[test]
+    fn rejects_non_queries() {
+        let mut q = query("peer", TYPE_A);
+        q[2] |= 0x80; // a response
+        assert_eq!(parse_query(&q), None);
+        assert_eq!(parse_query(&[0; 5]), None);
+        let q = query("peer", TYPE_A);
+        assert_eq!(parse_query(&q[..q.len() - 1]), None);
+    }
+}
