@@ -16,6 +16,8 @@ have node || need+=(nodejs)
 have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
 have chpasswd || need+=(passwd)
+have go || need+=(golang-go)
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

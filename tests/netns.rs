@@ -354,3 +354,34 @@ except socket.timeout:
     assert!((1.35..1.65).contains(&t), "python's timeout holds within 10%: {t}");
     no_leak();
 }
+
+#[test]
+fn static_go_and_c_through_the_supervisor() {
+    if !ready() {
+        return;
+    }
+    let (Some(go), Some(c)) = (go_client(), static_tcpclient()) else { return };
+    let (go, c) = (go.to_string_lossy().into_owned(), c.to_string_lossy().into_owned());
+    for url in ["http://100.64.0.2:8080/", "http://[fd7a:115c:a1e0::2]:8080/", "http://peer-1:8080/", "http://peer-1.tail1234.ts.net:8080/", "http://peer6:8080/", "http://slow-peer:8080/"] {
+        let out = ts(&[&go, url]);
+        assert_eq!(stdout(&out), PEER, "go {url}: {}", text(&out));
+        let out = ts(&["sh", "-c", &format!("{go} {url}")]);
+        assert_eq!(stdout(&out), PEER, "sh -c go {url}: {}", text(&out));
+    }
+    for host in ["100.64.0.2", "peer-1", "peer-1.tail1234.ts.net", "fd7a:115c:a1e0::2"] {
+        let out = ts(&[&c, "-s", "GET / HTTP/1.0\\n\\n", "-r", host, "8080"]);
+        assert_eq!(kv(&out).get("reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "static C {host}: {}", text(&out));
+    }
+    let before = counter("public_direct");
+    let out = ts(&[&go, "http://198.51.100.10:8080/"]);
+    assert_eq!(stdout(&out), PEER, "{}", text(&out));
+    assert!(counter("public_direct") > before);
+    assert_eq!(counter("public_via_proxy"), 0);
+    let t = Instant::now();
+    let out = ws(&[&launcher().to_string_lossy(), &go, "http://blackhole:8080/", "5"], &[("TSPROXY_CONNECT_TIMEOUT", "2")]);
+    assert!(stdout(&out).starts_with("ERR"), "{}", text(&out));
+    assert!(t.elapsed().as_secs_f64() < 5.0, "within the client's timeout: {:?}", t.elapsed());
+    let out = ts(&[&go, "http://100.64.0.3:8080/", "5"]);
+    assert!(stdout(&out).contains("connection refused"), "{}", text(&out));
+    no_leak();
+}

@@ -294,6 +294,7 @@ pub fn reconnect(fd: i32) -> Option<Ret<c_int>> {
         }
         match t.conns[slot].as_mut().and_then(|c| c.sticky.take()) {
             Some(e) => {
+                let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
                 t.remove(slot);
                 Ret::err(-1, e)
             }
@@ -310,6 +311,9 @@ pub fn so_error(fd: i32) -> Option<i32> {
         }
         let e = t.conns[slot].as_mut().and_then(|c| c.sticky.take());
         if e.is_some() {
+            // Reported instead of the socket's own ECONNREFUSED: consume that one, so the
+            // error is reported exactly once.
+            let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
             t.remove(slot);
         }
         e

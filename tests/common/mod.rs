@@ -394,3 +394,64 @@ pub fn net() -> &'static Net {
     })
 }
 
+
+// ---------------------------------------------------------------- static binaries
+
+fn have(tool: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Skip (None) when a toolchain is missing, unless TSPROXY_REQUIRE_STATIC=1 (make test as root).
+fn required(tool: &str) -> bool {
+    if have(tool) {
+        return true;
+    }
+    if std::env::var("TSPROXY_REQUIRE_STATIC").as_deref() == Ok("1") {
+        panic!("{tool} is required (TSPROXY_REQUIRE_STATIC=1)");
+    }
+    eprintln!("static-binary tests skipped: {tool} not installed");
+    false
+}
+
+/// tests/go/client.go built with CGO_ENABLED=0 (a static Go binary), once per test process.
+pub fn go_client() -> Option<PathBuf> {
+    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
+    P.get_or_init(|| {
+        if !required("go") {
+            return None;
+        }
+        let dir = target_dir().join("go");
+        let out = dir.join("client");
+        let st = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg("client.go")
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go"))
+            .env("CGO_ENABLED", "0")
+            .env("GO111MODULE", "off")
+            .env("GOCACHE", dir.join("cache"))
+            .env("GOPATH", dir.join("path"))
+            .status()
+            .expect("go build");
+        assert!(st.success(), "go build failed");
+        Some(out)
+    })
+    .clone()
+}
+
+/// c-harness/tcpclient.c linked with -static.
+pub fn static_tcpclient() -> Option<PathBuf> {
+    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
+    P.get_or_init(|| {
+        if !required("cc") {
+            return None;
+        }
+        let out = target_dir().join("c-harness").join("tcpclient-static");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c-harness/tcpclient.c");
+        let o = Command::new("cc").args(["-static", "-O2", "-o"]).arg(&out).arg(&src).output().expect("cc");
+        assert!(o.status.success(), "cc -static: {}", String::from_utf8_lossy(&o.stderr));
+        Some(out)
+    })
+    .clone()
+}
