@@ -15,6 +15,7 @@
  *   connbench gai   -n N NAME             N getaddrinfo(NAME) calls: ns per call
  *   connbench rss   HOST PORT             connect once; VmRSS in KiB
  *   connbench spawn -n N CMD...           N fork+exec+wait of CMD: per-run p50 us
+ *   connbench sys   -n N                  N one-byte reads of /dev/zero: ns per syscall
  * HOST for socks modes is an IPv4 address or a name (sent as a name).
  */
 #define _GNU_SOURCE
@@ -226,6 +227,14 @@ int main(int argc, char **argv) {
             v[i] = now_us() - t;
         }
         report("spawn_us", v, n);
+        return 0;
+    }
+    if (!strcmp(mode, "sys")) {
+        int z = open("/dev/zero", O_RDONLY | O_CLOEXEC);
+        char c;
+        double t = now_us();
+        for (int i = 0; i < n; i++) (void)!read(z, &c, 1);
+        printf("sys_ns=%.1f\n", (now_us() - t) * 1e3 / n);
         return 0;
     }
     if (!strcmp(mode, "gai")) {

@@ -1,12 +1,15 @@
 /* evloop: a nonblocking connect waited on the way event loops do, reporting what the socket
  * looked like while pending and once ready.
  *
- *   evloop -m MODE [-t ms] [-s request] [-r] [-d] HOST PORT
- *     MODE: epoll | epoll-et | epoll-oneshot | epoll-before | epoll-pwait | poll | ppoll |
- *           select | pselect
+ *   evloop -m MODE [-t ms] [-s request] [-r] [-d|-D|-3] [-f] [-T] HOST PORT
+ *     MODE: epoll | epoll-et | epoll-oneshot | epoll-before | epoll-pwait | epoll-pwait2 |
+ *           poll | ppoll | select | pselect
  *     -t ms   give up after ms (the app's own timeout), then close
  *     -s req  send after connecting (\n becomes \r\n); -r read the reply's first line
- *     -d      wait on a dup() of the socket instead of the socket
+ *     -d      wait on a dup() of the socket instead of the socket (-D: fcntl(F_DUPFD_CLOEXEC),
+ *             -3: dup3 onto fd 100)
+ *     -f      fork while the connect is pending; the child exits at once
+ *     -T      (epoll) a second thread waits on the same epoll set too; both report
  * key=value lines: connect (EINPROGRESS|ok|errno), connect_us (time inside connect()),
  * pending_* (write, recv, getpeername, connect, SO_ERROR while pending), events (what the wait
  * reported), wait_ms, cpu_ms (CPU burned while waiting), soerr, peer, again (connect after
@@ -23,7 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/resource.h>
 #include <sys/select.h>
 #include <sys/socket.h>
@@ -72,7 +78,12 @@ static int count_fds(void) {
 static int wait_ready(const char *mode, int fd, int ep, int ms) {
     if (!strncmp(mode, "epoll", 5)) {
         struct epoll_event ev;
-        int n = !strcmp(mode, "epoll-pwait") ? epoll_pwait(ep, &ev, 1, ms, NULL) : epoll_wait(ep, &ev, 1, ms);
+        int n;
+        if (!strcmp(mode, "epoll-pwait")) n = epoll_pwait(ep, &ev, 1, ms, NULL);
+        else if (!strcmp(mode, "epoll-pwait2")) {
+            struct timespec t = { ms / 1000, (ms % 1000) * 1000000L };
+            n = epoll_pwait2(ep, &ev, 1, ms < 0 ? NULL : &t, NULL);
+        } else n = epoll_wait(ep, &ev, 1, ms);
         if (n <= 0) return 0;
         if (ev.data.u64 != 0xfeed0000u + (unsigned)fd) { printf("bad_data=%llx\n", (unsigned long long)ev.data.u64); }
         return ev.events;
@@ -101,12 +112,22 @@ static int wait_ready(const char *mode, int fd, int ep, int ms) {
     return n > 0 && FD_ISSET(fd, &w) ? POLLOUT : 0;
 }
 
+static int racer_ep, racer_ms, racer_got;
+static unsigned long long racer_data;
+static void *racer(void *arg) {
+    (void)arg;
+    struct epoll_event ev;
+    racer_got = epoll_wait(racer_ep, &ev, 1, racer_ms) == 1 ? (int)ev.events : 0;
+    racer_data = racer_got ? ev.data.u64 : 0;
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     const char *mode = "epoll";
-    int tmo = 10000, doread = 0, dodup = 0, opt;
+    int tmo = 10000, doread = 0, dodup = 0, dofork = 0, race = 0, opt;
     char req[1024] = "";
     signal(SIGPIPE, SIG_IGN);
-    while ((opt = getopt(argc, argv, "m:t:s:rd")) != -1) {
+    while ((opt = getopt(argc, argv, "m:t:s:rdD3fT")) != -1) {
         switch (opt) {
         case 'm': mode = optarg; break;
         case 't': tmo = atoi(optarg); break;
@@ -120,6 +141,10 @@ int main(int argc, char **argv) {
         }
         case 'r': doread = 1; break;
         case 'd': dodup = 1; break;
+        case 'D': dodup = 2; break;
+        case '3': dodup = 3; break;
+        case 'f': dofork = 1; break;
+        case 'T': race = 1; break;
         default: return 1;
         }
     }
@@ -144,7 +169,16 @@ int main(int argc, char **argv) {
     printf("connect=%s\n", rc == 0 ? "ok" : en(cerr));
     if (rc && cerr != EINPROGRESS) return 2;
     int wfd = fd;
-    if (dodup) wfd = dup(fd);
+    if (dodup == 1) wfd = dup(fd);
+    if (dodup == 2) wfd = fcntl(fd, F_DUPFD_CLOEXEC, 50);
+    if (dodup == 3) wfd = dup3(fd, 100, O_CLOEXEC);
+    if (dofork) {
+        pid_t p = fork();
+        if (p == 0) _exit(0);
+        int st;
+        waitpid(p, &st, 0);
+        printf("forked=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
     if (rc) {
         char b[8];
         struct sockaddr_storage ss;
@@ -165,8 +199,19 @@ int main(int argc, char **argv) {
         ev.data.u64 = 0xfeed0000u + (unsigned)wfd;
         epoll_ctl(ep, EPOLL_CTL_ADD, wfd, &ev);
     }
+    pthread_t rt;
+    if (race && ep >= 0) {
+        racer_ep = ep;
+        racer_ms = tmo;
+        pthread_create(&rt, NULL, racer, NULL);
+    }
     double c0 = cpu_ms(), w0 = now_ms();
     int got = wait_ready(mode, wfd, ep, tmo);
+    if (race && ep >= 0) {
+        pthread_join(rt, NULL);
+        printf("racer_events=0x%x\n", racer_got);
+        if (racer_got && racer_data != 0xfeed0000u + (unsigned)wfd) printf("racer_bad_data=%llx\n", racer_data);
+    }
     printf("wait_ms=%.1f\ncpu_ms=%.2f\nevents=0x%x\n", now_ms() - w0, cpu_ms() - c0, got);
     if (!got) {
         printf("result=timeout\n");

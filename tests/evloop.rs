@@ -23,7 +23,7 @@ fn hex(k: &HashMap<String, String>, key: &str) -> u32 {
 
 #[test]
 fn every_wait_api_sees_syn_sent_then_connected() {
-    for mode in ["epoll", "epoll-et", "epoll-oneshot", "epoll-before", "epoll-pwait", "poll", "ppoll", "select", "pselect"] {
+    for mode in ["epoll", "epoll-et", "epoll-oneshot", "epoll-before", "epoll-pwait", "epoll-pwait2", "poll", "ppoll", "select", "pselect"] {
         let (out, k) = evloop(&["-m", mode, "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
         let ctx = format!("{mode}: {}", text(&out));
         assert_eq!(k.get("connect").map(String::as_str), Some("EINPROGRESS"), "{ctx}");
@@ -55,6 +55,27 @@ fn waiting_on_a_dup_of_the_pending_socket() {
     assert!(num(&k, "wait_ms") >= 900.0, "{}", text(&out));
     let (out, k) = evloop(&["-d", "-m", "poll", "-r", "slow", "7"]);
     assert_eq!(k.get("reply").map(String::as_str), Some("HELLO tailnet"), "{}", text(&out));
+}
+
+#[test]
+fn dup_variants_fork_while_pending_and_threads_racing_on_one_epoll_set() {
+    for (flag, mode) in [("-D", "epoll"), ("-3", "poll"), ("-f", "epoll"), ("-f", "select")] {
+        let (out, k) = evloop(&[flag, "-m", mode, "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
+        let ctx = format!("{flag} {mode}: {}", text(&out));
+        assert_eq!(k.get("reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{ctx}");
+        assert!(num(&k, "wait_ms") >= 900.0, "{ctx}");
+        if flag == "-f" {
+            assert_eq!(k["forked"], "0", "the child ran and exited cleanly: {ctx}");
+        }
+        assert_eq!(k["fds_before"], k["fds_after"], "{ctx}");
+    }
+    let (out, k) = evloop(&["-T", "-t", "3000", "-m", "epoll", "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
+    let ctx = text(&out);
+    assert!(hex(&k, "events") & 0x4 != 0, "{ctx}");
+    let racer = hex(&k, "racer_events");
+    assert!(racer == 0 || racer & 0x4 != 0, "the other thread saw only real events: {ctx}");
+    assert!(!k.contains_key("racer_bad_data") && !k.contains_key("bad_data"), "no token leaked to a thread: {ctx}");
+    assert_eq!(k.get("reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{ctx}");
 }
 
 #[test]

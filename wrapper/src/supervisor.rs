@@ -106,8 +106,11 @@ pub fn install(cfg: &Config) -> Result<(), String> {
     }
     if pid == 0 {
         // SAFETY: as above.
-        if unsafe { libc::fork() } != 0 {
-            // SAFETY: leaving the intermediate child without running atexit handlers.
+        let s2 = unsafe { libc::fork() };
+        if s2 != 0 {
+            // Tell the launcher who the supervisor is, then leave without atexit handlers.
+            let _ = sys::send(sv[1], &s2.to_ne_bytes());
+            // SAFETY: leaving the intermediate child.
             unsafe { libc::_exit(0) };
         }
         let _ = syscall!(SYS_close, sv[0]);
@@ -117,12 +120,20 @@ pub fn install(cfg: &Config) -> Result<(), String> {
     let mut st = 0;
     // SAFETY: reaping the intermediate child we just forked.
     unsafe { libc::waitpid(pid, &mut st, 0) };
-    let r = install_filter_and_send(sv[0]);
+    let mut buf = [0u8; 4];
+    let spid = match sys::recv(sv[0], &mut buf, 0) {
+        Ok(4) => i32::from_ne_bytes(buf),
+        _ => {
+            let _ = syscall!(SYS_close, sv[0]);
+            return Err("the supervisor did not start".into());
+        }
+    };
+    let r = install_filter_and_send(sv[0], spid);
     let _ = syscall!(SYS_close, sv[0]);
     r
 }
 
-fn install_filter_and_send(sock: i32) -> Result<(), String> {
+fn install_filter_and_send(sock: i32, spid: i32) -> Result<(), String> {
     let prog_v = filter();
     let prog = libc::sock_fprog { len: prog_v.len() as u16, filter: prog_v.as_ptr() as *mut libc::sock_filter };
     syscall!(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).map_err(|e| format!("no_new_privs: {e}"))?;
@@ -131,14 +142,9 @@ fn install_filter_and_send(sock: i32) -> Result<(), String> {
     let sent = send_fd(sock, listener);
     let _ = syscall!(SYS_close, listener);
     sent.map_err(|e| format!("handing the listener over: {e}"))?;
-    // Wait until the supervisor has it (it answers with its pid), and let it take our fds even
-    // where Yama restricts ptrace to ancestors.
-    let mut buf = [0u8; 4];
-    let n = sys::recv(sock, &mut buf, 0).map_err(|e| format!("supervisor: {e}"))?;
-    if n == 4 {
-        let spid = i32::from_ne_bytes(buf);
-        let _ = syscall!(SYS_prctl, libc::PR_SET_PTRACER, spid, 0, 0, 0);
-    }
+    // Let the supervisor take our fds even where Yama restricts ptrace to ancestors. No need to
+    // wait for it: notifications queue on the listener until it reads them.
+    let _ = syscall!(SYS_prctl, libc::PR_SET_PTRACER, spid, 0, 0, 0);
     Ok(())
 }
 
@@ -215,9 +221,6 @@ fn supervise(sock: i32, cfg: Config) -> ! {
         // SAFETY: exiting the supervisor process.
         Err(_) => unsafe { libc::_exit(0) },
     };
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
-    let _ = sys::send(sock, &me.to_ne_bytes());
     let _ = syscall!(SYS_close, sock);
     let responder = UdpSocket::bind("127.0.0.1:0").expect("bind the DNS responder");
     let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
