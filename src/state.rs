@@ -14,6 +14,8 @@ pub struct State {
     pub fallback: Config,
     pub log_level: LogLevel,
     pub log_file: Option<String>,
+    /// The launcher's supervisor's DNS responder, when this process is supervised.
+    pub supervisor_dns: Option<std::net::SocketAddr>,
     upstreams: Racy<Vec<Resolved>>,
     local_names: Racy<HashSet<String>>,
 }
@@ -30,6 +32,7 @@ pub fn get() -> &'static State {
         let fallback = Config::from_lookup(|_| None).expect("empty environment parses");
         match Config::from_env() {
             Ok(c) => State {
+                supervisor_dns: supervisor_dns(),
                 log_level: c.log,
                 log_file: c.log_file.clone(),
                 cfg: Some(c),
@@ -40,6 +43,7 @@ pub fn get() -> &'static State {
             Err(e) => {
                 err = Some(e);
                 State {
+                    supervisor_dns: supervisor_dns(),
                     cfg: None,
                     fallback,
                     log_level: LogLevel::Error,
@@ -78,4 +82,8 @@ impl State {
     pub fn known_locally(&self, name: &str) -> bool {
         self.local_names.get_or_init(crate::dns::local_names).contains(name)
     }
+}
+
+fn supervisor_dns() -> Option<std::net::SocketAddr> {
+    std::env::var("TSPROXY_SUPERVISOR_DNS").ok()?.parse().ok()
 }

@@ -101,3 +101,15 @@ fn bad_supervisor_mode_is_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("supervisor"));
 }
+
+#[test]
+fn cgo_go_resolving_through_glibc_and_dialing_raw() {
+    // Go dials with raw syscalls even when built with cgo: the name comes from the library's
+    // getaddrinfo hook, the dial is the supervisor's. The library registers the name with the
+    // supervisor so the placeholder means the same name on both sides.
+    let Some(go) = go_client_cgo() else { return };
+    for url in ["http://peer-1/", "http://peer-1.tail1234.ts.net/", "http://100.64.0.2/"] {
+        let (s, out, _) = run(&[&go.to_string_lossy(), url], &[("GODEBUG", "netdns=cgo")]);
+        assert_eq!(s, "hello from tailnet", "{url}: {}", text(&out));
+    }
+}

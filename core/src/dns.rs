@@ -76,6 +76,45 @@ pub fn answer(query: &[u8], q: &Question, addr: Option<IpAddr>) -> Vec<u8> {
     r
 }
 
+/// A standard query for `name` (recursion desired).
+pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for l in name.trim_end_matches('.').split('.') {
+        if l.is_empty() || l.len() > 63 {
+            return None;
+        }
+        q.push(l.len() as u8);
+        q.extend_from_slice(l.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&[0, 1]);
+    Some(q)
+}
+
+/// The first A/AAAA address of a response to query `id` (answers in the form `answer` writes:
+/// a compressed name pointer, type, class, TTL, length, data).
+pub fn first_address(r: &[u8], id: u16) -> Option<IpAddr> {
+    if r.len() < 12 || u16::from_be_bytes([r[0], r[1]]) != id || r[2] & 0x80 == 0 || u16::from_be_bytes([r[6], r[7]]) == 0 {
+        return None;
+    }
+    let q = parse_query(&[&r[..2], &[0x01, 0x00], &r[4..]].concat())?;
+    let a = r.get(q.end..)?;
+    if a.len() < 12 || a[0] & 0xc0 != 0xc0 {
+        return None;
+    }
+    let ty = u16::from_be_bytes([a[2], a[3]]);
+    let len = u16::from_be_bytes([a[10], a[11]]) as usize;
+    let d = a.get(12..12 + len)?;
+    match (ty, len) {
+        (TYPE_A, 4) => Some(IpAddr::from(<[u8; 4]>::try_from(d).ok()?)),
+        (TYPE_AAAA, 16) => Some(IpAddr::from(<[u8; 16]>::try_from(d).ok()?)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +148,18 @@ mod tests {
         assert_eq!(r.len(), q6.len());
         let r = answer(&q6, &p6, Some("100::5".parse().unwrap()));
         assert_eq!(&r[r.len() - 16..], &"100::5".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+
+    #[test]
+    fn query_answer_roundtrip() {
+        let q = super::query(7, "peer-1.tail1234.ts.net.", TYPE_A).unwrap();
+        let p = parse_query(&q).unwrap();
+        assert_eq!(p.name, "peer-1.tail1234.ts.net");
+        let r = answer(&q, &p, Some("240.0.3.4".parse().unwrap()));
+        assert_eq!(first_address(&r, 7), Some("240.0.3.4".parse().unwrap()));
+        assert_eq!(first_address(&r, 8), None);
+        assert_eq!(first_address(&answer(&q, &p, None), 7), None);
+        assert_eq!(super::query(1, "a..b", TYPE_A), None);
     }
 
     #[test]

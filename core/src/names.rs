@@ -57,6 +57,24 @@ pub fn intern(name: &str) -> Option<u32> {
     None
 }
 
+/// Put `name` in exactly `slot` (another process chose it). False when the slot holds another
+/// name here.
+pub fn intern_at(slot: u32, name: &str) -> bool {
+    let n = crate::config::normalize_name(name);
+    let Some(cell) = TABLE.get(slot as usize) else { return false };
+    let fresh = Box::into_raw(Box::new(n.clone()));
+    match cell.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => true,
+        Err(cur) => {
+            // SAFETY: `fresh` was never published; `cur` is published and never freed.
+            unsafe {
+                drop(Box::from_raw(fresh));
+                *cur == n
+            }
+        }
+    }
+}
+
 /// The name in `slot`, if one was interned there.
 pub fn name(slot: u32) -> Option<&'static str> {
     let p = TABLE.get(slot as usize)?.load(Ordering::Acquire);

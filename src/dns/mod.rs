@@ -20,7 +20,48 @@ pub fn tailnet_slot(name: &str) -> Option<u32> {
     if slot.is_none() {
         crate::log::log!(Error, "name table full; {name:?} is not resolved");
     }
-    slot
+    match (slot, &st.supervisor_dns) {
+        (Some(s), Some(sup)) => Some(register_with_supervisor(name, s, *sup)),
+        _ => slot,
+    }
+}
+
+/// Under the launcher's seccomp supervisor: make sure the supervisor (a separate process that
+/// handles dials made with raw syscalls, such as Go's) knows what our placeholder means, by
+/// asking its DNS responder for the name. If it chose another slot, use that one here too.
+fn register_with_supervisor(name: &str, slot: u32, sup: SocketAddr) -> u32 {
+    let Some(q) = tsproxy_core::dns::query(slot as u16, name, tsproxy_core::dns::TYPE_A) else { return slot };
+    let Some(answer) = udp_ask(sup, &q) else {
+        crate::log::log!(Info, "supervisor did not answer for {name:?}");
+        return slot;
+    };
+    match tsproxy_core::dns::first_address(&answer, slot as u16).and_then(|ip| names::slot_of(&ip)) {
+        Some(theirs) if theirs != slot && names::intern_at(theirs, name) => theirs,
+        _ => slot,
+    }
+}
+
+/// One UDP question and answer with raw syscalls (the hooks must not see them), 200 ms at most.
+fn udp_ask(to: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
+    use tsproxy_core::{sys, syscall};
+    let (sa, len) = tsproxy_core::sockaddr::encode(to, libc::AF_INET)?;
+    let fd = syscall!(SYS_socket, libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0).ok()? as i32;
+    let mut out = None;
+    if sys::connect_raw(fd, (&sa as *const libc::sockaddr_storage).cast(), len).is_ok() && sys::send(fd, q).is_ok() {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut buf = [0u8; 512];
+        while out.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now()).as_millis() as i32;
+            if left <= 0 || sys::poll1(fd, libc::POLLIN, left).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Ok(n) = sys::recv(fd, &mut buf, 0) {
+                out = Some(buf[..n].to_vec());
+            }
+        }
+    }
+    let _ = syscall!(SYS_close, fd);
+    out
 }
 
 /// The tailnet name a placeholder address stands for.

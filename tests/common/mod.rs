@@ -416,18 +416,28 @@ fn required(tool: &str) -> bool {
 /// tests/go/client.go built with CGO_ENABLED=0 (a static Go binary), once per test process.
 pub fn go_client() -> Option<PathBuf> {
     static P: OnceLock<Option<PathBuf>> = OnceLock::new();
-    P.get_or_init(|| {
+    P.get_or_init(|| build_go("client", "0")).clone()
+}
+
+/// The same client built with cgo (dynamic; resolves through glibc with GODEBUG=netdns=cgo).
+pub fn go_client_cgo() -> Option<PathBuf> {
+    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
+    P.get_or_init(|| build_go("client-cgo", "1")).clone()
+}
+
+fn build_go(name: &str, cgo: &str) -> Option<PathBuf> {
+    {
         if !required("go") {
             return None;
         }
         let dir = target_dir().join("go");
-        let out = dir.join("client");
+        let out = dir.join(name);
         let st = Command::new("go")
             .args(["build", "-o"])
             .arg(&out)
             .arg("client.go")
             .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/go"))
-            .env("CGO_ENABLED", "0")
+            .env("CGO_ENABLED", cgo)
             .env("GO111MODULE", "off")
             .env("GOCACHE", dir.join("cache"))
             .env("GOPATH", dir.join("path"))
@@ -435,8 +445,7 @@ pub fn go_client() -> Option<PathBuf> {
             .expect("go build");
         assert!(st.success(), "go build failed");
         Some(out)
-    })
-    .clone()
+    }
 }
 
 /// c-harness/tcpclient.c linked with -static.

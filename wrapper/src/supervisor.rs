@@ -96,6 +96,12 @@ pub fn install(cfg: &Config) -> Result<(), String> {
         return Err("the supervisor's filter is written for x86_64 only".into());
     }
     supported()?;
+    // The DNS responder's socket is made here so its address can be handed to the command's
+    // environment (TSPROXY_SUPERVISOR_DNS): the preload library in a supervised process
+    // registers the tailnet names it resolves with it, so placeholders mean the same name on
+    // both sides (Go dials with raw syscalls even when it resolved through glibc).
+    let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("DNS responder: {e}"))?;
+    let dns_addr = responder.local_addr().map_err(|e| format!("DNS responder: {e}"))?;
     let mut sv = [0i32; 2];
     syscall!(SYS_socketpair, libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()).map_err(|e| format!("socketpair: {e}"))?;
     // SAFETY: fork in a single-threaded launcher; the child only calls async-signal-safe code
@@ -114,8 +120,9 @@ pub fn install(cfg: &Config) -> Result<(), String> {
             unsafe { libc::_exit(0) };
         }
         let _ = syscall!(SYS_close, sv[0]);
-        supervise(sv[1], cfg.clone());
+        supervise(sv[1], cfg.clone(), responder);
     }
+    drop(responder);
     let _ = syscall!(SYS_close, sv[1]);
     let mut st = 0;
     // SAFETY: reaping the intermediate child we just forked.
@@ -130,6 +137,9 @@ pub fn install(cfg: &Config) -> Result<(), String> {
     };
     let r = install_filter_and_send(sv[0], spid);
     let _ = syscall!(SYS_close, sv[0]);
+    if r.is_ok() {
+        std::env::set_var("TSPROXY_SUPERVISOR_DNS", dns_addr.to_string());
+    }
     r
 }
 
@@ -205,7 +215,7 @@ struct Sup {
 }
 
 /// The supervisor process: never returns.
-fn supervise(sock: i32, cfg: Config) -> ! {
+fn supervise(sock: i32, cfg: Config, responder: UdpSocket) -> ! {
     // SAFETY: setsid has no preconditions.
     unsafe { libc::setsid() };
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -222,7 +232,6 @@ fn supervise(sock: i32, cfg: Config) -> ! {
         Err(_) => unsafe { libc::_exit(0) },
     };
     let _ = syscall!(SYS_close, sock);
-    let responder = UdpSocket::bind("127.0.0.1:0").expect("bind the DNS responder");
     let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
     let sup = Arc::new(Sup {
         ups,
