@@ -112,7 +112,8 @@ def main():
     n = 500
     res = rounds(
         {"no preload": ([CB, "libc", "-n", str(n), "198.51.100.10", "9000"], {}),
-         "tsproxy": ([CB, "libc", "-n", str(n), "198.51.100.10", "9000"], PRE)},
+         "tsproxy": ([CB, "libc", "-n", str(n), "198.51.100.10", "9000"], PRE),
+         "tsproxy launcher, supervisor on": ([TSPROXY, "--supervisor=on", CB, "libc", "-n", str(n), "198.51.100.10", "9000"], {})},
         lambda a: {"p50": float(kv(sh(*a[0], env=a[1]))["p50"])},
     )
     for name, rs in res.items():

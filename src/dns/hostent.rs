@@ -92,9 +92,19 @@ pub unsafe fn gethostbyname2_r(
         // SAFETY: the caller's arguments, passed on.
         return Ret::passed(unsafe { f(name, af, ret, buf, buflen, result, h_errnop) });
     };
-    // SAFETY: ret, result and h_errnop are valid pointers (contract); buf has buflen bytes.
+    // SAFETY: contract.
+    unsafe { fill_r(ret, buf, buflen, result, h_errnop, n, af, &placeholder(slot, af)) }
+}
+
+/// The reentrant forms' answer: fill the caller's hostent and buffer, or ERANGE.
+///
+/// # Safety
+/// ret, result and h_errnop are valid pointers; buf has buflen writable bytes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fill_r(ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int, name: &str, af: c_int, addr: &[u8]) -> Ret<c_int> {
+    // SAFETY: the caller's guarantee.
     unsafe {
-        match fill(&mut *ret, buf, buflen, n, af, &placeholder(slot, af)) {
+        match fill(&mut *ret, buf, buflen, name, af, addr) {
             Ok(()) => {
                 *result = ret;
                 *h_errnop = 0;
@@ -226,21 +236,10 @@ pub unsafe fn gethostbyaddr_r(
     // SAFETY: addr holds len bytes (contract).
     match unsafe { placeholder_name(addr, len, ty) } {
         Some(n) => {
-            // SAFETY: len bytes readable; ret/result/h_errnop valid; buf has buflen bytes.
+            // SAFETY: len bytes readable (placeholder_name checked); the rest is the contract.
             unsafe {
                 let bytes = std::slice::from_raw_parts(addr.cast::<u8>(), len as usize);
-                match fill(&mut *ret, buf, buflen, n, ty, bytes) {
-                    Ok(()) => {
-                        *result = ret;
-                        *h_errnop = 0;
-                        Ret::ok(0)
-                    }
-                    Err(()) => {
-                        *result = std::ptr::null_mut();
-                        *h_errnop = NETDB_INTERNAL;
-                        Ret::err(libc::ERANGE, libc::ERANGE)
-                    }
-                }
+                fill_r(ret, buf, buflen, result, h_errnop, n, ty, bytes)
             }
         }
         None => {

@@ -54,18 +54,17 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 pub unsafe extern "C" fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let real = real!(fcntl: fn(c_int, c_int, c_ulong) -> c_int);
     // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { real(fd, cmd, arg) };
-    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
-        return after_dup(fd, r);
-    }
-    r
+    after_fcntl(fd, cmd, unsafe { real(fd, cmd, arg) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     let real = real!(fcntl64: fn(c_int, c_int, c_ulong) -> c_int);
     // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { real(fd, cmd, arg) };
+    after_fcntl(fd, cmd, unsafe { real(fd, cmd, arg) })
+}
+
+fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
     if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
         return after_dup(fd, r);
     }

@@ -11,6 +11,16 @@ use tsproxy_core::{sockaddr as sa, sys};
 
 
 fn real_sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
+    if !addr.is_null() && crate::state::get().supervisor_dns.is_some() {
+        // Marked for the supervisor's filter, as in connect.
+        return match sys::sendto_marked(fd, buf, n, flags, addr, alen) {
+            Ok(k) => k as ssize_t,
+            Err(e) => {
+                sys::set_errno(sys::code(&e));
+                -1
+            }
+        };
+    }
     let f = real!(sendto: fn(c_int, *const c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t);
     // SAFETY: the application's own arguments, passed on.
     unsafe { f(fd, buf, n, flags, addr, alen) }

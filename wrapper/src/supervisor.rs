@@ -64,8 +64,11 @@ fn log(cfg: &Config, level: LogLevel, msg: std::fmt::Arguments<'_>) {
     }
 }
 
-/// The BPF program: notify on connect, and on sendto with a destination address; allow the rest.
-/// (Jump offsets count from the next instruction: ALLOW is index 9, NOTIFY index 10.)
+/// The BPF program: notify on connect, and on sendto with a destination address; allow the rest,
+/// and allow calls marked by libtsproxy.so (`sys::SECCOMP_MARK` in the upper half of the
+/// socklen_t argument): the library has already decided about those, and a process that loads
+/// it pays nothing extra for its pass-through connects. (Jump offsets count from the next
+/// instruction: ALLOW is index 13, NOTIFY index 14.)
 fn filter() -> Vec<libc::sock_filter> {
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
@@ -73,19 +76,24 @@ fn filter() -> Vec<libc::sock_filter> {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
     const ALLOW: u32 = 0x7fff_0000;
     const NOTIFY: u32 = 0x7fc0_0000;
+    let mark = (sys::SECCOMP_MARK >> 32) as u32;
     let s = |code, jt, jf, k| libc::sock_filter { code, jt, jf, k };
     vec![
-        s(LD_W_ABS, 0, 0, 4),                                // arch
-        s(JEQ_K, 0, 7, AUDIT_ARCH_X86_64),                   // other ABIs: allow
-        s(LD_W_ABS, 0, 0, 0),                                // nr
-        s(JEQ_K, 6, 0, libc::SYS_connect as u32),            // connect: notify
-        s(JEQ_K, 0, 4, libc::SYS_sendto as u32),             // not sendto: allow
-        s(LD_W_ABS, 0, 0, 48),                               // args[4] low
-        s(JEQ_K, 0, 3, 0),                                   // addr != NULL: notify
-        s(LD_W_ABS, 0, 0, 52),                               // args[4] high
-        s(JEQ_K, 0, 1, 0),                                   // addr != NULL: notify
-        s(RET_K, 0, 0, ALLOW),
-        s(RET_K, 0, 0, NOTIFY),
+        s(LD_W_ABS, 0, 0, 4),                         // 0: arch
+        s(JEQ_K, 0, 11, AUDIT_ARCH_X86_64),           // 1: other ABIs: allow
+        s(LD_W_ABS, 0, 0, 0),                         // 2: nr
+        s(JEQ_K, 0, 2, libc::SYS_connect as u32),     // 3: connect?
+        s(LD_W_ABS, 0, 0, 36),                        // 4: args[2] high
+        s(JEQ_K, 7, 8, mark),                         // 5: marked: allow, else notify
+        s(JEQ_K, 0, 6, libc::SYS_sendto as u32),      // 6: not sendto: allow
+        s(LD_W_ABS, 0, 0, 60),                        // 7: args[5] high
+        s(JEQ_K, 4, 0, mark),                         // 8: marked: allow
+        s(LD_W_ABS, 0, 0, 48),                        // 9: args[4] low
+        s(JEQ_K, 0, 3, 0),                            // 10: addr != NULL: notify
+        s(LD_W_ABS, 0, 0, 52),                        // 11: args[4] high
+        s(JEQ_K, 0, 1, 0),                            // 12: addr != NULL: notify
+        s(RET_K, 0, 0, ALLOW),                        // 13
+        s(RET_K, 0, 0, NOTIFY),                       // 14
     ]
 }
 
@@ -158,18 +166,25 @@ fn install_filter_and_send(sock: i32, spid: i32) -> Result<(), String> {
     Ok(())
 }
 
-fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+/// A one-byte message with room for one SCM_RIGHTS descriptor. The pointers in the msghdr
+/// point into `byte` and `cbuf`, which the caller keeps alive across the syscall.
+fn fd_msg(byte: &mut [u8; 1], iov: &mut libc::iovec, cbuf: &mut Vec<u8>) -> libc::msghdr {
+    *iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
     // SAFETY: CMSG_SPACE is a pure computation.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: all-zero msghdr is valid; the pointers set below outlive the call.
+    cbuf.resize(space, 0);
+    // SAFETY: all-zero msghdr is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
+    msg.msg_iov = iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
     msg.msg_controllen = space;
+    msg
+}
+
+fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
+    let (mut byte, mut iov, mut cbuf) = ([0u8; 1], libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }, Vec::new());
+    let msg = fd_msg(&mut byte, &mut iov, &mut cbuf);
     // SAFETY: msg_control has room for one cmsg carrying an int (CMSG_SPACE above).
     unsafe {
         let c = libc::CMSG_FIRSTHDR(&msg);
@@ -182,17 +197,8 @@ fn send_fd(sock: i32, fd: i32) -> io::Result<()> {
 }
 
 fn recv_fd(sock: i32) -> io::Result<i32> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
-    // SAFETY: as in send_fd.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = space;
+    let (mut byte, mut iov, mut cbuf) = ([0u8; 1], libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }, Vec::new());
+    let mut msg = fd_msg(&mut byte, &mut iov, &mut cbuf);
     syscall!(SYS_recvmsg, sock, &mut msg as *mut libc::msghdr, libc::MSG_CMSG_CLOEXEC)?;
     // SAFETY: the kernel filled msg_control; CMSG_FIRSTHDR checks the length.
     unsafe {
@@ -257,6 +263,12 @@ fn supervise(sock: i32, cfg: Config, responder: UdpSocket) -> ! {
         if syscall!(SYS_ioctl, listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut libc::seccomp_notif).is_err() {
             continue; // the target died meanwhile (ENOENT), or a signal
         }
+        // Most connects are not ours: answer those here, at once. Only dials and DNS redirects
+        // (which wait on a proxy or do I/O) get a thread of their own.
+        if sup.not_ours(&n) {
+            sup.respond(n.id, Verdict::Continue);
+            continue;
+        }
         let sup = sup.clone();
         std::thread::spawn(move || sup.handle(&n));
     }
@@ -289,6 +301,22 @@ impl Sup {
     fn handle(&self, n: &libc::seccomp_notif) {
         let v = self.decide(n);
         self.respond(n.id, v);
+    }
+
+    /// Cheap check: is this clearly a connect/sendto the supervisor lets through?
+    fn not_ours(&self, n: &libc::seccomp_notif) -> bool {
+        let a = n.data.args;
+        let is_connect = n.data.nr as i64 == libc::SYS_connect;
+        let (ptr, len) = if is_connect { (a[1], a[2]) } else { (a[4], a[5]) };
+        let mut raw = [0u8; 28];
+        let len = (len as usize).min(raw.len());
+        if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
+            return true;
+        }
+        // SAFETY: raw holds len initialized bytes.
+        let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return true };
+        let direct = matches!(self.cfg.classify_ip(cidr::unmap(dest.ip())), IpClass::Direct | IpClass::NoProxy);
+        direct && !(is_connect && dest.port() == 53)
     }
 
     fn decide(&self, n: &libc::seccomp_notif) -> Verdict {
@@ -466,13 +494,15 @@ fn dns_loop(sup: &Arc<Sup>, sock: UdpSocket) {
 mod tests {
     use super::*;
 
-    /// Walk the program for a syscall and a sendto address argument: where does it end?
-    fn run(nr: i64, arch: u32, addr: u64) -> u32 {
+    /// Walk the program for a syscall, a sendto address argument and a socklen argument.
+    fn run_len(nr: i64, arch: u32, addr: u64, len: u64) -> u32 {
         let prog = filter();
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
         data[48..56].copy_from_slice(&addr.to_le_bytes());
+        let len_at = if nr == libc::SYS_connect { 32 } else { 56 };
+        data[len_at..len_at + 8].copy_from_slice(&len.to_le_bytes());
         let (mut pc, mut acc) = (0usize, 0u32);
         loop {
             let i = &prog[pc];
@@ -489,6 +519,10 @@ mod tests {
         }
     }
 
+    fn run(nr: i64, arch: u32, addr: u64) -> u32 {
+        run_len(nr, arch, addr, 16)
+    }
+
     #[test]
     fn filter_notifies_exactly_connect_and_addressed_sendto() {
         const X86_64: u32 = 0xc000_003e;
@@ -502,5 +536,9 @@ mod tests {
             assert_eq!(run(nr, X86_64, 1), ALLOW, "nr {nr}");
         }
         assert_eq!(run(libc::SYS_connect, 0x4000_0003, 0), ALLOW);
+        // Marked by the library: allowed without a notification.
+        assert_eq!(run_len(libc::SYS_connect, X86_64, 0x1000, 16 | sys::SECCOMP_MARK), ALLOW);
+        assert_eq!(run_len(libc::SYS_sendto, X86_64, 0x1000, 16 | sys::SECCOMP_MARK), ALLOW);
+        assert_eq!(run_len(libc::SYS_connect, X86_64, 0x1000, 16 | 1 << 33), NOTIFY);
     }
 }
