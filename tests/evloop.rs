@@ -7,6 +7,14 @@ use common::*;
 use std::collections::HashMap;
 use std::process::Output;
 
+/// The tests here measure time (readiness after a 1 s dial, the app's own timeouts within 10%),
+/// and one of them is a 64-thread stress run: they take turns, so none measures another's load.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn evloop(args: &[&str]) -> (Output, HashMap<String, String>) {
     let out = preloaded(harness("evloop")).args(args).env("TSPROXY_PROXY", net().socks.url()).output().unwrap();
     let k = kv(&out);
@@ -23,6 +31,7 @@ fn hex(k: &HashMap<String, String>, key: &str) -> u32 {
 
 #[test]
 fn every_wait_api_sees_syn_sent_then_connected() {
+    let _serial = serial();
     for mode in ["epoll", "epoll-et", "epoll-oneshot", "epoll-before", "epoll-pwait", "epoll-pwait2", "poll", "ppoll", "select", "pselect"] {
         let (out, k) = evloop(&["-m", mode, "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
         let ctx = format!("{mode}: {}", text(&out));
@@ -50,6 +59,7 @@ fn every_wait_api_sees_syn_sent_then_connected() {
 
 #[test]
 fn waiting_on_a_dup_of_the_pending_socket() {
+    let _serial = serial();
     let (out, k) = evloop(&["-d", "-m", "epoll", "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
     assert_eq!(k.get("reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{}", text(&out));
     assert!(num(&k, "wait_ms") >= 900.0, "{}", text(&out));
@@ -59,6 +69,7 @@ fn waiting_on_a_dup_of_the_pending_socket() {
 
 #[test]
 fn dup_variants_fork_while_pending_and_threads_racing_on_one_epoll_set() {
+    let _serial = serial();
     for (flag, mode) in [("-D", "epoll"), ("-3", "poll"), ("-f", "epoll"), ("-f", "select")] {
         let (out, k) = evloop(&[flag, "-m", mode, "-s", "GET / HTTP/1.0\\n\\n", "-r", "slow", "80"]);
         let ctx = format!("{flag} {mode}: {}", text(&out));
@@ -80,6 +91,7 @@ fn dup_variants_fork_while_pending_and_threads_racing_on_one_epoll_set() {
 
 #[test]
 fn failures_are_epollerr_and_so_error_once() {
+    let _serial = serial();
     for (name, errno) in [("refuser", "ECONNREFUSED"), ("unreach", "EHOSTUNREACH"), ("ttl", "ETIMEDOUT")] {
         for mode in ["epoll", "poll", "select"] {
             let (out, k) = evloop(&["-m", mode, name, "7"]);
@@ -101,6 +113,7 @@ fn failures_are_epollerr_and_so_error_once() {
 
 #[test]
 fn proxy_down_fails_fast_through_the_event_loop() {
+    let _serial = serial();
     let dead = closed_port();
     let out = preloaded(harness("evloop")).args(["-m", "epoll", "peer-1", "7"]).env("TSPROXY_PROXY", format!("socks5://{dead}")).output().unwrap();
     let k = kv(&out);
@@ -116,6 +129,7 @@ fn proxy_down_fails_fast_through_the_event_loop() {
 
 #[test]
 fn the_apps_timeout_holds_and_close_cancels() {
+    let _serial = serial();
     for mode in ["epoll", "poll", "select"] {
         let (out, k) = evloop(&["-m", mode, "-t", "300", "hang", "7"]);
         let ctx = format!("{mode}: {}", text(&out));
@@ -129,6 +143,7 @@ fn the_apps_timeout_holds_and_close_cancels() {
 
 #[test]
 fn python_timeouts_asyncio_and_a_live_event_loop() {
+    let _serial = serial();
     let py = r#"
 import asyncio, socket, time
 t = time.monotonic()
@@ -180,6 +195,7 @@ asyncio.run(main())
 
 #[test]
 fn node_event_loop_keeps_running_during_a_slow_dial() {
+    let _serial = serial();
     let js = r#"
 const http = require('http');
 let ticks = 0;
@@ -204,6 +220,7 @@ http.get('http://slow/', r => {
 
 #[test]
 fn curl_through_a_slow_dial() {
+    let _serial = serial();
     let out = std::process::Command::new(launcher()).args(["--proxy", &net().socks.url(), "curl", "-sS", "--max-time", "10", "http://slow/"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from tailnet\n", "{}", text(&out));
     let out = std::process::Command::new(launcher()).args(["--proxy", &net().socks.url(), "curl", "-sS", "--connect-timeout", "0.5", "http://hang/"]).output().unwrap();
@@ -212,6 +229,7 @@ fn curl_through_a_slow_dial() {
 
 #[test]
 fn stress_threads_and_a_fork_storm() {
+    let _serial = serial();
     // 64 threads x 200 connects (blocking, epoll, poll in turn) while a thread forks 60
     // children, a quarter of them daemonized, each connecting too. Bounded by an alarm.
     let out = preloaded(harness("stress"))
