@@ -27,6 +27,9 @@ pub unsafe extern "C" fn epoll_create1(flags: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: *mut epoll_event) -> c_int {
     let real = real!(epoll_ctl: fn(c_int, c_int, c_int, *mut epoll_event) -> c_int);
+    if op == libc::EPOLL_CTL_ADD {
+        crate::net::fds::added_to_epoll(fd);
+    }
     if pending::active() {
         if let Some(r) = shield(Ret::ok(None), || Ret::ok(pending::epoll_ctl(epfd, op, fd, ev))) {
             if let Some(e) = r.errno {

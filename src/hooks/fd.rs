@@ -1,12 +1,24 @@
 //! close/dup/fcntl: keep the table of pending sockets in step with the fd table. One relaxed
 //! load when nothing is pending.
 use crate::ffi::side;
-use crate::net::pending;
+use crate::net::{fds, pending};
 use libc::{c_int, c_uint, c_ulong};
+
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, proto: c_int) -> c_int {
+    let real = real!(socket: fn(c_int, c_int, c_int) -> c_int);
+    // SAFETY: the caller's arguments, passed on.
+    let fd = unsafe { real(domain, ty, proto) };
+    if fd >= 0 && (domain == libc::AF_INET || domain == libc::AF_INET6) {
+        fds::created(fd, ty);
+    }
+    fd
+}
 
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     let real = real!(close: fn(c_int) -> c_int);
+    fds::forget(fd);
     if pending::active() {
         side(|| pending::on_close(fd));
     }
@@ -17,8 +29,11 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let real = real!(close_range: fn(c_uint, c_uint, c_int) -> c_int);
-    if pending::active() && flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
-        side(|| pending::on_close_range(first, last));
+    if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        fds::forget_range(first, last);
+        if pending::active() {
+            side(|| pending::on_close_range(first, last));
+        }
     }
     // SAFETY: the caller's arguments, passed on.
     unsafe { real(first, last, flags) }
@@ -72,6 +87,9 @@ fn after_fcntl(fd: c_int, cmd: c_int, r: c_int) -> c_int {
 }
 
 fn after_dup(old: c_int, new: c_int) -> c_int {
+    if new >= 0 && new != old {
+        fds::duplicated(old, new);
+    }
     if new >= 0 && pending::active() {
         side(|| pending::on_dup(old, new));
     }

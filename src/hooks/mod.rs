@@ -20,7 +20,7 @@ pub use getnameinfo::getnameinfo;
 pub use getpeername::getpeername;
 pub use sendto::{sendmsg, sendto};
 pub use epoll::{epoll_create, epoll_create1, epoll_ctl, epoll_pwait, epoll_pwait2, epoll_wait};
-pub use fd::{close, close_range, dup, dup2, dup3, fcntl, fcntl64};
+pub use fd::{close, close_range, dup, dup2, dup3, fcntl, fcntl64, socket};
 pub use getsockopt::getsockopt;
 pub use io::{__read_chk, __recv_chk, __recvfrom_chk, read, readv, recv, recvfrom, recvmsg, send, write, writev};
 pub use poll::{__poll_chk, __ppoll_chk, poll, ppoll, pselect, select};

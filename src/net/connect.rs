@@ -39,6 +39,9 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
     if let Some(r) = super::pending::reconnect(fd) {
         return r;
     }
+    // Whatever happens next, the socket is no longer fresh from socket(2).
+    let known = super::fds::get(fd);
+    super::fds::connecting(fd);
     // SAFETY: forwarded from our caller's contract.
     let Some(dest) = (unsafe { sa::read(addr, len) }) else { return real_connect(fd, addr, len) };
     let target = match decide(dest) {
@@ -57,7 +60,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
         return Ret::err(-1, libc::ECONNREFUSED);
     };
     // SAFETY: forwarded from our caller's contract.
-    match unsafe { tunnel_fd(fd, addr, len, &target, false) } {
+    match unsafe { tunnel_fd(fd, addr, len, &target, false, known) } {
         Ok(Outcome::Tunnelled) => Ret::ok(0),
         Ok(Outcome::Pending(r)) => r,
         Ok(Outcome::Kernel) => real_connect(fd, addr, len),
@@ -71,13 +74,21 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c
 ///
 /// # Safety
 /// `addr` points to `len` readable bytes.
-pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool) -> Result<Outcome, i32> {
-    let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?;
+/// `known` is what net::fds knew about `fd` before this connect.
+pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool, known: u8) -> Result<Outcome, i32> {
+    // A socket fresh from socket(2) (see net::fds) needs neither question to the kernel.
+    let ty = if known & super::fds::FRESH_STREAM != 0 {
+        libc::SOCK_STREAM
+    } else if known & super::fds::FRESH_OTHER != 0 {
+        libc::SOCK_DGRAM
+    } else {
+        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?
+    };
     if ty != libc::SOCK_STREAM {
         log!(Info, "fd={fd} {target}: only TCP is proxied; refusing a datagram socket to a tailnet destination");
         return Err(libc::ENETUNREACH);
     }
-    if sys::is_connected(fd) {
+    if known & super::fds::FRESH_STREAM == 0 && sys::is_connected(fd) {
         // Connected already (a tunnel that is up, or anything else). Checked here because the
         // kernel answers a repeated connect() after a nonblocking connect completed with 0,
         // not EISCONN, which would start a second handshake inside a live tunnel.
@@ -96,7 +107,7 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
     let blocking = fl & libc::O_NONBLOCK == 0;
     if !blocking && !inline {
         // SAFETY: forwarded from our caller's contract.
-        return Ok(Outcome::Pending(unsafe { super::pending::start(fd, family, target.clone(), addr, len) }));
+        return Ok(Outcome::Pending(unsafe { super::pending::start(fd, family, target.clone(), addr, len, known) }));
     }
     let limit = if blocking { sys::sock_timeout(fd, libc::SO_SNDTIMEO).unwrap_or(cfg.timeout) } else { cfg.timeout };
     let t0 = Instant::now();

@@ -1,5 +1,6 @@
 //! Where a connection goes, and the connect path itself.
 pub mod connect;
+pub mod fds;
 pub mod io;
 pub mod pending;
 pub mod send;

@@ -218,7 +218,7 @@ fn make_refused(fd: i32, family: i32) {
 ///
 /// # Safety
 /// `addr` holds `len` readable bytes.
-pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::sockaddr, len: libc::socklen_t) -> Ret<c_int> {
+pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::sockaddr, len: libc::socklen_t, known: u8) -> Ret<c_int> {
     let st = state::get();
     let Some(cfg) = &st.cfg else { return Ret::err(-1, libc::ECONNREFUSED) };
     let mut hs = Handshake::new(fd, family, st.upstreams(), target, cfg.pipeline);
@@ -244,7 +244,9 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
     unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), std::ptr::addr_of_mut!(st_addr).cast::<u8>(), n) };
     crate::fork::arm();
     let mut regs = Vec::new();
-    let epolls: Vec<i32> = EPOLLS.lock().clone();
+    // A fresh socket never added to an epoll set has no registration to find.
+    let fresh_unregistered = known & (super::fds::FRESH_STREAM | super::fds::IN_EPOLL) == super::fds::FRESH_STREAM;
+    let epolls: Vec<i32> = if fresh_unregistered { Vec::new() } else { EPOLLS.lock().clone() };
     for ep in epolls {
         // Sockets are rarely registered before connect(): ask the kernel cheaply first.
         if sys::epoll_has(ep, fd) == Some(false) {

@@ -67,8 +67,10 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) 
         return Plan::Libc;
     }
     let Some(_g) = Guard::enter() else { return Plan::Fail(libc::ECONNREFUSED) };
+    let known = super::fds::get(fd);
+    super::fds::connecting(fd);
     // SAFETY: forwarded contract.
-    match unsafe { tunnel_fd(fd, addr, alen, &target, true) } {
+    match unsafe { tunnel_fd(fd, addr, alen, &target, true, known) } {
         Ok(Outcome::Tunnelled) => Plan::SendConnected,
         Ok(Outcome::Kernel) => Plan::Libc,
         Ok(Outcome::Pending(_)) => unreachable!("inline handshakes never pend"),

@@ -1,0 +1,75 @@
+//! What tsproxy knows about an fd number without asking the kernel: one byte per fd below
+//! 65536, kept by the socket/close/dup/epoll_ctl hooks with a relaxed load (and a store only
+//! when something changes). It saves the proxied-connect path syscalls; an unknown fd (0) just
+//! takes the slow path, so a stale or missing entry costs speed, never correctness... except
+//! where noted: a FRESH bit is trusted to mean "this socket has never been connected".
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const N: usize = 65536;
+
+/// Created by socket() as SOCK_STREAM and never passed to connect() since.
+pub const FRESH_STREAM: u8 = 1;
+/// Created by socket() as a datagram/raw socket (never proxied).
+pub const FRESH_OTHER: u8 = 2;
+/// Was added to an epoll set (EPOLL_CTL_ADD) since it was created.
+pub const IN_EPOLL: u8 = 4;
+
+static FDS: [AtomicU8; N] = [const { AtomicU8::new(0) }; N];
+
+fn slot(fd: i32) -> Option<&'static AtomicU8> {
+    (fd >= 0).then(|| FDS.get(fd as usize)).flatten()
+}
+
+pub fn get(fd: i32) -> u8 {
+    slot(fd).map_or(0, |s| s.load(Ordering::Relaxed))
+}
+
+/// A new socket from socket(2).
+pub fn created(fd: i32, ty: i32) {
+    if let Some(s) = slot(fd) {
+        let t = ty & 0xf;
+        s.store(if t == libc::SOCK_STREAM { FRESH_STREAM } else { FRESH_OTHER }, Ordering::Relaxed);
+    }
+}
+
+/// The fd number no longer means what we knew (close, or the target of dup2/dup3).
+pub fn forget(fd: i32) {
+    if let Some(s) = slot(fd) {
+        if s.load(Ordering::Relaxed) != 0 {
+            s.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+pub fn forget_range(first: u32, last: u32) {
+    let hi = (last as usize).min(N - 1);
+    for fd in (first as usize)..=hi {
+        forget(fd as i32);
+    }
+}
+
+/// `new` is a duplicate of `old`: same socket, but no epoll registration of its own.
+pub fn duplicated(old: i32, new: i32) {
+    if let Some(s) = slot(new) {
+        s.store(get(old) & !IN_EPOLL, Ordering::Relaxed);
+    }
+}
+
+/// connect() was called: the socket is no longer fresh.
+pub fn connecting(fd: i32) {
+    if let Some(s) = slot(fd) {
+        let b = s.load(Ordering::Relaxed);
+        if b & (FRESH_STREAM | FRESH_OTHER) != 0 {
+            s.store(b & IN_EPOLL, Ordering::Relaxed);
+        }
+    }
+}
+
+pub fn added_to_epoll(fd: i32) {
+    if let Some(s) = slot(fd) {
+        let b = s.load(Ordering::Relaxed);
+        if b & IN_EPOLL == 0 {
+            s.store(b | IN_EPOLL, Ordering::Relaxed);
+        }
+    }
+}
