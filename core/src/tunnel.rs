@@ -71,6 +71,8 @@ pub struct Handshake<'a> {
     out: Vec<u8>,
     buf: Vec<u8>,
     need: usize,
+    /// The caller saw the socket writable without an error: the connect to the proxy is done.
+    hint_connected: bool,
 }
 
 /// Result of one nonblocking I/O attempt.
@@ -82,7 +84,13 @@ enum Io {
 impl<'a> Handshake<'a> {
     /// `fd` is a TCP socket of `family`, not connected, in nonblocking mode.
     pub fn new(fd: i32, family: i32, ups: &'a [Resolved], target: Target, pipeline: bool) -> Self {
-        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
+        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0, hint_connected: false }
+    }
+
+    /// Tell the machine that epoll/poll reported the socket writable with no error (saves the
+    /// kernel a question while connecting to the proxy). Used by the next `resume` only.
+    pub fn writable_hint(&mut self) {
+        self.hint_connected = true;
     }
 
     pub fn target(&self) -> &Target {
@@ -95,6 +103,12 @@ impl<'a> Handshake<'a> {
 
     /// Start, or continue after the wanted readiness (a spurious call is harmless).
     pub fn resume(&mut self, log: Log<'_>) -> Step {
+        let step = self.resume_inner(log);
+        self.hint_connected = false;
+        step
+    }
+
+    fn resume_inner(&mut self, log: Log<'_>) -> Step {
         loop {
             let r = match self.st {
                 St::Done => return Step::Done(Err(libc::EALREADY)),
@@ -218,7 +232,7 @@ impl<'a> Handshake<'a> {
         match self.st {
             St::Connecting => {
                 // Connected to the proxy? (A spurious wake-up finds it still in progress.)
-                if sys::is_connected(self.fd) {
+                if std::mem::take(&mut self.hint_connected) || sys::is_connected(self.fd) {
                     self.start_protocol();
                 } else {
                     match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {

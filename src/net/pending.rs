@@ -146,7 +146,15 @@ impl Table {
 
     /// Advance the handshake. True when it has ended (and was finalized).
     fn step(&mut self, slot: usize) -> bool {
+        self.step_hinted(slot, false)
+    }
+
+    /// `writable`: the wait that woke us saw the socket writable with no error.
+    fn step_hinted(&mut self, slot: usize, writable: bool) -> bool {
         let c = self.conn(slot);
+        if writable && c.want == libc::POLLOUT {
+            c.hs.writable_hint();
+        }
         if c.result.is_none() {
             match c.hs.resume(&mut |l, a| crate::log::write(l, a)) {
                 Step::Want(ev) => {
@@ -468,7 +476,9 @@ unsafe fn filter_epoll(evs: *mut epoll_event, n: usize) -> (usize, bool) {
             Some(fd) => {
                 let mut t = TABLE.lock();
                 if let Some(slot) = t.slot(fd) {
-                    ended |= t.step(slot);
+                    let ev = e.events;
+                    let writable = ev & libc::EPOLLOUT as u32 != 0 && ev & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
+                    ended |= t.step_hinted(slot, writable);
                 }
             }
             None => {
@@ -551,9 +561,11 @@ pub fn wait_poll(fds: *mut pollfd, nfds: libc::nfds_t, timeout: Option<Duration>
                 continue;
             }
             let fd = copy[i].fd;
+            let rev = copy[i].revents;
+            let writable = rev & libc::POLLOUT != 0 && rev & (libc::POLLERR | libc::POLLHUP) == 0;
             let ended = {
                 let mut t = TABLE.lock();
-                t.slot(fd).map(|s| t.step(s)).unwrap_or(true)
+                t.slot(fd).map(|s| t.step_hinted(s, writable)).unwrap_or(true)
             };
             copy[i].revents = if ended {
                 // The socket's own state now: what the kernel reports for the app's events.
