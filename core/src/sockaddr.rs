@@ -1,5 +1,5 @@
 //! Conversions between `std::net::SocketAddr` and raw `sockaddr` memory.
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 /// Read a sockaddr the application passed. None for other families or short lengths.
 ///
@@ -67,11 +67,6 @@ pub fn encode(addr: SocketAddr, family: i32) -> Option<(libc::sockaddr_storage, 
         }
         _ => None,
     }
-}
-
-/// The IP of a SocketAddr with IPv4-mapped IPv6 unmapped.
-pub fn ip_of(a: &SocketAddr) -> IpAddr {
-    crate::cidr::unmap(a.ip())
 }
 
 #[cfg(test)]

@@ -97,10 +97,6 @@ impl<'a> Handshake<'a> {
         &self.target
     }
 
-    pub fn is_done(&self) -> bool {
-        self.st == St::Done
-    }
-
     /// Start, or continue after the wanted readiness (a spurious call is harmless).
     pub fn resume(&mut self, log: Log<'_>) -> Step {
         let step = self.resume_inner(log);
