@@ -8,6 +8,7 @@
 pub mod cidr;
 pub mod config;
 pub mod dns;
+pub mod errno;
 pub mod http;
 pub mod names;
 pub mod sockaddr;
@@ -15,6 +16,7 @@ pub mod socks5;
 pub mod sys;
 pub mod tunnel;
 
+pub use errno::Errno;
 use std::net::SocketAddr;
 
 /// Where a proxied connection should go, as the proxy will be asked for it.

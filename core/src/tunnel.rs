@@ -10,7 +10,7 @@
 //! first (SSH banners, SMTP greetings) stays in the socket for the application.
 use crate::config::{LogLevel, Scheme, Upstream};
 use crate::sys::{self, code};
-use crate::{http, socks5, Target};
+use crate::{http, socks5, Errno, Target};
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ pub enum Step {
     Want(i16),
     /// Finished: the proxy address used, or the errno for the application. On failure the
     /// socket has been disconnected again.
-    Done(Result<SocketAddr, i32>),
+    Done(Result<SocketAddr, Errno>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -107,7 +107,7 @@ impl<'a> Handshake<'a> {
     fn resume_inner(&mut self, log: Log<'_>) -> Step {
         loop {
             let r = match self.st {
-                St::Done => return Step::Done(Err(libc::EALREADY)),
+                St::Done => return Step::Done(Err(Errno(libc::EALREADY))),
                 St::Idle => match self.begin_attempt(log) {
                     Some(step) => return step,
                     None => continue,
@@ -132,14 +132,14 @@ impl<'a> Handshake<'a> {
                     }
                     sys::disconnect(self.fd);
                     self.st = St::Done;
-                    return Step::Done(Err(e));
+                    return Step::Done(Err(Errno(e)));
                 }
             }
         }
     }
 
     /// Abandon (time ran out): disconnect and finish with `e`.
-    pub fn abort(&mut self, e: i32) -> Step {
+    pub fn abort(&mut self, e: Errno) -> Step {
         if self.st != St::Done {
             sys::disconnect(self.fd);
             self.st = St::Done;
@@ -170,7 +170,7 @@ impl<'a> Handshake<'a> {
                     // of the application's still in progress. The kernel's answer, untouched.
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EISCONN) | Some(libc::EALREADY)) => {
                         self.st = St::Done;
-                        return Some(Step::Done(Err(sys::code(&e))));
+                        return Some(Step::Done(Err(Errno::of(&e))));
                     }
                     Err(e) => {
                         log(LogLevel::Error, format_args!("proxy {} ({addr}) failed for {}: connect: {e}", r.up, self.target));
@@ -186,7 +186,7 @@ impl<'a> Handshake<'a> {
         }
         // Every upstream failed to even take the request: the destination was never reached.
         self.st = St::Done;
-        Some(Step::Done(Err(libc::ECONNREFUSED)))
+        Some(Step::Done(Err(Errno(libc::ECONNREFUSED))))
     }
 
     fn up(&self) -> &'a Upstream {
@@ -441,10 +441,10 @@ pub struct Opts {
 
 /// Drive a handshake to the end, waiting with poll (EINTR retried) until `opts.deadline`.
 /// Leaves the file status flags exactly as found. ETIMEDOUT when time runs out.
-pub fn establish(fd: i32, family: i32, ups: &[Resolved], target: &Target, opts: &Opts, log: Log<'_>) -> Result<SocketAddr, i32> {
-    let flags = sys::fcntl_getfl(fd).map_err(|e| code(&e))?;
+pub fn establish(fd: i32, family: i32, ups: &[Resolved], target: &Target, opts: &Opts, log: Log<'_>) -> Result<SocketAddr, Errno> {
+    let flags = sys::fcntl_getfl(fd).map_err(|e| Errno::of(&e))?;
     if flags & libc::O_NONBLOCK == 0 {
-        sys::fcntl_setfl(fd, flags | libc::O_NONBLOCK).map_err(|e| code(&e))?;
+        sys::fcntl_setfl(fd, flags | libc::O_NONBLOCK).map_err(|e| Errno::of(&e))?;
     }
     let mut hs = Handshake::new(fd, family, ups, target.clone(), opts.pipeline);
     let r = drive(&mut hs, opts.deadline, opts.read_cap, log);
@@ -455,7 +455,7 @@ pub fn establish(fd: i32, family: i32, ups: &[Resolved], target: &Target, opts: 
 }
 
 /// Run `hs` to completion with poll waits.
-pub fn drive(hs: &mut Handshake<'_>, deadline: Instant, read_cap: Option<Duration>, log: Log<'_>) -> Result<SocketAddr, i32> {
+pub fn drive(hs: &mut Handshake<'_>, deadline: Instant, read_cap: Option<Duration>, log: Log<'_>) -> Result<SocketAddr, Errno> {
     loop {
         let ev = match hs.resume(log) {
             Step::Done(r) => return r,
@@ -473,7 +473,7 @@ pub fn drive(hs: &mut Handshake<'_>, deadline: Instant, read_cap: Option<Duratio
             let l = left.saturating_sub(waited_from.elapsed());
             if l.is_zero() {
                 log(LogLevel::Info, format_args!("{}: timed out waiting for the proxy", hs.target()));
-                let Step::Done(r) = hs.abort(libc::ETIMEDOUT) else { unreachable!() };
+                let Step::Done(r) = hs.abort(Errno(libc::ETIMEDOUT)) else { unreachable!() };
                 return r;
             }
             match sys::poll1(hs.fd, ev, l.as_millis().clamp(1, i32::MAX as u128) as i32) {
@@ -481,7 +481,7 @@ pub fn drive(hs: &mut Handshake<'_>, deadline: Instant, read_cap: Option<Duratio
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let Step::Done(r) = hs.abort(code(&e)) else { unreachable!() };
+                    let Step::Done(r) = hs.abort(Errno::of(&e)) else { unreachable!() };
                     return r;
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tsproxy_core::sockaddr as sa;
 use tsproxy_core::sys;
 use tsproxy_core::tunnel::{self, Opts};
-use tsproxy_core::Target;
+use tsproxy_core::{Errno, Target};
 
 fn real_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
     if state::get().supervisor_dns.is_some() {
@@ -117,7 +117,7 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
         pipeline: cfg.pipeline,
     };
     let r = tunnel::establish(fd, family, st.upstreams(), target, &opts, &mut |lvl, args| crate::log::write(lvl, args));
-    if matches!(r, Err(libc::EAFNOSUPPORT | libc::EINVAL)) && family_mismatch(fd, family) {
+    if matches!(r, Err(Errno(libc::EAFNOSUPPORT | libc::EINVAL))) && family_mismatch(fd, family) {
         // The address does not fit the socket (an AF_INET address on an AF_INET6 socket...):
         // the kernel rejects it without sending anything.
         return Ok(Outcome::Kernel);
@@ -131,8 +131,8 @@ pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target
             Ok(Outcome::Tunnelled)
         }
         Err(e) => {
-            log!(Info, "connect fd={fd} {target} -> {} {us}us", std::io::Error::from_raw_os_error(e));
-            Err(e)
+            log!(Info, "connect fd={fd} {target} -> {e} {us}us");
+            Err(e.raw())
         }
     }
 }

@@ -166,7 +166,7 @@ impl Table {
                     }
                     return false;
                 }
-                Step::Done(r) => c.result = Some(r.map(|_| ())),
+                Step::Done(r) => c.result = Some(r.map(|_| ()).map_err(|e| e.raw())),
             }
             self.finalize(slot);
         }
@@ -239,11 +239,11 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
             log!(Debug, "connect fd={fd} {} -> proxy {via} -> ok at once", hs.target());
             return Ret::ok(0);
         }
-        Step::Done(Err(libc::EAFNOSUPPORT | libc::EINVAL)) if super::connect::family_mismatch(fd, family) => {
+        Step::Done(Err(tsproxy_core::Errno(libc::EAFNOSUPPORT | libc::EINVAL))) if super::connect::family_mismatch(fd, family) => {
             // SAFETY: forwarded contract.
             return Ret::passed(unsafe { kernel_connect(fd, addr, len) });
         }
-        Step::Done(Err(e)) => return Ret::err(-1, e),
+        Step::Done(Err(e)) => return Ret::err(-1, e.raw()),
     };
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
@@ -353,7 +353,7 @@ pub fn gate(fd: i32, pending_errno: i32) -> Option<i32> {
             }
             if Instant::now() >= deadline {
                 let c = t.conn(slot);
-                let _ = c.hs.abort(libc::ETIMEDOUT);
+                let _ = c.hs.abort(tsproxy_core::Errno(libc::ETIMEDOUT));
                 c.result = Some(Err(libc::ETIMEDOUT));
                 t.finalize(slot);
                 return None;

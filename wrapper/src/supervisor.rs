@@ -390,8 +390,8 @@ impl Sup {
                 Verdict::Return(0)
             }
             Err(e) => {
-                log(cfg, LogLevel::Info, format_args!("connect {dest} {target} -> {} (supervisor)", io::Error::from_raw_os_error(e)));
-                Verdict::Fail(e)
+                log(cfg, LogLevel::Info, format_args!("connect {dest} {target} -> {e} (supervisor)"));
+                Verdict::Fail(e.raw())
             }
         }
     }
