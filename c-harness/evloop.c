@@ -65,13 +65,23 @@ static const char *en(int e) {
     }
 }
 
+/* The program's own descriptors. tsproxy keeps a few of its own (the handshake thread's epoll
+ * set, one wake-up eventfd per thread that waited on a pending socket) close-on-exec at the top
+ * of the descriptor limit, out of the program's way: those are not counted. */
 static int count_fds(void) {
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    long top = (long)rl.rlim_cur - 64;
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
     struct dirent *e;
-    while ((e = readdir(d))) n += e->d_name[0] != '.';
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.' || atol(e->d_name) == dirfd(d)) continue;
+        if (top > 3 && atol(e->d_name) >= top) continue;
+        n++;
+    }
     closedir(d);
-    return n - 1;
+    return n;
 }
 
 /* Wait for writability the MODE way. Returns the events seen (poll bits), 0 on timeout. */

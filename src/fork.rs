@@ -15,16 +15,19 @@ pub fn arm() {
 }
 
 extern "C" fn prepare() {
-    crate::net::pending::lock_for_fork();
+    crate::net::pending::epoll::lock_for_fork();
+    crate::net::pending::table::lock_for_fork();
     crate::net::tunnels::lock_for_fork();
 }
 
 extern "C" fn after() {
     crate::net::tunnels::unlock_after_fork();
-    crate::net::pending::unlock_after_fork();
+    crate::net::pending::table::unlock_after_fork();
+    crate::net::pending::epoll::unlock_after_fork();
 }
 
 extern "C" fn child() {
     tsproxy_core::sys::forget_pid();
+    crate::net::pending::driver::after_fork_child();
     after();
 }

@@ -3,18 +3,19 @@
 //! SOCKS5 or HTTP CONNECT tunnels through tailscaled, on the program's own socket. Everything
 //! else goes to libc untouched.
 //!
-//! Layout (after mirrord's layer): `hooks/` holds the exported symbols, each a one-liner that
-//! calls safe logic in `net/` (connect, tunnels) or `dns/` (names), under `ffi::shield`, which
-//! keeps panics from crossing `extern "C"` and sets errno last.
+//! Layout (after mirrord's layer): `hooks/` holds the exported symbols, each made by `hook!` around logic in
+//! `net/` (connect, tunnels, pending handshakes) or `dns/` (names), through the one boundary in
+//! `boundary.rs` (guard, `catch_unwind`, errno last, libc called outside).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 #[macro_use]
 mod real;
+#[macro_use]
+mod boundary;
 mod dns;
-mod ffi;
+mod fdset;
 mod fork;
-mod guard;
 mod hooks;
 mod log;
 mod net;

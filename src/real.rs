@@ -24,7 +24,7 @@ pub fn resolve(name: &CStr, ours: usize) -> usize {
 /// `connect` after ours, as a callable `unsafe extern "C" fn`.
 macro_rules! real {
     ($name:ident : fn($($arg:ty),* $(,)?) -> $ret:ty) => {{
-        type F = unsafe extern "C" fn($($arg),*) -> $ret;
+        type F = unsafe extern "C-unwind" fn($($arg),*) -> $ret;
         static PTR: ::std::sync::atomic::AtomicUsize = ::std::sync::atomic::AtomicUsize::new(0);
         let mut p = PTR.load(::std::sync::atomic::Ordering::Relaxed);
         if p == 0 {

@@ -6,7 +6,9 @@
 //! placeholders over the loopback addresses it returned. The list is glibc's own allocation, so
 //! libc's freeaddrinfo frees it (that is why freeaddrinfo needs no hook), and AI_ADDRCONFIG
 //! decides the families as it would for any name. AF_UNSPEC gets the IPv4 placeholder only.
-use crate::ffi::Ret;
+use crate::boundary::{passed, Bypass, Detour};
+#[allow(unused_imports)]
+use tsproxy_core::Errno;
 use crate::log::log;
 use libc::{addrinfo, c_char, c_int};
 use std::ffi::CStr;
@@ -21,8 +23,8 @@ fn real(node: *const c_char, service: *const c_char, hints: *const addrinfo, res
 
 /// # Safety
 /// getaddrinfo(3)'s contract.
-pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> Ret<c_int> {
-    let pass = || Ret::passed(real(node, service, hints, res));
+pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> Detour<c_int> {
+    let pass = || Detour::Bypass(Bypass::NotTailnet);
     if node.is_null() || res.is_null() {
         return pass();
     }
@@ -58,7 +60,7 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     let mut out: *mut addrinfo = std::ptr::null_mut();
     let rc = real(std::ptr::null(), svc, &h, &mut out);
     if rc != 0 {
-        return Ret::passed(rc);
+        return passed(rc);
     }
     let (v4, v6) = (names::v4(slot), names::v6(slot));
     let mut nodes = Vec::new();
@@ -98,5 +100,5 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     // SAFETY: res is a valid out-pointer (checked non-null above).
     unsafe { *res = nodes[0] };
     log!(Debug, "getaddrinfo {name} -> tailnet name, placeholder {v4} / {v6}");
-    Ret::ok(0)
+    Detour::Done(0)
 }

@@ -1,7 +1,9 @@
 //! gethostbyname*, gethostbyaddr for tailnet names and placeholders. The reentrant forms fill
 //! the caller's buffer (ERANGE when it is too small); the others use a per-thread buffer
 //! (glibc's is process-wide; per-thread is strictly safer).
-use crate::ffi::Ret;
+use crate::boundary::{Bypass, Detour};
+#[allow(unused_imports)]
+use tsproxy_core::Errno;
 use libc::{c_char, c_int, c_void, hostent, socklen_t};
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
@@ -85,12 +87,10 @@ pub unsafe fn gethostbyname2_r(
     buflen: usize,
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
-) -> Ret<c_int> {
+) -> Detour<c_int> {
     // SAFETY: contract.
     let Some((slot, n)) = (unsafe { slot_for(name, af) }) else {
-        let f = real!(gethostbyname2_r: fn(*const c_char, c_int, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
-        // SAFETY: the caller's arguments, passed on.
-        return Ret::passed(unsafe { f(name, af, ret, buf, buflen, result, h_errnop) });
+        return Detour::Bypass(Bypass::NotTailnet);
     };
     // SAFETY: contract.
     unsafe { fill_r(ret, buf, buflen, result, h_errnop, n, af, &placeholder(slot, af)) }
@@ -101,19 +101,19 @@ pub unsafe fn gethostbyname2_r(
 /// # Safety
 /// ret, result and h_errnop are valid pointers; buf has buflen writable bytes.
 #[allow(clippy::too_many_arguments)]
-unsafe fn fill_r(ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int, name: &str, af: c_int, addr: &[u8]) -> Ret<c_int> {
+unsafe fn fill_r(ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int, name: &str, af: c_int, addr: &[u8]) -> Detour<c_int> {
     // SAFETY: the caller's guarantee.
     unsafe {
         match fill(&mut *ret, buf, buflen, name, af, addr) {
             Ok(()) => {
                 *result = ret;
                 *h_errnop = 0;
-                Ret::ok(0)
+                Detour::Done(0)
             }
             Err(()) => {
                 *result = std::ptr::null_mut();
                 *h_errnop = NETDB_INTERNAL;
-                Ret::err(libc::ERANGE, libc::ERANGE)
+                Detour::Return(libc::ERANGE, Errno(libc::ERANGE))
             }
         }
     }
@@ -128,12 +128,10 @@ pub unsafe fn gethostbyname_r(
     buflen: usize,
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
-) -> Ret<c_int> {
+) -> Detour<c_int> {
     // SAFETY: contract.
     if unsafe { slot_for(name, libc::AF_INET) }.is_none() {
-        let f = real!(gethostbyname_r: fn(*const c_char, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
-        // SAFETY: the caller's arguments, passed on.
-        return Ret::passed(unsafe { f(name, ret, buf, buflen, result, h_errnop) });
+        return Detour::Bypass(Bypass::NotTailnet);
     }
     // SAFETY: contract.
     unsafe { gethostbyname2_r(name, libc::AF_INET, ret, buf, buflen, result, h_errnop) }
@@ -154,7 +152,7 @@ thread_local! {
 }
 
 /// Fill this thread's static hostent.
-fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Ret<*mut hostent> {
+fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Detour<*mut hostent> {
     STATIC.with(|s| {
         let s = s.get();
         // SAFETY: this thread's buffer; the previous result it held is invalidated, as
@@ -164,11 +162,11 @@ fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Ret<*mut hostent> {
             Ok(()) => {
                 set_h_errno(0);
                 // SAFETY: as above.
-                Ret::ok(unsafe { std::ptr::addr_of_mut!((*s).he) })
+                Detour::Done(unsafe { std::ptr::addr_of_mut!((*s).he) })
             }
             Err(()) => {
                 set_h_errno(HOST_NOT_FOUND);
-                Ret::ok(std::ptr::null_mut())
+                Detour::Done(std::ptr::null_mut())
             }
         }
     })
@@ -176,35 +174,31 @@ fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Ret<*mut hostent> {
 
 /// # Safety
 /// gethostbyname2's contract.
-pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> Ret<*mut hostent> {
+pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> Detour<*mut hostent> {
     // SAFETY: contract.
     match unsafe { slot_for(name, af) } {
         Some((slot, n)) => fill_static(n, af, &placeholder(slot, af)),
         None => {
-            let f = real!(gethostbyname2: fn(*const c_char, c_int) -> *mut hostent);
-            // SAFETY: the caller's arguments, passed on.
-            Ret::passed(unsafe { f(name, af) })
+            Detour::Bypass(Bypass::NotTailnet)
         }
     }
 }
 
 /// # Safety
 /// gethostbyname's contract.
-pub unsafe fn gethostbyname(name: *const c_char) -> Ret<*mut hostent> {
+pub unsafe fn gethostbyname(name: *const c_char) -> Detour<*mut hostent> {
     // SAFETY: contract.
     match unsafe { slot_for(name, libc::AF_INET) } {
         Some((slot, n)) => fill_static(n, libc::AF_INET, &placeholder(slot, libc::AF_INET)),
         None => {
-            let f = real!(gethostbyname: fn(*const c_char) -> *mut hostent);
-            // SAFETY: the caller's arguments, passed on.
-            Ret::passed(unsafe { f(name) })
+            Detour::Bypass(Bypass::NotTailnet)
         }
     }
 }
 
 /// # Safety
 /// gethostbyaddr's contract.
-pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> Ret<*mut hostent> {
+pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> Detour<*mut hostent> {
     // SAFETY: addr holds len bytes (contract).
     match unsafe { placeholder_name(addr, len, ty) } {
         Some(n) => {
@@ -213,9 +207,7 @@ pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> R
             fill_static(n, ty, bytes)
         }
         None => {
-            let f = real!(gethostbyaddr: fn(*const c_void, socklen_t, c_int) -> *mut hostent);
-            // SAFETY: the caller's arguments, passed on.
-            Ret::passed(unsafe { f(addr, len, ty) })
+            Detour::Bypass(Bypass::NotTailnet)
         }
     }
 }
@@ -232,7 +224,7 @@ pub unsafe fn gethostbyaddr_r(
     buflen: usize,
     result: *mut *mut hostent,
     h_errnop: *mut c_int,
-) -> Ret<c_int> {
+) -> Detour<c_int> {
     // SAFETY: addr holds len bytes (contract).
     match unsafe { placeholder_name(addr, len, ty) } {
         Some(n) => {
@@ -243,9 +235,7 @@ pub unsafe fn gethostbyaddr_r(
             }
         }
         None => {
-            let f = real!(gethostbyaddr_r: fn(*const c_void, socklen_t, c_int, *mut hostent, *mut c_char, usize, *mut *mut hostent, *mut c_int) -> c_int);
-            // SAFETY: the caller's arguments, passed on.
-            Ret::passed(unsafe { f(addr, len, ty, ret, buf, buflen, result, h_errnop) })
+            Detour::Bypass(Bypass::NotTailnet)
         }
     }
 }

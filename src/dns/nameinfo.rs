@@ -1,6 +1,8 @@
 //! getnameinfo() of a placeholder gives back its tailnet name (unless NI_NUMERICHOST). The
 //! service part is still glibc's.
-use crate::ffi::Ret;
+use crate::boundary::{passed, Bypass, Detour};
+#[allow(unused_imports)]
+use tsproxy_core::Errno;
 use libc::{c_char, c_int, sockaddr, socklen_t};
 
 fn real(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int {
@@ -11,8 +13,8 @@ fn real(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: sockl
 
 /// # Safety
 /// getnameinfo(3)'s contract.
-pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> Ret<c_int> {
-    let pass = || Ret::passed(real(sa, salen, host, hostlen, serv, servlen, flags));
+pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> Detour<c_int> {
+    let pass = || Detour::Bypass(Bypass::NotTailnet);
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return pass();
     }
@@ -21,7 +23,7 @@ pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_ch
     let Some(name) = super::name_of(a.ip()) else { return pass() };
     let name = if flags & libc::NI_NOFQDN != 0 { name.split('.').next().unwrap_or(name) } else { name };
     if name.len() + 1 > hostlen as usize {
-        return Ret::ok(libc::EAI_OVERFLOW);
+        return Detour::Done(libc::EAI_OVERFLOW);
     }
     // SAFETY: host has hostlen >= name.len()+1 writable bytes.
     unsafe {
@@ -31,8 +33,8 @@ pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_ch
     if !serv.is_null() && servlen > 0 {
         let rc = real(sa, salen, std::ptr::null_mut(), 0, serv, servlen, flags);
         if rc != 0 {
-            return Ret::passed(rc);
+            return passed(rc);
         }
     }
-    Ret::ok(0)
+    Detour::Done(0)
 }

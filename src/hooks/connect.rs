@@ -1,8 +1,48 @@
-use crate::ffi::{shield, Ret};
-use libc::{c_int, sockaddr, socklen_t};
+//! connect, getpeername, getsockopt(SO_ERROR), and the sends that carry an address.
+use crate::net::{connect as c, io, pending, send};
+use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
 
-#[no_mangle]
-pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    // SAFETY: connect(2)'s contract is our caller's.
-    shield(Ret::err(-1, libc::ECONNREFUSED), || unsafe { crate::net::connect::connect(fd, addr, len) })
+hook! {
+    fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fast: false;
+    fail: -1, on_panic: ECONNREFUSED;
+    nested: c::connect_nested(fd, addr, len);
+    |real, ctx| c::connect(fd, addr, len, ctx)
+}
+
+hook! {
+    fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
+    fast: !pending::active() && !crate::net::tunnels::any();
+    fail: -1, on_panic: EBADF;
+    |real, ctx| c::getpeername(fd, addr, len, ctx)
+}
+
+hook! {
+    fn getsockopt(fd: c_int, level: c_int, opt: c_int, val: *mut c_void, len: *mut socklen_t) -> c_int;
+    fast: !pending::active() || level != libc::SOL_SOCKET || opt != libc::SO_ERROR;
+    fail: -1, on_panic: EBADF;
+    |real, ctx| io::so_error(fd, val, len)
+}
+
+hook! {
+    fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
+    fast: addr.is_null() && !pending::active();
+    fail: -1, on_panic: ECONNREFUSED;
+    nested: send::sendto_nested(addr, alen);
+    |real, ctx| send::sendto(fd, buf, n, flags, addr, alen, ctx)
+}
+
+hook! {
+    fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
+    fast: false;
+    fail: -1, on_panic: ECONNREFUSED;
+    nested: send::sendmsg_nested(msg);
+    |real, ctx| send::sendmsg(fd, msg, flags, ctx)
+}
+
+hook! {
+    fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int;
+    fast: false;
+    fail: -1, on_panic: ECONNREFUSED;
+    |real, ctx| send::sendmmsg(fd, msgs, vlen, flags, ctx)
 }

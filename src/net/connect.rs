@@ -1,144 +1,159 @@
 //! connect(): decide, then either call libc or tunnel on the application's own socket.
+use super::pending::{self, Gate};
 use super::{decide, Route};
-use crate::ffi::Ret;
-use crate::guard::Guard;
+use crate::boundary::{Bypass, Ctx, Detour};
 use crate::log::log;
 use crate::state;
 use libc::{c_int, sockaddr, socklen_t};
-use std::time::Instant;
 use tsproxy_core::sockaddr as sa;
 use tsproxy_core::sys;
-use tsproxy_core::tunnel::{self, Opts};
 use tsproxy_core::{Errno, Target};
 
-fn real_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
+/// A destination that is not ours. Under the launcher's supervisor: a marked raw connect,
+/// which its seccomp filter lets through without a round trip to the supervisor (we have
+/// decided already) — that one is not a cancellation point, the price of not paying a
+/// notification per connect. Otherwise libc's own connect, called by the boundary.
+fn direct(fd: c_int, addr: *const sockaddr, len: socklen_t, why: Bypass) -> Detour<c_int> {
     if state::get().supervisor_dns.is_some() {
-        // Under the launcher's supervisor: a marked raw connect, which its seccomp filter lets
-        // through without a round trip to the supervisor (we have decided already).
         return match sys::connect_raw(fd, addr, len) {
-            Ok(()) => Ret::ok(0),
-            Err(e) => Ret::err(-1, sys::code(&e)),
+            Ok(()) => Detour::Done(0),
+            Err(e) => Detour::Fail(Errno::of(&e)),
         };
     }
-    let f = real!(connect: fn(c_int, *const sockaddr, socklen_t) -> c_int);
-    // SAFETY: the application's own arguments, passed on unchanged.
-    Ret::passed(unsafe { f(fd, addr, len) })
-}
-
-pub enum Outcome {
-    Tunnelled,
-    /// Nonblocking socket: the handshake goes on without the caller (EINPROGRESS).
-    Pending(Ret<c_int>),
-    /// Not ours after all (family mismatch the kernel will reject): hand to libc.
-    Kernel,
+    Detour::Bypass(why)
 }
 
 /// # Safety
 /// `addr` is null or points to `len` readable bytes (connect(2)'s contract).
-pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Ret<c_int> {
-    if let Some(r) = super::pending::reconnect(fd) {
-        return r;
+pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mut Ctx) -> Detour<c_int> {
+    if ctx.round > 0 {
+        // A blocking connect through the proxy, back from a wait.
+        return pending::resume_inline(fd, ctx);
+    }
+    if let Some(d) = pending::reconnect(fd) {
+        return d;
     }
     // Whatever happens next, the socket is no longer fresh from socket(2).
     let known = super::fds::get(fd);
     super::fds::connecting(fd);
     // SAFETY: forwarded from our caller's contract.
-    let Some(dest) = (unsafe { sa::read(addr, len) }) else { return real_connect(fd, addr, len) };
+    let Some(dest) = (unsafe { sa::read(addr, len) }) else { return direct(fd, addr, len, Bypass::NotApplicable) };
     let target = match decide(dest) {
         Route::Direct(why) => {
             log!(Debug, "connect fd={fd} {dest} -> direct ({why:?})");
-            return real_connect(fd, addr, len);
+            return direct(fd, addr, len, Bypass::NotTailnet);
         }
         Route::Refuse(e, why) => {
             log!(Error, "connect fd={fd} {dest}: refused: {why}");
-            return Ret::err(-1, e);
+            return Detour::Fail(e);
         }
         Route::Proxy(t) => t,
     };
-    let Some(_guard) = Guard::enter() else {
-        log!(Error, "connect fd={fd} {dest} from inside tsproxy: refused (never dialled directly)");
-        return Ret::err(-1, libc::ECONNREFUSED);
-    };
     // SAFETY: forwarded from our caller's contract.
-    match unsafe { tunnel_fd(fd, addr, len, &target, false, known) } {
-        Ok(Outcome::Tunnelled) => Ret::ok(0),
-        Ok(Outcome::Pending(r)) => r,
-        Ok(Outcome::Kernel) => real_connect(fd, addr, len),
-        Err(e) => Ret::err(-1, e),
+    unsafe { tunnel(fd, addr, len, target, false, known) }
+}
+
+/// Inside tsproxy (libc working for us, e.g. the real getaddrinfo's DNS socket): libc, except
+/// that a tailnet destination is refused, never dialled directly.
+///
+/// # Safety
+/// As `connect`.
+pub unsafe fn connect_nested(_fd: c_int, addr: *const sockaddr, len: socklen_t) -> Detour<c_int> {
+    // SAFETY: forwarded contract.
+    match unsafe { sa::read(addr, len) }.map(decide) {
+        Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ECONNREFUSED)),
+        _ => Detour::Bypass(Bypass::Reentered),
     }
 }
 
-/// Tunnel `fd` to `target`; on success remember the application's `addr` for getpeername.
-/// A nonblocking socket gets EINPROGRESS and the handshake goes on in the background, unless
-/// `inline` (TCP Fast Open's sendto, which must carry its data).
+/// Tunnel `fd` to `target`. A nonblocking socket gets EINPROGRESS and the driver thread runs
+/// the handshake, unless `inline` (TCP Fast Open, whose data must follow at once); a blocking
+/// one runs it in this thread, waiting at the boundary.
 ///
 /// # Safety
-/// `addr` points to `len` readable bytes.
-/// `known` is what net::fds knew about `fd` before this connect.
-pub unsafe fn tunnel_fd(fd: c_int, addr: *const sockaddr, len: socklen_t, target: &Target, inline: bool, known: u8) -> Result<Outcome, i32> {
+/// `addr` points to `len` readable bytes; `known` is what net::fds knew about `fd` before.
+pub unsafe fn tunnel(fd: c_int, addr: *const sockaddr, len: socklen_t, target: Target, inline: bool, known: u8) -> Detour<c_int> {
     // A socket fresh from socket(2) (see net::fds) needs neither question to the kernel.
     let ty = if known & super::fds::FRESH_STREAM != 0 {
         libc::SOCK_STREAM
     } else if known & super::fds::FRESH_OTHER != 0 {
         libc::SOCK_DGRAM
     } else {
-        sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| sys::code(&e))?
+        match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+            Ok(t) => t,
+            Err(e) => return Detour::Fail(Errno::of(&e)),
+        }
     };
     if ty != libc::SOCK_STREAM {
         log!(Info, "fd={fd} {target}: only TCP is proxied; refusing a datagram socket to a tailnet destination");
-        return Err(libc::ENETUNREACH);
+        return Detour::Fail(Errno(libc::ENETUNREACH));
     }
     if known & super::fds::FRESH_STREAM == 0 && sys::is_connected(fd) {
         // Connected already (a tunnel that is up, or anything else). Checked here because the
         // kernel answers a repeated connect() after a nonblocking connect completed with 0,
         // not EISCONN, which would start a second handshake inside a live tunnel.
-        return Err(libc::EISCONN);
+        return Detour::Fail(Errno(libc::EISCONN));
     }
     // The address family the application used is the socket's (otherwise the kernel rejects
-    // the address, which we let it do: see the EAFNOSUPPORT/EINVAL case below).
+    // the address, which we let it do: see the EAFNOSUPPORT/EINVAL case in pending::start).
     // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
     let family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
     let st = state::get();
     let Some(cfg) = &st.cfg else {
         log!(Error, "connect fd={fd} {target}: refused, the configuration is invalid");
-        return Err(libc::ECONNREFUSED);
+        return Detour::Fail(Errno(libc::ECONNREFUSED));
     };
-    let fl = sys::fcntl_getfl(fd).map_err(|e| sys::code(&e))?;
+    let fl = match sys::fcntl_getfl(fd) {
+        Ok(f) => f,
+        Err(e) => return Detour::Fail(Errno::of(&e)),
+    };
     let blocking = fl & libc::O_NONBLOCK == 0;
-    if !blocking && !inline {
-        // SAFETY: forwarded from our caller's contract.
-        return Ok(Outcome::Pending(unsafe { super::pending::start(fd, family, target.clone(), addr, len, known) }));
-    }
+    let inline = inline || blocking;
     let limit = if blocking { sys::sock_timeout(fd, libc::SO_SNDTIMEO).unwrap_or(cfg.timeout) } else { cfg.timeout };
-    let t0 = Instant::now();
-    let opts = Opts {
-        deadline: t0 + limit,
-        read_cap: if blocking { sys::sock_timeout(fd, libc::SO_RCVTIMEO) } else { None },
-        pipeline: cfg.pipeline,
-    };
-    let r = tunnel::establish(fd, family, st.upstreams(), target, &opts, &mut |lvl, args| crate::log::write(lvl, args));
-    if matches!(r, Err(Errno(libc::EAFNOSUPPORT | libc::EINVAL))) && family_mismatch(fd, family) {
-        // The address does not fit the socket (an AF_INET address on an AF_INET6 socket...):
-        // the kernel rejects it without sending anything.
-        return Ok(Outcome::Kernel);
-    }
-    let us = t0.elapsed().as_micros();
-    match r {
-        Ok(via) => {
-            // SAFETY: forwarded from our caller's contract.
-            unsafe { super::tunnels::record(fd, addr, len) };
-            log!(Debug, "connect fd={fd} {target} -> proxy {via} -> ok {us}us");
-            Ok(Outcome::Tunnelled)
-        }
-        Err(e) => {
-            log!(Info, "connect fd={fd} {target} -> {e} {us}us");
-            Err(e.raw())
-        }
-    }
+    let read_cap = if blocking { sys::sock_timeout(fd, libc::SO_RCVTIMEO) } else { None };
+    // SAFETY: forwarded from our caller's contract.
+    unsafe { pending::start(fd, family, target, addr, len, known, inline, fl, limit, read_cap) }
 }
 
 /// Is the socket of another family than the address the application gave? (Asked only after
 /// the proxy connect failed with EAFNOSUPPORT/EINVAL, so the common path saves the syscall.)
 pub fn family_mismatch(fd: c_int, family: c_int) -> bool {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).is_ok_and(|d| d != family)
+}
+
+/// getpeername(): ENOTCONN while handshaking; a tunnelled socket reports the destination the
+/// application connected to rather than the proxy, truncated to the caller's buffer as the
+/// kernel truncates, with the full length reported.
+///
+/// # Safety
+/// getpeername(2)'s contract.
+pub unsafe fn getpeername(fd: i32, addr: *mut sockaddr, len: *mut socklen_t, ctx: &mut Ctx) -> Detour<c_int> {
+    if pending::active() {
+        match pending::gate::<c_int>(fd, ctx, Gate::NotConnected) {
+            Detour::Bypass(_) => {}
+            d => return d,
+        }
+    }
+    if addr.is_null() || len.is_null() {
+        return Detour::Bypass(Bypass::NotApplicable);
+    }
+    let Some(e) = super::tunnels::lookup(fd) else { return Detour::Bypass(Bypass::NotOurs) };
+    // The capacity is what the caller says *before* any call writes the full length back.
+    // SAFETY: len is valid (contract).
+    let cap = unsafe { *len } as usize;
+    let f = real!(getpeername: fn(c_int, *mut sockaddr, *mut socklen_t) -> c_int);
+    // The real call validates the socket (ENOTCONN after a shutdown...) into a scratch buffer.
+    // SAFETY: all-zero is valid; st/l are ours.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    // SAFETY: our own buffer and length.
+    if unsafe { f(fd, std::ptr::addr_of_mut!(st).cast(), &mut l) } != 0 {
+        return crate::boundary::passed(-1);
+    }
+    // SAFETY: addr has cap writable bytes (contract); we copy at most that many.
+    unsafe {
+        std::ptr::copy_nonoverlapping(std::ptr::addr_of!(e.addr).cast::<u8>(), addr.cast::<u8>(), cap.min(e.len as usize));
+        *len = e.len;
+    }
+    Detour::Done(0)
 }

@@ -14,6 +14,10 @@ pub const FRESH_OTHER: u8 = 2;
 /// Was added to an epoll set (EPOLL_CTL_ADD) since it was created.
 pub const IN_EPOLL: u8 = 4;
 
+/// One of tsproxy's own descriptors (the driver's epoll set, a wake-up eventfd): the program
+/// never opened it, so its close/close_range/dup2 must not take it away.
+pub const OURS: u8 = 8;
+
 static FDS: [AtomicU8; N] = [const { AtomicU8::new(0) }; N];
 
 fn slot(fd: i32) -> Option<&'static AtomicU8> {
@@ -72,4 +76,62 @@ pub fn added_to_epoll(fd: i32) {
             s.store(b | IN_EPOLL, Ordering::Relaxed);
         }
     }
+}
+
+pub fn is_ours(fd: i32) -> bool {
+    get(fd) & OURS != 0
+}
+
+/// Move a descriptor of ours out of the program's way: close-on-exec, near the top of the
+/// program's descriptor limit (the program's own descriptors grow from the bottom), and marked
+/// so that the program's close() cannot take it.
+pub fn move_high(fd: i32) -> i32 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let soft = match tsproxy_core::syscall!(SYS_getrlimit, libc::RLIMIT_NOFILE, &mut lim as *mut libc::rlimit) {
+        Ok(_) => lim.rlim_cur.min(N as u64) as i32,
+        Err(_) => 1024,
+    };
+    let base = (soft - 64).max(3);
+    let moved = match tsproxy_core::syscall!(SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) {
+        Ok(n) => {
+            let _ = tsproxy_core::syscall!(SYS_close, fd);
+            n as i32
+        }
+        Err(_) => fd,
+    };
+    if let Some(s) = slot(moved) {
+        s.store(OURS, Ordering::Relaxed);
+    }
+    moved
+}
+
+/// Close a descriptor of ours.
+pub fn release_ours(fd: i32) {
+    if let Some(s) = slot(fd) {
+        s.store(0, Ordering::Relaxed);
+    }
+    let _ = tsproxy_core::syscall!(SYS_close, fd);
+}
+
+/// Our descriptors within [first, last] (close_range must go around them).
+pub fn ours_in(first: u32, last: u32) -> Vec<u32> {
+    let hi = (last as usize).min(N - 1);
+    if (first as usize) > hi {
+        return Vec::new();
+    }
+    ((first as usize)..=hi).filter(|&fd| FDS[fd].load(Ordering::Relaxed) & OURS != 0).map(|fd| fd as u32).collect()
+}
+
+/// Bumped when the program dup2()s over a descriptor of ours: every thread then makes a new
+/// wake-up eventfd (the old number is the program's now) and the driver a new epoll set.
+pub static EVICTIONS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The program is about to dup2() over `fd`, one of ours: stop using that number.
+pub fn evict(fd: i32) {
+    crate::net::pending::table::TABLE.lock().drop_waiter(fd);
+    if let Some(s) = slot(fd) {
+        s.store(0, Ordering::Relaxed);
+    }
+    EVICTIONS.fetch_add(1, Ordering::AcqRel);
+    crate::net::pending::driver::evicted(fd);
 }

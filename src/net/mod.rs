@@ -25,7 +25,7 @@ pub enum Route {
     Direct(Bypass),
     Proxy(Target),
     /// Never dial, never proxy: the errno and why.
-    Refuse(i32, &'static str),
+    Refuse(tsproxy_core::Errno, &'static str),
 }
 
 /// Decide for `dest`. A few compares for everything that is not ours.
@@ -38,7 +38,7 @@ pub fn decide(dest: SocketAddr) -> Route {
         IpClass::Tailnet => Route::Proxy(Target::Ip(SocketAddr::new(ip, dest.port()))),
         IpClass::Placeholder => match names::slot_of(&ip).and_then(names::name) {
             Some(n) => Route::Proxy(Target::Name(n.to_string(), dest.port())),
-            None => Route::Refuse(libc::ECONNREFUSED, "placeholder address of a name this process never resolved"),
+            None => Route::Refuse(tsproxy_core::Errno(libc::ECONNREFUSED), "placeholder address of a name this process never resolved"),
         },
     }
 }

@@ -1,43 +1,22 @@
-//! sendto()/sendmsg() with a destination address: TCP Fast Open to a tailnet destination is a
-//! tunnelled connect followed by a plain send; a datagram to a tailnet destination is refused
-//! (UDP is not proxied, and a direct packet would leak).
-use super::connect::{tunnel_fd, Outcome};
+//! sendto()/sendmsg()/sendmmsg() with a destination address: TCP Fast Open to a tailnet
+//! destination is a tunnelled connect followed by a plain send; a datagram to a tailnet
+//! destination is refused (UDP is not proxied yet, and a direct packet would leak). Without an
+//! address they are socket calls gated like write() while a handshake is pending.
+use super::connect::tunnel;
+use super::pending::{self, Gate};
 use super::{decide, Route};
-use crate::ffi::Ret;
-use crate::guard::Guard;
+use crate::boundary::{Bypass, Ctx, Detour};
 use crate::log::log;
-use libc::{c_int, c_void, msghdr, sockaddr, socklen_t, ssize_t};
-use tsproxy_core::{sockaddr as sa, sys};
-
-
-fn real_sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t {
-    if !addr.is_null() && crate::state::get().supervisor_dns.is_some() {
-        // Marked for the supervisor's filter, as in connect.
-        return match sys::sendto_marked(fd, buf, n, flags, addr, alen) {
-            Ok(k) => k as ssize_t,
-            Err(e) => {
-                sys::set_errno(sys::code(&e));
-                -1
-            }
-        };
-    }
-    let f = real!(sendto: fn(c_int, *const c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t);
-    // SAFETY: the application's own arguments, passed on.
-    unsafe { f(fd, buf, n, flags, addr, alen) }
-}
-
-fn real_sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let f = real!(sendmsg: fn(c_int, *const msghdr, c_int) -> ssize_t);
-    // SAFETY: the application's own arguments, passed on.
-    unsafe { f(fd, msg, flags) }
-}
+use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
+use tsproxy_core::{sockaddr as sa, sys, Errno};
 
 /// What to do with a send that names a destination.
 enum Plan {
+    /// Not ours: libc (or, under the supervisor, a marked raw send).
     Libc,
-    /// Connected through the proxy: send without the address and without MSG_FASTOPEN.
-    SendConnected,
-    Fail(i32),
+    /// TCP Fast Open to a proxied destination: tunnel first (inline), then send.
+    FastOpen(tsproxy_core::Target),
+    Fail(Errno),
 }
 
 /// # Safety
@@ -55,67 +34,149 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) 
     };
     let ty = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
         Ok(t) => t,
-        Err(e) => return Plan::Fail(sys::code(&e)),
+        Err(e) => return Plan::Fail(Errno::of(&e)),
     };
     if ty != libc::SOCK_STREAM {
         log!(Error, "send fd={fd} {target}: datagrams to tailnet destinations are not proxied; refused");
-        return Plan::Fail(libc::ENETUNREACH);
+        return Plan::Fail(Errno(libc::ENETUNREACH));
     }
     if flags & libc::MSG_FASTOPEN == 0 {
         // A stream socket ignores the address (connected) or fails with ENOTCONN/EPIPE
         // without sending anything: the kernel's answer is the right one.
         return Plan::Libc;
     }
-    let Some(_g) = Guard::enter() else { return Plan::Fail(libc::ECONNREFUSED) };
-    let known = super::fds::get(fd);
-    super::fds::connecting(fd);
-    // SAFETY: forwarded contract.
-    match unsafe { tunnel_fd(fd, addr, alen, &target, true, known) } {
-        Ok(Outcome::Tunnelled) => Plan::SendConnected,
-        Ok(Outcome::Kernel) => Plan::Libc,
-        Ok(Outcome::Pending(_)) => unreachable!("inline handshakes never pend"),
-        Err(e) => Plan::Fail(e),
+    Plan::FastOpen(target)
+}
+
+fn raw_send(fd: c_int, buf: *const c_void, n: usize, flags: c_int) -> Detour<ssize_t> {
+    match tsproxy_core::syscall!(SYS_sendto, fd, buf, n, flags & !libc::MSG_FASTOPEN, 0usize, 0usize) {
+        Ok(k) => Detour::Done(k as ssize_t),
+        Err(e) => Detour::Fail(Errno::of(&e)),
     }
+}
+
+/// A marked raw send under the supervisor (its filter lets it through), else libc.
+fn direct(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> Detour<ssize_t> {
+    if !addr.is_null() && crate::state::get().supervisor_dns.is_some() {
+        return match sys::sendto_marked(fd, buf, n, flags, addr, alen) {
+            Ok(k) => Detour::Done(k as ssize_t),
+            Err(e) => Detour::Fail(Errno::of(&e)),
+        };
+    }
+    Detour::Bypass(Bypass::NotTailnet)
 }
 
 /// # Safety
 /// sendto(2)'s contract.
-pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> Ret<ssize_t> {
+pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t, ctx: &mut Ctx) -> Detour<ssize_t> {
+    if ctx.round > 0 {
+        // TCP Fast Open: back from a wait of the inline handshake.
+        return match pending::resume_inline(fd, ctx) {
+            Detour::Done(_) => raw_send(fd, buf, n, flags),
+            Detour::Wait(w) => Detour::Wait(w),
+            Detour::Fail(e) => Detour::Fail(e),
+            _ => Detour::Fail(Errno(libc::ECONNREFUSED)),
+        };
+    }
     if addr.is_null() {
-        if let Some(e) = super::pending::gate(fd, libc::EAGAIN) {
-            return Ret::err(-1, e);
-        }
-        return Ret::passed(real_sendto(fd, buf, n, flags, addr, alen));
+        return pending::gate(fd, ctx, Gate::Io);
     }
     // SAFETY: forwarded contract.
     match unsafe { plan(fd, flags, addr, alen) } {
-        Plan::Libc => Ret::passed(real_sendto(fd, buf, n, flags, addr, alen)),
-        Plan::SendConnected => Ret::passed(real_sendto(fd, buf, n, flags & !libc::MSG_FASTOPEN, std::ptr::null(), 0)),
-        Plan::Fail(e) => Ret::err(-1, e),
+        Plan::Libc => direct(fd, buf, n, flags, addr, alen),
+        Plan::Fail(e) => Detour::Fail(e),
+        Plan::FastOpen(target) => {
+            let known = super::fds::get(fd);
+            super::fds::connecting(fd);
+            // SAFETY: forwarded contract.
+            match unsafe { tunnel(fd, addr, alen, target, true, known) } {
+                Detour::Done(_) => raw_send(fd, buf, n, flags),
+                Detour::Wait(w) => Detour::Wait(w),
+                Detour::Fail(e) => Detour::Fail(e),
+                _ => Detour::Bypass(Bypass::NotApplicable),
+            }
+        }
     }
 }
 
 /// # Safety
 /// sendmsg(2)'s contract.
-pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Ret<ssize_t> {
+pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx) -> Detour<ssize_t> {
     // SAFETY: msg is the caller's valid msghdr (or null, which libc rejects with EFAULT).
-    let Some(m) = (unsafe { msg.as_ref() }) else { return Ret::passed(real_sendmsg(fd, msg, flags)) };
+    let Some(m) = (unsafe { msg.as_ref() }) else { return Detour::Bypass(Bypass::NotApplicable) };
     if m.msg_name.is_null() {
-        if let Some(e) = super::pending::gate(fd, libc::EAGAIN) {
-            return Ret::err(-1, e);
-        }
-        return Ret::passed(real_sendmsg(fd, msg, flags));
+        return pending::gate(fd, ctx, Gate::Io);
     }
     // SAFETY: msg_name points to msg_namelen bytes (sendmsg's contract).
     match unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen) } {
-        Plan::Libc => Ret::passed(real_sendmsg(fd, msg, flags)),
-        Plan::SendConnected => {
-            let mut copy = *m;
-            copy.msg_name = std::ptr::null_mut();
-            copy.msg_namelen = 0;
-            Ret::passed(real_sendmsg(fd, &copy, flags & !libc::MSG_FASTOPEN))
-        }
-        Plan::Fail(e) => Ret::err(-1, e),
+        Plan::Libc => Detour::Bypass(Bypass::NotTailnet),
+        Plan::Fail(e) => Detour::Fail(e),
+        // TCP Fast Open through sendmsg: rare enough to refuse rather than emulate (the
+        // kernel's own answer for a socket that cannot do it is EOPNOTSUPP).
+        Plan::FastOpen(_) => Detour::Fail(Errno(libc::EOPNOTSUPP)),
     }
 }
 
+/// sendmmsg(2): every destination is checked; the messages before the first proxied one are
+/// sent (as the kernel reports a partial batch), a proxied first one fails the call.
+///
+/// # Safety
+/// sendmmsg(2)'s contract.
+pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, ctx: &mut Ctx) -> Detour<c_int> {
+    if msgs.is_null() || vlen == 0 {
+        return Detour::Bypass(Bypass::NotApplicable);
+    }
+    let mut named = false;
+    for i in 0..vlen.min(1024) as usize {
+        // SAFETY: msgs holds vlen entries (contract).
+        let m = unsafe { &(*msgs.add(i)).msg_hdr };
+        if m.msg_name.is_null() {
+            continue;
+        }
+        named = true;
+        // SAFETY: msg_name points to msg_namelen bytes (contract).
+        match unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen) } {
+            Plan::Libc => {}
+            other => {
+                if i == 0 {
+                    return Detour::Fail(match other {
+                        Plan::Fail(e) => e,
+                        _ => Errno(libc::EOPNOTSUPP),
+                    });
+                }
+                let f = real!(sendmmsg: fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int);
+                // SAFETY: the caller's array, cut before the first message we refuse.
+                return crate::boundary::passed(unsafe { f(fd, msgs, i as c_uint, flags) });
+            }
+        }
+    }
+    if named {
+        return Detour::Bypass(Bypass::NotTailnet);
+    }
+    pending::gate(fd, ctx, Gate::Io)
+}
+
+/// Inside tsproxy: libc, except that a datagram to a tailnet destination is refused.
+///
+/// # Safety
+/// `addr` is null or points to `alen` readable bytes.
+pub unsafe fn sendto_nested(addr: *const sockaddr, alen: socklen_t) -> Detour<ssize_t> {
+    // SAFETY: forwarded contract.
+    match unsafe { sa::read(addr, alen) }.map(decide) {
+        Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ENETUNREACH)),
+        _ => Detour::Bypass(Bypass::Reentered),
+    }
+}
+
+/// As `sendto_nested`, for sendmsg.
+///
+/// # Safety
+/// `msg` is null or a valid msghdr.
+pub unsafe fn sendmsg_nested(msg: *const msghdr) -> Detour<ssize_t> {
+    // SAFETY: contract.
+    match unsafe { msg.as_ref() } {
+        // SAFETY: msg_name points to msg_namelen bytes (contract).
+        Some(m) if !m.msg_name.is_null() => unsafe { sendto_nested(m.msg_name.cast(), m.msg_namelen) },
+        _ => Detour::Bypass(Bypass::Reentered),
+    }
+}

@@ -24,10 +24,7 @@ pub fn unlock_after_fork() {
 }
 
 fn inode(fd: i32) -> Option<u64> {
-    // SAFETY: all-zero is a valid stat buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: st is writable; fstat validates fd.
-    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some(st.st_ino)
+    super::pending::table::inode(fd)
 }
 
 /// Remember that `fd` is tunnelled to the address the application passed.
@@ -55,29 +52,7 @@ pub fn lookup(fd: i32) -> Option<Entry> {
     (inode(fd) == Some(e.ino)).then_some(e)
 }
 
-/// getpeername(): the kernel's answer, except that a tunnelled socket reports the destination
-/// the application connected to rather than the proxy.
-///
-/// # Safety
-/// getpeername(2)'s contract.
-pub unsafe fn getpeername(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> crate::ffi::Ret<libc::c_int> {
-    if let Some(e) = super::pending::gate(fd, libc::ENOTCONN) {
-        return crate::ffi::Ret::err(-1, e);
-    }
-    let f = real!(getpeername: fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int);
-    // SAFETY: the caller's arguments, passed on.
-    let r = unsafe { f(fd, addr, len) };
-    if r != 0 || addr.is_null() || len.is_null() {
-        return crate::ffi::Ret::passed(r);
-    }
-    let Some(e) = lookup(fd) else { return crate::ffi::Ret::passed(r) };
-    // SAFETY: len is valid (the kernel just wrote it); addr has the caller's original *len
-    // bytes, which is at least what the kernel reported as capacity... so we copy at most the
-    // smaller of the recorded length and the capacity the caller gave.
-    unsafe {
-        let cap = *len as usize;
-        std::ptr::copy_nonoverlapping(std::ptr::addr_of!(e.addr).cast::<u8>(), addr.cast::<u8>(), cap.min(e.len as usize));
-        *len = e.len;
-    }
-    crate::ffi::Ret::ok(0)
+/// Has any socket been tunnelled in this process? (getpeername's fast check)
+pub fn any() -> bool {
+    ANY.load(Ordering::Relaxed)
 }

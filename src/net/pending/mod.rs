@@ -1,0 +1,331 @@
+//! Proxied connects in progress: a nonblocking connect() returns EINPROGRESS at once and the
+//! handshake continues without the caller while the socket looks exactly like a kernel socket
+//! in SYN_SENT; a blocking connect() runs its handshake in the caller's own thread, waiting at
+//! the hook boundary (a cancellation point, see `boundary`).
+//!
+//! Files by concern: `table` (the conns, identity checks, ending a handshake), `driver` (the
+//! thread that advances nonblocking handshakes), `epoll` (the application's registrations,
+//! kept aside), `waits` (poll/select on sockets still handshaking), `wake` (waking waiters).
+//!
+//! How the application never sees a token or early readiness, by construction:
+//! - the handshake waits in the driver's own epoll set, which is never part of any set of the
+//!   application's, so its data (tokens) cannot be returned by any `epoll_wait` of theirs;
+//! - while it runs, the socket is in *none* of the application's epoll sets (registrations
+//!   made before connect() are taken out, later `epoll_ctl` calls are kept aside), so nothing
+//!   about it is reported to any thread, whenever it started waiting;
+//! - at the end the registrations are added back with the application's events and data, and
+//!   the kernel reports the socket's real state to whoever waits.
+pub mod driver;
+pub mod epoll;
+pub mod table;
+pub mod waits;
+pub mod wake;
+
+use crate::boundary::{Bypass, Ctx, Detour, Wait};
+use crate::net::fds;
+use crate::state;
+use libc::c_int;
+use std::time::{Duration, Instant};
+use table::{inode, interest, Conn, Driver, Reg, TABLE};
+use tsproxy_core::tunnel::{Handshake, Step};
+use tsproxy_core::{sys, Errno, Target};
+
+pub use table::active;
+
+/// Start the handshake of a proxied connect on `fd`. `inline`: the caller's thread drives it
+/// (a blocking socket, or TCP Fast Open whose data must follow at once).
+///
+/// # Safety
+/// `addr` holds `len` readable bytes.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::sockaddr, len: libc::socklen_t, known: u8, inline: bool, fl: i32, limit: Duration, read_cap: Option<Duration>) -> Detour<c_int> {
+    let st = state::get();
+    let Some(cfg) = &st.cfg else { return Detour::Fail(Errno(libc::ECONNREFUSED)) };
+    let Some(ino) = inode(fd) else { return Detour::Fail(Errno(libc::EBADF)) };
+    let restore_flags = if fl & libc::O_NONBLOCK == 0 {
+        if let Err(e) = sys::fcntl_setfl(fd, fl | libc::O_NONBLOCK) {
+            return Detour::Fail(Errno::of(&e));
+        }
+        Some(fl)
+    } else {
+        None
+    };
+    let restore = || {
+        if let Some(fl) = restore_flags {
+            let _ = sys::fcntl_setfl(fd, fl);
+        }
+    };
+    let mut hs = Handshake::new(fd, family, st.upstreams(), target, cfg.pipeline);
+    let t0 = Instant::now();
+    let want = match hs.resume(&mut |l, a| crate::log::write(l, a)) {
+        Step::Want(ev) => ev,
+        Step::Done(Ok(via)) => {
+            restore();
+            // SAFETY: forwarded contract.
+            unsafe { crate::net::tunnels::record(fd, addr, len) };
+            crate::log::log!(Debug, "connect fd={fd} {} -> proxy {via} -> ok at once", hs.target());
+            return Detour::Done(0);
+        }
+        Step::Done(Err(Errno(libc::EAFNOSUPPORT | libc::EINVAL))) if crate::net::connect::family_mismatch(fd, family) => {
+            restore();
+            // The address does not fit the socket: the kernel rejects it, sending nothing.
+            return Detour::Bypass(Bypass::NotApplicable);
+        }
+        Step::Done(Err(e)) => {
+            restore();
+            return Detour::Fail(e);
+        }
+    };
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: addr has len readable bytes; st_addr has room for n.
+    unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), std::ptr::addr_of_mut!(st_addr).cast::<u8>(), n) };
+    let ep = if inline {
+        -1
+    } else {
+        match driver::ensure() {
+            Ok(ep) => ep,
+            Err(e) => {
+                let _ = hs.abort(e);
+                restore();
+                return Detour::Fail(Errno(libc::ECONNREFUSED));
+            }
+        }
+    };
+    crate::fork::arm();
+    // Registrations made before connect(): out of the application's sets until the end.
+    let fresh_unregistered = known & (fds::FRESH_STREAM | fds::IN_EPOLL) == fds::FRESH_STREAM;
+    let regs: Vec<Reg> = if fresh_unregistered { Vec::new() } else { epoll::take_existing(fd) };
+    let conn = Conn {
+        hs,
+        fd,
+        family,
+        ino,
+        fds: vec![fd],
+        regs,
+        want,
+        driver: if inline { Driver::Inline } else { Driver::Thread },
+        owner: sys::pid(),
+        result: None,
+        sticky: None,
+        addr: st_addr,
+        len: n as libc::socklen_t,
+        t0,
+        deadline: t0 + limit,
+        read_cap,
+        waiters: Vec::new(),
+        restore_flags,
+        id: 0,
+        in_driver: false,
+    };
+    let mut t = TABLE.lock();
+    let slot = t.insert(conn);
+    #[cfg(feature = "test-panic")]
+    if std::env::var_os("TSPROXY_TEST_PANIC").is_some_and(|v| v == "1") {
+        panic!("TSPROXY_TEST_PANIC: a forced panic with the table lock held");
+    }
+    if inline {
+        drop(t);
+        let first = read_cap.filter(|_| want == libc::POLLIN).map_or(limit, |c| c.min(limit));
+        return Detour::Wait(Wait { fds: wake::one(fd, want), n: 1, timeout_ms: first.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() });
+    }
+    let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::ECONNREFUSED)) };
+    let tok = table::token(slot, c.id);
+    match sys::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, interest(want), tok) {
+        Ok(()) => {
+            c.in_driver = true;
+            Detour::Fail(Errno(libc::EINPROGRESS))
+        }
+        Err(e) => {
+            c.result = Some(Err(Errno(libc::ECONNREFUSED)));
+            crate::log::log!(Error, "connect fd={fd}: cannot watch the handshake: {e}; refused");
+            t.finalize(slot, ep);
+            Detour::Fail(Errno(libc::ECONNREFUSED))
+        }
+    }
+}
+
+/// A blocking connect's next round, after a wait at the boundary: advance, then wait again or
+/// finish. A signal does not interrupt the handshake (as with SA_RESTART); a cancellation
+/// request acts inside the boundary's poll.
+pub fn resume_inline(fd: i32, ctx: &mut Ctx) -> Detour<c_int> {
+    let rev = wake::one_revents();
+    let writable = rev & libc::POLLOUT != 0 && rev & (libc::POLLERR | libc::POLLHUP) == 0;
+    let timed_out = matches!(ctx.woke, Some((0, _)));
+    let mut t = TABLE.lock();
+    let Some(slot) = t.lookup(fd) else { return Detour::Fail(Errno(libc::EBADF)) };
+    let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::EBADF)) };
+    let now = Instant::now();
+    if c.result.is_none() && (now >= c.deadline || (timed_out && c.want == libc::POLLIN && c.read_cap.is_some())) {
+        // The whole connect (SO_SNDTIMEO or TSPROXY_CONNECT_TIMEOUT) or one wait for the
+        // proxy's answer (SO_RCVTIMEO) ran out.
+        t.expire(slot, Errno(libc::ETIMEDOUT), -1);
+    } else {
+        t.step(slot, writable, -1);
+    }
+    let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::EBADF)) };
+    match c.result {
+        None => {
+            let left = c.deadline.saturating_duration_since(now);
+            let left = c.read_cap.filter(|_| c.want == libc::POLLIN).map_or(left, |cap| cap.min(left));
+            let want = c.want;
+            drop(t);
+            Detour::Wait(Wait { fds: wake::one(fd, want), n: 1, timeout_ms: left.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() })
+        }
+        Some(r) => {
+            let sticky = c.sticky.take();
+            t.remove(slot);
+            match r {
+                Ok(()) => Detour::Done(0),
+                Err(e) => {
+                    // Reported here by connect() itself: consume the socket's own error.
+                    let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+                    Detour::Fail(sticky.unwrap_or(e))
+                }
+            }
+        }
+    }
+}
+
+/// connect() on a socket whose handshake we run (or ran and owe an errno for). None: not ours.
+pub fn reconnect(fd: i32) -> Option<Detour<c_int>> {
+    if !active() {
+        return None;
+    }
+    let mut t = TABLE.lock();
+    let slot = t.lookup(fd)?;
+    let c = t.conn(slot)?;
+    if c.result.is_none() {
+        return Some(Detour::Fail(Errno(libc::EALREADY)));
+    }
+    Some(match c.sticky.take() {
+        Some(e) => {
+            let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+            t.remove(slot);
+            Detour::Fail(e)
+        }
+        None => Detour::Fail(Errno(libc::EISCONN)),
+    })
+}
+
+/// getsockopt(SO_ERROR): Some(value) when we answer: 0 while the handshake runs, the owed errno
+/// once after it failed with one the socket cannot say itself.
+pub fn so_error(fd: i32) -> Option<i32> {
+    if !active() {
+        return None;
+    }
+    let mut t = TABLE.lock();
+    let slot = t.lookup(fd)?;
+    let c = t.conn(slot)?;
+    if c.result.is_none() {
+        return Some(0);
+    }
+    let e = c.sticky.take()?;
+    // Reported instead of the socket's own ECONNREFUSED: consume that one, so the error is
+    // reported exactly once.
+    let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
+    t.remove(slot);
+    Some(e.raw())
+}
+
+/// How a call on a socket still handshaking is answered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Like read/write: EAGAIN on a nonblocking socket, a blocking one waits for the end (as
+    /// the kernel makes a blocking call on a connecting socket wait).
+    Io,
+    /// Like getpeername: ENOTCONN at once, blocking or not.
+    NotConnected,
+}
+
+/// A call that needs a connected socket (read, write, send, recv, sendfile, splice,
+/// getpeername...): Bypass when the socket is not (or no longer) handshaking.
+pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
+    let me = wake::mine();
+    let mut t = TABLE.lock();
+    if ctx.round > 0 {
+        if let Some(w) = me {
+            t.drop_waiter(w);
+        }
+    }
+    let Some(slot) = t.lookup(fd) else { return Detour::Bypass(Bypass::NotOurs) };
+    let Some(c) = t.conn(slot) else { return Detour::Bypass(Bypass::NotOurs) };
+    if c.result.is_some() {
+        return Detour::Bypass(Bypass::NotOurs);
+    }
+    if how == Gate::NotConnected {
+        return Detour::Fail(Errno(libc::ENOTCONN));
+    }
+    let fl = c.restore_flags.unwrap_or_else(|| sys::fcntl_getfl(fd).unwrap_or(libc::O_NONBLOCK));
+    if fl & libc::O_NONBLOCK != 0 {
+        return Detour::Fail(Errno(libc::EAGAIN));
+    }
+    let now = Instant::now();
+    if c.owner != sys::pid() && now >= c.deadline {
+        // The parent process runs this handshake and did not finish it in time: stop waiting.
+        return Detour::Fail(Errno(libc::ETIMEDOUT));
+    }
+    let Some(w) = me else { return Detour::Fail(Errno(libc::EAGAIN)) };
+    wake::drain(w);
+    c.waiters.push(w);
+    // A handshake of another process (fork) cannot wake us: look again every 50 ms.
+    let left = if c.owner != sys::pid() { Duration::from_millis(50) } else { c.deadline.saturating_duration_since(now) + Duration::from_millis(100) };
+    drop(t);
+    Detour::Wait(Wait { fds: wake::one(w, libc::POLLIN), n: 1, timeout_ms: left.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() })
+}
+
+/// close(): forget `fd`; the handshake is abandoned with the socket's last fd.
+pub fn on_close(fd: i32) {
+    if !active() {
+        return;
+    }
+    let mut t = TABLE.lock();
+    if let Some(c) = t.forget_fd(fd) {
+        cancel(c);
+    }
+    t.forget_epoll(fd);
+}
+
+/// A conn removed before its end: stop watching it (only the process that drives it may touch
+/// the driver's set) and wake whoever waits on it.
+fn cancel(mut c: Conn) {
+    if c.in_driver && c.owner == sys::pid() {
+        let _ = sys::epoll_ctl(driver::ep(), libc::EPOLL_CTL_DEL, c.fd, 0, 0);
+    }
+    for w in std::mem::take(&mut c.waiters) {
+        wake::signal(w);
+    }
+}
+
+pub fn on_close_range(first: u32, last: u32) {
+    if !active() {
+        return;
+    }
+    let lo = first.min(i32::MAX as u32) as i32;
+    let hi = last.min(i32::MAX as u32) as i32;
+    let fds = TABLE.lock().fds_in(lo, hi);
+    for fd in fds {
+        on_close(fd);
+    }
+}
+
+/// dup/dup2/dup3/F_DUPFD: `new` refers to the same socket as `old`.
+pub fn on_dup(old: i32, new: i32) {
+    if !active() || old == new || new < 0 {
+        return;
+    }
+    let mut t = TABLE.lock();
+    if let Some(c) = t.forget_fd(new) {
+        cancel(c);
+    }
+    if let Some(slot) = t.lookup(old) {
+        t.add_fd(slot, new);
+    }
+}
+
+/// Whether a socket is still handshaking (for select's fast check and the wait logic).
+pub fn pending_slot(t: &mut table::Table, fd: i32) -> Option<usize> {
+    let slot = t.lookup(fd)?;
+    t.conn(slot)?.result.is_none().then_some(slot)
+}
