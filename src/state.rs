@@ -27,12 +27,19 @@ pub fn get() -> &'static State {
         return s;
     }
     crate::fork::arm();
+    quiet_panics();
     let mut err = None;
     let s = STATE.get_or_init(|| {
-        let fallback = Config::from_lookup(|_| None).expect("empty environment parses");
-        match Config::from_env() {
+        let fallback = Config::from_lookup(|_| None).unwrap_or_else(|_| Config::from_lookup(|_| None).unwrap_or_else(|_| std::process::abort()));
+        // A secure-execution process (setuid, setgid, file capabilities: sudo, su, ping) runs
+        // with another user's privileges and the calling user's environment: nothing in that
+        // environment may change what it does. It gets the defaults — never a log file, a
+        // route, a proxy or a supervisor address from the caller.
+        let secure = secure_execution();
+        let from_env = if secure { Config::from_lookup(|_| None) } else { Config::from_env() };
+        match from_env {
             Ok(c) => State {
-                supervisor_dns: supervisor_dns(),
+                supervisor_dns: if secure { None } else { supervisor_dns() },
                 log_level: c.log,
                 log_file: c.log_file.clone(),
                 cfg: Some(c),
@@ -43,11 +50,11 @@ pub fn get() -> &'static State {
             Err(e) => {
                 err = Some(e);
                 State {
-                    supervisor_dns: supervisor_dns(),
+                    supervisor_dns: if secure { None } else { supervisor_dns() },
                     cfg: None,
                     fallback,
                     log_level: LogLevel::Error,
-                    log_file: std::env::var("TSPROXY_LOG_FILE").ok().filter(|v| !v.is_empty()),
+                    log_file: if secure { None } else { std::env::var("TSPROXY_LOG_FILE").ok().filter(|v| !v.is_empty()) },
                     upstreams: Racy::new(),
                     local_names: Racy::new(),
                 }
@@ -86,4 +93,23 @@ impl State {
 
 fn supervisor_dns() -> Option<std::net::SocketAddr> {
     std::env::var("TSPROXY_SUPERVISOR_DNS").ok()?.parse().ok()
+}
+
+/// getauxval(AT_SECURE): the kernel says this process gained privileges at exec.
+pub fn secure_execution() -> bool {
+    // SAFETY: getauxval has no preconditions.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Our panics (bugs) are caught at the boundary and answered fail-closed; their message goes to
+/// our log as one line, not to the program's stderr through std's default hook.
+fn quiet_panics() {
+    static SET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !SET.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+            let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+            crate::log::write(LogLevel::Error, format_args!("internal error (failing closed): {msg} at {at}"));
+        }));
+    }
 }

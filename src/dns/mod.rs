@@ -18,7 +18,11 @@ pub fn tailnet_slot(name: &str) -> Option<u32> {
     }
     let slot = names::intern(name);
     if slot.is_none() {
-        crate::log::log!(Error, "name table full; {name:?} is not resolved");
+        if name.len() > 253 {
+            crate::log::log!(Error, "tailnet name too long ({} bytes); not resolved", name.len());
+        } else {
+            crate::log::log!(Error, "name table full; {name:?} is not resolved");
+        }
     }
     match (slot, &st.supervisor_dns) {
         (Some(s), Some(sup)) => Some(register_with_supervisor(name, s, *sup)),
