@@ -438,8 +438,13 @@ fn select_with_fd_above_1024() {
 fn pthread_cancel_inside_hooks() {
     let silent = format!("socks5://{}", silent_proxy());
     let mut failures = Vec::new();
-    for via in [Via::Preload, Via::Launcher] {
+    for via in [Via::Preload, Via::LauncherOff, Via::Launcher] {
         for mode in ["loopback", "poll", "blocking"] {
+            if matches!(via, Via::Launcher) && mode == "loopback" {
+                // Under the supervisor the library's pass-through connect is a raw syscall and,
+                // as documented in README.md, not a cancellation point.
+                continue;
+            }
             let mut c = under(via, &silent, harness("h_cancel"));
             c.arg(mode);
             if mode != "loopback" {
@@ -465,7 +470,7 @@ fn pthread_cancel_inside_hooks() {
             }
         }
     }
-    verdict("cancellations", 6, &failures);
+    verdict("cancellations", 8, &failures);
 }
 
 // ---------------------------------------------------------------- 7. connect timeout
@@ -488,47 +493,90 @@ async def main():
     print("secs=%.2f" % (time.monotonic() - t))
 asyncio.run(main())
 "#;
+    let mut failures = Vec::new();
     let mut c = under(Via::Preload, &silent, "python3");
     c.args(["-c", py]).env("TSPROXY_CONNECT_TIMEOUT", "3");
     let r = run(c, 12);
     let k = r.kv();
-    let ctx = r.text();
-    assert!(!r.timed_out, "asyncio open_connection never timed out: {ctx}");
-    assert_eq!(k.get("result").map(String::as_str), Some(format!("errno{}", libc::ETIMEDOUT).as_str()), "{ctx}");
-    let secs: f64 = k["secs"].parse().unwrap();
-    assert!((2.5..=5.5).contains(&secs), "timeout after {secs} s: {ctx}");
-
+    let secs: f64 = k.get("secs").and_then(|v| v.parse().ok()).unwrap_or(f64::INFINITY);
+    if r.timed_out || k.get("result") != Some(&format!("errno{}", libc::ETIMEDOUT)) || !(2.5..=5.5).contains(&secs) {
+        failures.push((format!("asyncio open_connection: result={:?} secs={secs} killed={}", k.get("result"), r.timed_out), r.text()));
+    }
     let mut c = under(Via::Preload, &silent, "curl");
     c.args(["-sS", "http://100.64.0.2/"]).env("TSPROXY_CONNECT_TIMEOUT", "3");
     let r = run(c, 12);
-    let ctx = r.text();
-    assert!(!r.timed_out, "curl never timed out: {ctx}");
-    assert!(r.secs <= 5.5, "{ctx}");
-    assert!(matches!(r.code(), Some(7) | Some(28)), "curl: connect failed: {ctx}");
-    assert!(r.stderr.to_lowercase().contains("timed out"), "curl reports a timeout: {ctx}");
+    // curl maps a connect() ETIMEDOUT to exit 28 (or 7) with "timed out" in its message.
+    if r.timed_out || r.secs > 5.5 || !matches!(r.code(), Some(7) | Some(28)) || !r.stderr.to_lowercase().contains("timed out") {
+        failures.push((format!("curl without -m: code={:?} secs={:.1} killed={}", r.code(), r.secs, r.timed_out), r.text()));
+    }
+    verdict("clients", 2, &failures);
 }
 
 // ---------------------------------------------------------------- 8. fork while pending
 
 /// Defect 8: a child forked while a nonblocking handshake is pending (slow 1 s dial) that
-/// exits without touching the socket (or closes its copy) broke the parent's connect
-/// (ECONNREFUSED). Fixed: the parent connects and gets its reply, every time.
+/// exits after 2 s without touching the socket (or closes its copy) broke the parent's
+/// connect (ECONNREFUSED). Fixed: the parent connects and gets its reply, every time. C
+/// (epoll set filled before or after the fork; bare LD_PRELOAD and the launcher) and python
+/// (os.fork, select.epoll); the runs go in parallel (each mostly sleeps).
 #[test]
 fn fork_while_handshake_pending() {
-    let mut failures = Vec::new();
-    for child in ["sleep", "close"] {
-        for round in 0..3 {
-            let mut c = under(Via::Preload, &socks_url(), harness("h_fork"));
-            c.args([child, "slow", "80"]);
-            let r = run(c, 15);
-            let k = r.kv();
-            let get = |key: &str| k.get(key).map(String::as_str).unwrap_or("-").to_string();
-            if !r.ok() || get("soerr") != "0" || get("reply") != "HTTP/1.0 200 OK" || get("child") != "0" {
-                failures.push((format!("child {child} #{round}: soerr={} reply={:?} child={} code={:?}", get("soerr"), get("reply"), get("child"), r.code()), r.text()));
+    let py = r#"
+import os, select, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setblocking(False)
+print("connect=%s" % s.connect_ex(socket.getaddrinfo("slow", 80, socket.AF_INET)[0][4]), flush=True)
+pid = os.fork()
+if pid == 0:
+    if sys.argv[1] == "close":
+        s.close()
+    time.sleep(2)
+    os._exit(0)
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLOUT)
+print("events=%r" % ep.poll(8))
+print("soerr=%d" % s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+s.setblocking(True)
+s.settimeout(5)
+try:
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print("reply=" + s.recv(100).decode().split("\r\n")[0])
+except OSError as e:
+    print("reply=error %s" % e)
+print("child=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#;
+    let h = harness("h_fork");
+    let mut cases: Vec<(String, Command)> = Vec::new();
+    for via in [Via::Preload, Via::Launcher] {
+        for child in ["sleep", "close"] {
+            for when in ["after", "before"] {
+                for round in 0..3 {
+                    let mut c = under(via, &socks_url(), &h);
+                    c.args([child, when, "slow", "80"]);
+                    cases.push((format!("{via:?} C child={child} epoll-{when}-fork #{round}"), c));
+                }
+            }
+            for round in 0..3 {
+                let mut c = under(via, &socks_url(), "python3");
+                c.args(["-c", py, child]);
+                cases.push((format!("{via:?} python child={child} #{round}"), c));
             }
         }
     }
-    verdict("runs", 6, &failures);
+    let total = cases.len();
+    let results: Vec<(String, Run)> = thread::scope(|sc| {
+        let hs: Vec<_> = cases.into_iter().map(|(name, c)| sc.spawn(move || (name, run(c, 15)))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    for (name, r) in results {
+        let k = r.kv();
+        let get = |key: &str| k.get(key).map(String::as_str).unwrap_or("-").to_string();
+        if !r.ok() || get("soerr") != "0" || get("reply") != "HTTP/1.0 200 OK" || get("child") != "0" {
+            failures.push((format!("{name}: soerr={} reply={:?} child={} code={:?}", get("soerr"), get("reply"), get("child"), r.code()), r.text()));
+        }
+    }
+    verdict("runs", total, &failures);
 }
 
 // ---------------------------------------------------------------- 9. sendfile/splice/sendmmsg
@@ -600,39 +648,36 @@ fn scratch(name: &str) -> PathBuf {
 #[test]
 fn logging_fd2_reuse_bad_log_file_long_name() {
     let dead = format!("socks5://{}", closed_port());
-    // (a)
+    let mut failures = Vec::new();
+    // (a) fd 2 reused for a data file.
     let data = scratch("fd2.dat");
     let mut c = under(Via::Preload, &dead, harness("h_log"));
     c.arg("fd2").arg(&data).args(["100.64.0.2", "80"]);
     let r = run(c, 10);
     let k = r.kv();
-    let ctx = r.text();
-    assert_eq!(k.get("fd").map(String::as_str), Some("2"), "setup: the data file is fd 2: {ctx}");
-    assert_eq!(k.get("connect").map(String::as_str), Some("ECONNREFUSED"), "{ctx}");
     let body = std::fs::read_to_string(&data).unwrap_or_default();
-    assert_eq!(body, "DATA\nEND\n", "tsproxy wrote into the program's data file on fd 2: {ctx}");
-    assert!(r.ok(), "{ctx}");
-
-    // (b)
+    let _ = std::fs::remove_file(&data);
+    if !r.ok() || k.get("fd").map(String::as_str) != Some("2") || k.get("connect").map(String::as_str) != Some("ECONNREFUSED") || body != "DATA\nEND\n" {
+        failures.push((format!("(a) fd 2 reused: fd={:?} connect={:?} file={body:?}", k.get("fd"), k.get("connect")), r.text()));
+    }
+    // (b) an unopenable log file.
     let mut c = under(Via::Preload, &dead, harness("h_log"));
     c.args(["plain", "100.64.0.2", "80"]).env("TSPROXY_LOG_FILE", "/nonexistent/dir/x.log");
     let r = run(c, 10);
-    let ctx = r.text();
-    assert_eq!(r.kv().get("connect").map(String::as_str), Some("ECONNREFUSED"), "{ctx}");
     let said = r.stderr.lines().filter(|l| l.contains("/nonexistent/dir/x.log")).count();
-    assert_eq!(said, 1, "one line on stderr says the log file cannot be opened: {ctx}");
-    assert!(r.ok(), "{ctx}");
-
-    // (c)
+    if !r.ok() || r.kv().get("connect").map(String::as_str) != Some("ECONNREFUSED") || said != 1 {
+        failures.push((format!("(b) TSPROXY_LOG_FILE unopenable: {said} stderr lines name it (want 1)"), r.text()));
+    }
+    // (c) a name longer than 255 bytes.
     let mut c = under(Via::Preload, &socks_url(), harness("h_log"));
     c.arg("longname").env("TSPROXY_LOG", "debug");
     let r = run(c, 10);
-    let ctx = r.text();
-    assert!(r.ok(), "no crash: {ctx}");
-    assert!(!r.stderr.contains("name table full"), "a too-long name is not a full table: {ctx}");
-    assert_ne!(r.kv().get("connect").map(String::as_str), Some("ok"), "{ctx}");
     let leaked: Vec<Dest> = net().socks.seen().into_iter().filter(|d| matches!(d, Dest::Name(n, _) if n.contains("longlabel-"))).collect();
-    assert!(leaked.is_empty(), "the name reached the proxy: {leaked:?}: {ctx}");
+    let connect = r.kv().get("connect").cloned();
+    if !r.ok() || r.stderr.contains("name table full") || connect.as_deref() == Some("ok") || !leaked.is_empty() {
+        failures.push((format!("(c) >255-byte name: \"name table full\" logged={} connect={connect:?} reached proxy={leaked:?}", r.stderr.contains("name table full")), r.text()));
+    }
+    verdict("logging checks", 3, &failures);
 }
 
 // ---------------------------------------------------------------- 12. IPV6_V6ONLY
@@ -696,7 +741,8 @@ fn panic_lib() -> Option<PathBuf> {
     c.args(["build", "-p", "tsproxy-preload", "--features", "test-panic", "--target-dir"]).arg(&dir).current_dir(env!("CARGO_MANIFEST_DIR"));
     let r = run(c, 900);
     if !r.ok() {
-        if r.stderr.contains("does not have that feature") || (r.stderr.contains("does not have") && r.stderr.contains("feature")) {
+        let missing = ["does not have that feature", "does not have the feature", "does not contain this feature"];
+        if missing.iter().any(|m| r.stderr.contains(m)) && r.stderr.contains("test-panic") {
             eprintln!("forced_panic_fails_closed skipped: the library has no `test-panic` feature yet");
             return None;
         }
