@@ -1,0 +1,41 @@
+/* h_fork CHILD WHEN HOST PORT: a nonblocking connect to HOST:PORT (a slow tailnet dial), fork
+ * while it is pending; the child (CHILD = sleep: sleeps 2 s and exits without touching the
+ * socket; close: closes it, then sleeps 2 s; exit: like sleep but exit(0) instead of _exit)
+ * exits 0; the parent waits with epoll (8 s; WHEN = before: the socket was added to the epoll
+ * set before fork, after: after it), sends a GET and reads the reply. Reports connect, events,
+ * soerr, reply, child. */
+#include "h_common.h"
+#include <sys/epoll.h>
+#include <sys/wait.h>
+
+int main(int argc, char **argv) {
+    if (argc != 5) return 1;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    struct addrinfo *res = h_resolve(argv[3], argv[4], AF_UNSPEC);
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    printf("connect=%s\n", rc ? h_en(errno) : "ok");
+    fflush(stdout);
+    int before = !strcmp(argv[2], "before");
+    int ep = epoll_create1(0);
+    struct epoll_event ev = { .events = EPOLLOUT, .data.u64 = 7 };
+    if (before) epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!strcmp(argv[1], "close")) close(fd);
+        sleep(2);
+        if (!strcmp(argv[1], "exit")) exit(0);
+        _exit(0);
+    }
+    if (!before) epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    struct epoll_event got = { 0 };
+    int n = epoll_wait(ep, &got, 1, 8000);
+    printf("events=0x%x\n", n == 1 ? got.events : 0);
+    printf("soerr=%s\n", h_en(h_soerr(fd)));
+    if (send(fd, H_GET, strlen(H_GET), MSG_NOSIGNAL) < 0) printf("send=%s\n", h_en(errno));
+    h_reply(fd, "reply");
+    int st;
+    waitpid(pid, &st, 0);
+    printf("child=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 0;
+}
