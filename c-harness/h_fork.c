@@ -3,14 +3,22 @@
  * socket; close: closes it, then sleeps 2 s; exit: like sleep but exit(0) instead of _exit)
  * exits 0; the parent waits with epoll (8 s; WHEN = before: the socket was added to the epoll
  * set before fork, after: after it), sends a GET and reads the reply. Reports connect, events,
- * soerr, reply, child. */
+ * soerr, reply, child. With H_SIGCHLD=1 in the environment a SIGCHLD handler (no SA_RESTART) is
+ * installed and the parent retries epoll_wait on EINTR, as event loops do. */
 #include "h_common.h"
 #include <sys/epoll.h>
+#include <signal.h>
 #include <sys/wait.h>
+
+static void on_chld(int s) { (void)s; }
 
 int main(int argc, char **argv) {
     if (argc != 5) return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (getenv("H_SIGCHLD")) {
+        struct sigaction sa = { .sa_handler = on_chld };
+        sigaction(SIGCHLD, &sa, NULL);
+    }
     struct addrinfo *res = h_resolve(argv[3], argv[4], AF_UNSPEC);
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int rc = connect(fd, res->ai_addr, res->ai_addrlen);
@@ -29,7 +37,9 @@ int main(int argc, char **argv) {
     }
     if (!before) epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     struct epoll_event got = { 0 };
-    int n = epoll_wait(ep, &got, 1, 8000);
+    int n;
+    double t0 = h_now_ms();
+    do n = epoll_wait(ep, &got, 1, 8000); while (n < 0 && errno == EINTR && h_now_ms() - t0 < 8000);
     printf("events=0x%x\n", n == 1 ? got.events : 0);
     printf("soerr=%s\n", h_en(h_soerr(fd)));
     if (send(fd, H_GET, strlen(H_GET), MSG_NOSIGNAL) < 0) printf("send=%s\n", h_en(errno));

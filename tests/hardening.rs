@@ -563,6 +563,22 @@ print("child=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
             }
         }
     }
+    // A dial slower than the child's life (3 s): the child exits, and SIGCHLD arrives, while
+    // the parent's handshake is still pending.
+    let http = net().http;
+    let slow3 = Socks::start(None, std::sync::Arc::new(move |_: &Dest| Dial::Slow(Duration::from_secs(3), http)));
+    for child in ["sleep", "close"] {
+        for sigchld in [false, true] {
+            for round in 0..3 {
+                let mut c = under(Via::Preload, &slow3.url(), &h);
+                c.args([child, "after", "100.64.0.2", "80"]);
+                if sigchld {
+                    c.env("H_SIGCHLD", "1");
+                }
+                cases.push((format!("Preload C 3s-dial child={child} sigchld-handler={sigchld} #{round}"), c));
+            }
+        }
+    }
     let total = cases.len();
     let results: Vec<(String, Run)> = thread::scope(|sc| {
         let hs: Vec<_> = cases.into_iter().map(|(name, c)| sc.spawn(move || (name, run(c, 15)))).collect();
