@@ -26,6 +26,10 @@ pub enum Error {
     Rep(u8),
     /// A domain name longer than 255 bytes cannot be encoded.
     NameTooLong,
+    /// Not an RFC 1123 host name (`names::is_host_name`). Only such names are ever tailnet
+    /// names; refusing anything else here too is defence in depth, so no caller can put
+    /// arbitrary bytes in front of a proxy.
+    BadName,
 }
 
 /// The method-selection message: no-auth, plus username/password when we have credentials.
@@ -88,8 +92,11 @@ pub fn connect_request(t: &Target) -> Result<Vec<u8>, Error> {
             a.port()
         }
         Target::Name(n, p) => {
-            if n.is_empty() || n.len() > 255 {
+            if n.len() > 255 {
                 return Err(Error::NameTooLong);
+            }
+            if !crate::names::is_host_name(n) {
+                return Err(Error::BadName);
             }
             v.push(ATYP_DOMAIN);
             v.push(n.len() as u8);
@@ -180,7 +187,11 @@ mod tests {
         let n = connect_request(&Target::Name("peer".into(), 443)).unwrap();
         assert_eq!(n, vec![5, 1, 0, 3, 4, b'p', b'e', b'e', b'r', 1, 0xbb]);
         assert_eq!(connect_request(&Target::Name("a".repeat(256), 1)), Err(Error::NameTooLong));
-        assert!(connect_request(&Target::Name("a".repeat(255), 1)).is_ok());
+        let longest = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(connect_request(&Target::Name(longest.clone(), 1)).unwrap()[4], 253);
+        for bad in ["", "a".repeat(64).as_str(), "peer\r\n", "pe er", "pe\0er", "a..b", "-a", "a_b", "a:1", &format!("{longest}x")] {
+            assert_eq!(connect_request(&Target::Name(bad.into(), 1)), Err(Error::BadName), "{bad:?}");
+        }
     }
 
     #[test]

@@ -149,6 +149,14 @@ impl<'a> Handshake<'a> {
 
     /// Connect to the next usable upstream address. None: go on with the state machine.
     fn begin_attempt(&mut self, log: Log<'_>) -> Option<Step> {
+        if let Target::Name(n, _) = &self.target {
+            // Checked before any proxy is contacted: no encoder would take it anyway.
+            if !crate::names::is_host_name(n) {
+                log(LogLevel::Error, format_args!("refusing to ask a proxy for {:?}: not a host name", n));
+                self.st = St::Done;
+                return Some(Step::Done(Err(Errno(libc::EINVAL))));
+            }
+        }
         let mut k = 0;
         for (i, r) in self.ups.iter().enumerate() {
             for addr in &r.addrs {
@@ -161,7 +169,14 @@ impl<'a> Handshake<'a> {
                 let Some((sa, len)) = crate::sockaddr::encode(*addr, self.family) else { continue };
                 self.cur = Some((i, *addr));
                 match sys::connect_raw(self.fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
-                    Ok(()) => self.start_protocol(),
+                    Ok(()) => {
+                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why)) = self.start_protocol() {
+                            log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, r.up));
+                            sys::disconnect(self.fd);
+                            self.st = St::Done;
+                            return Some(Step::Done(Err(Errno(e))));
+                        }
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
                         self.st = St::Connecting;
                         return Some(Step::Want(libc::POLLOUT));
@@ -198,7 +213,7 @@ impl<'a> Handshake<'a> {
         up.user.as_deref().map(|u| (u, up.pass.as_deref().unwrap_or("")))
     }
 
-    fn start_protocol(&mut self) {
+    fn start_protocol(&mut self) -> Result<(), Fail> {
         self.out.clear();
         match self.up().scheme {
             Scheme::Socks5 => {
@@ -213,10 +228,11 @@ impl<'a> Handshake<'a> {
                 self.st = St::SendGreeting;
             }
             Scheme::Http => {
-                self.out = http::connect_request(&self.target, self.auth());
+                self.out = http::connect_request(&self.target, self.auth()).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
                 self.st = St::SendHttp;
             }
         }
+        Ok(())
     }
 
     fn pipelined(&self) -> bool {
@@ -229,7 +245,7 @@ impl<'a> Handshake<'a> {
             St::Connecting => {
                 // Connected to the proxy? (A spurious wake-up finds it still in progress.)
                 if std::mem::take(&mut self.hint_connected) || sys::is_connected(self.fd) {
-                    self.start_protocol();
+                    self.start_protocol()?;
                 } else {
                     match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
                         Ok(0) => return Ok(Some(libc::POLLOUT)),
