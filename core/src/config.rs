@@ -5,6 +5,7 @@ use crate::names;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The protocol spoken to an upstream proxy (tailscaled offers both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
     /// `socks5://` and `socks5h://`: identical here, tailnet names are always sent as names.
@@ -13,12 +14,21 @@ pub enum Scheme {
     Http,
 }
 
+/// One proxy of the failover list, as parsed from its URL (not yet resolved to addresses).
+///
+/// `Debug` and `Display` both print `scheme://user:***@host:port`: an `Upstream` ends up in
+/// logs and error messages, and the password must never.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// How to talk to it.
     pub scheme: Scheme,
+    /// Host name or address literal, lower case, IPv6 without brackets.
     pub host: String,
+    /// Port; defaults to tailscaled's (1080 SOCKS5, 3128 HTTP) when the URL has none.
     pub port: u16,
+    /// User name (percent-decoded), for RFC 1929 or `Proxy-Authorization: Basic`.
     pub user: Option<String>,
+    /// Password (percent-decoded); `Some("")` when a user was given without one. Secret.
     pub pass: Option<String>,
 }
 
@@ -47,40 +57,64 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+/// How much tsproxy says (`TSPROXY_LOG`), ordered so `level >= LogLevel::Info` reads naturally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Nothing, not even errors (`-q`).
     Off,
+    /// Failures the user must know about (the default): a proxy down, a bad configuration.
     Error,
+    /// Also each failed destination and why.
     Info,
+    /// Every decision (`-v`): which connection went where.
     Debug,
 }
 
+/// One `NO_PROXY` entry: a tailnet destination that must *not* go through the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoProxy {
+    /// An address or CIDR.
     Net(Cidr),
     /// Matches the name itself and every name below it.
     Domain(String),
 }
 
+/// Everything the environment configures, parsed once and then only read (so the library can
+/// consult it from any hook without locks). `Debug` never shows a password (see [`Upstream`]).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The failover list (`TSPROXY_PROXY`, else `ALL_PROXY`, else the default); never empty.
     pub proxies: Vec<Upstream>,
+    /// Extra destinations to proxy besides the tailnet ranges (`TSPROXY_ROUTES`).
     pub routes: Vec<Cidr>,
+    /// `TSPROXY_ROUTES=all`: proxy every non-loopback destination.
     pub route_all: bool,
     /// Name suffixes (lower case, no leading or trailing dot) that are tailnet names.
     pub domains: Vec<String>,
+    /// `TSPROXY_SHORT_NAMES`: unknown single-label names are MagicDNS short names.
     pub short_names: bool,
+    /// `NO_PROXY` / `no_proxy` entries that exempt tailnet destinations.
     pub no_proxy: Vec<NoProxy>,
+    /// `TSPROXY_LOG`.
     pub log: LogLevel,
+    /// `TSPROXY_LOG_FILE`: log there instead of stderr (which belongs to the application).
     pub log_file: Option<String>,
+    /// `TSPROXY_CONNECT_TIMEOUT`: the whole dial through all upstreams must finish within it.
     pub timeout: Duration,
+    /// `TSPROXY_SOCKS_PIPELINE`: send the SOCKS5 greeting and request in one write (saves a
+    /// round trip; off by default because some servers mishandle it).
     pub pipeline: bool,
 }
 
+/// A bad configuration value: what the launcher prints before exiting 2, and what the library
+/// logs before failing closed. Safe to print: it never holds a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The variable, named so the user knows what to fix.
     pub var: &'static str,
+    /// Its value, with every password replaced by `***` for the proxy variables ([`redact`]).
     pub value: String,
+    /// What is wrong; never quotes a proxy URL.
     pub why: String,
 }
 
@@ -90,7 +124,10 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// tailscaled's SOCKS5 proxy with `--socks5-server=localhost:1080`: zero configuration for the
+/// usual setup.
 pub const DEFAULT_PROXY: &str = "socks5://127.0.0.1:1080";
+/// Like a kernel connect to an unresponsive host, give up after a while rather than hang.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the IP-level decision for a destination lands.
@@ -215,6 +252,7 @@ impl Config {
         self.short_names && !n.contains('.') && n != "localhost" && !known_locally(&n)
     }
 
+    /// Does `NO_PROXY` exempt name `n` (normalized) or a domain above it?
     pub fn name_no_proxy(&self, n: &str) -> bool {
         self.no_proxy.iter().any(|e| matches!(e, NoProxy::Domain(d) if suffix_match(n, d)))
     }

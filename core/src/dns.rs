@@ -2,14 +2,20 @@
 //! a query, build an answer with one address or none. Pure functions on bytes.
 use std::net::IpAddr;
 
+/// QTYPE A: the IPv4 placeholder is the answer.
 pub const TYPE_A: u16 = 1;
+/// QTYPE AAAA: the IPv6 placeholder is the answer.
 pub const TYPE_AAAA: u16 = 28;
 
+/// What the responder needs from a query to answer it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Question {
+    /// Message ID, copied into the answer so the client matches it.
     pub id: u16,
-    /// Lower case, no trailing dot.
+    /// Lower case, no trailing dot. Labels may hold any UTF-8 except `.`: whether it is a
+    /// name tsproxy answers for is `Config::is_tailnet_name`'s decision, not the codec's.
     pub name: String,
+    /// QTYPE (`TYPE_A`, `TYPE_AAAA`, or anything else, which gets no data).
     pub qtype: u16,
     /// Offset just past the question (QNAME, QTYPE, QCLASS).
     pub end: usize,

@@ -73,6 +73,8 @@ pub fn errno_for(status: Option<u16>) -> i32 {
     }
 }
 
+/// Standard base64 with padding (RFC 4648 §4), for `Proxy-Authorization: Basic`: small enough
+/// to write here rather than pull in a crate for one header.
 pub fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);

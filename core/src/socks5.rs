@@ -3,15 +3,26 @@
 use crate::Target;
 use std::net::SocketAddr;
 
+/// Protocol version byte of every SOCKS5 message but the RFC 1929 ones.
 pub const VER: u8 = 5;
+/// Method "no authentication" (tailscaled's proxy offers only this).
 pub const METHOD_NONE: u8 = 0x00;
+/// Method username/password (RFC 1929), offered only when the URL has credentials.
 pub const METHOD_USERPASS: u8 = 0x02;
+/// "No acceptable methods": the server refuses every method offered.
 pub const METHOD_REJECT: u8 = 0xff;
+/// CONNECT, the only command tsproxy sends.
 pub const CMD_CONNECT: u8 = 0x01;
+/// Address type IPv4 (4 bytes).
 pub const ATYP_V4: u8 = 0x01;
+/// Address type domain name (length byte, name): how tailnet names reach MagicDNS.
 pub const ATYP_DOMAIN: u8 = 0x03;
+/// Address type IPv6 (16 bytes).
 pub const ATYP_V6: u8 = 0x04;
 
+/// Everything that can go wrong in a SOCKS5 exchange. The handshake decides from the variant
+/// whether the proxy failed (try the next one) or the destination did (final), and
+/// [`errno_for`] which errno the application sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The reply's version byte is not what the protocol says.
@@ -65,6 +76,7 @@ pub fn auth_request(user: &str, pass: &str) -> Vec<u8> {
     v
 }
 
+/// Judge the RFC 1929 status reply: a rejection means this proxy will not serve us.
 pub fn parse_auth_reply(b: [u8; 2]) -> Result<(), Error> {
     // RFC 1929 says version 1; some servers answer 5. Only the status matters.
     if b[0] != 1 && b[0] != VER {

@@ -18,10 +18,15 @@ use std::time::{Duration, Instant};
 /// One proxy with the addresses it was resolved to.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The proxy as configured (scheme, credentials; shown in logs without the password).
     pub up: Upstream,
+    /// Where to dial it, tried in order; resolved by the caller, which knows how to resolve
+    /// without re-entering its own hooks.
     pub addrs: Vec<SocketAddr>,
 }
 
+/// Where the handshake reports what happened: a callback, so the library (its own log file
+/// and levels), the launcher's supervisor and tests each log in their own way.
 pub type Log<'a> = &'a mut dyn FnMut(LogLevel, std::fmt::Arguments<'_>);
 
 /// What the machine needs next.
@@ -58,6 +63,9 @@ enum St {
     Done,
 }
 
+/// The resumable handshake on one socket: see the module docs. Create it with [`Handshake::new`],
+/// call [`Handshake::resume`] until it says [`Step::Done`], waiting in between for the
+/// readiness it wants (or let [`drive`] do the waiting).
 pub struct Handshake<'a> {
     fd: i32,
     family: i32,
@@ -93,6 +101,7 @@ impl<'a> Handshake<'a> {
         self.hint_connected = true;
     }
 
+    /// The destination asked for (for logs of callers that drive the machine).
     pub fn target(&self) -> &Target {
         &self.target
     }
@@ -446,6 +455,7 @@ impl<'a> Handshake<'a> {
     }
 }
 
+/// How [`establish`] waits.
 pub struct Opts {
     /// The whole dial (all upstreams) must finish by then.
     pub deadline: Instant,
