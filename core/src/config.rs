@@ -160,9 +160,7 @@ impl Config {
                     None => ("all_proxy", nonempty("all_proxy")),
                 };
                 match all {
-                    Some(v) if has_supported_scheme(&v) => {
-                        parse_proxy_list(&v).map_err(|why| secret_err(var, &v, why))?
-                    }
+                    Some(v) if has_supported_scheme(&v) => parse_proxy_list(&v).map_err(|why| secret_err(var, &v, why))?,
                     _ => parse_proxy_list(DEFAULT_PROXY).expect("default proxy parses"),
                 }
             }
@@ -203,9 +201,7 @@ impl Config {
         };
         let log_file = nonempty("TSPROXY_LOG_FILE");
         let timeout = match nonempty("TSPROXY_CONNECT_TIMEOUT") {
-            Some(v) => parse_seconds(&v).ok_or_else(|| {
-                err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into())
-            })?,
+            Some(v) => parse_seconds(&v).ok_or_else(|| err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into()))?,
             None => DEFAULT_TIMEOUT,
         };
         let pipeline = match nonempty("TSPROXY_SOCKS_PIPELINE") {
@@ -697,14 +693,30 @@ mod tests {
         assert!(!c.is_tailnet_name("fd7a:115c:a1e0::1", hosts));
         assert!(!c.is_tailnet_name("", hosts));
         // Not host names: never tailnet names, whatever the suffix.
-        for bad in ["peer\r\nHost: x", "peer\n", "pe\0er", "peer x", " peer", "peer.ts.net\r", "a_b.ts.net", "-x.ts.net", "a..ts.net", "pe@r", "p/eer", "péer", "peer%eth0"] {
+        for bad in [
+            "peer\r\nHost: x",
+            "peer\n",
+            "pe\0er",
+            "peer x",
+            " peer",
+            "peer.ts.net\r",
+            "a_b.ts.net",
+            "-x.ts.net",
+            "a..ts.net",
+            "pe@r",
+            "p/eer",
+            "péer",
+            "peer%eth0",
+        ] {
             assert!(!c.is_tailnet_name(bad, hosts), "{bad:?}");
         }
         assert!(!c.is_tailnet_name(&format!("{}.ts.net", "a".repeat(64)), hosts));
         assert!(!c.is_tailnet_name(&format!("{}.ts.net", "abcdefg.".repeat(31)), hosts), "over 253");
         assert!(c.is_tailnet_name(&format!("{}ts.net", "abcdefg.".repeat(30)), hosts));
         // What glibc's inet_aton reads as an address is an address, not a (short) name.
-        for num in ["0", "2130706433", "0x7f000001", "0X7F000001", "127.1", "0177.0.0.1", "1.2.3", "1.2", "00", "0x0", "::1", "fe80::1%eth0", "fe80::1%1", "127.1."] {
+        for num in
+            ["0", "2130706433", "0x7f000001", "0X7F000001", "127.1", "0177.0.0.1", "1.2.3", "1.2", "00", "0x0", "::1", "fe80::1%eth0", "fe80::1%1", "127.1."]
+        {
             assert!(!c.is_tailnet_name(num, hosts), "{num:?}");
         }
         // Look-alikes inet_aton refuses are ordinary short names.

@@ -268,7 +268,7 @@ fn socks5_no_auth_every_state_blocks_and_resumes() {
     c.blocked_on_read();
     expect(&mut p, &[5, 1, 0]);
     nothing_more(&mut p); // not pipelined: the request waits for the method choice
-    // ReadMethod, one byte at a time.
+                          // ReadMethod, one byte at a time.
     p.write_all(&[5]).unwrap();
     c.blocked_on_read();
     p.write_all(&[0]).unwrap();
@@ -755,8 +755,7 @@ fn ipv6_upstream_and_families() {
         assert!(h.join().unwrap());
         // An AF_INET socket cannot reach an IPv6 proxy: skipped, and with nothing else left,
         // ECONNREFUSED.
-        let logs = establish_fam(libc::AF_INET, &[upstream("socks5://[::1]", "[::1]:1".parse().unwrap())], &t, false, Duration::from_secs(5))
-            .err(ECONNREFUSED);
+        let logs = establish_fam(libc::AF_INET, &[upstream("socks5://[::1]", "[::1]:1".parse().unwrap())], &t, false, Duration::from_secs(5)).err(ECONNREFUSED);
         assert!(logs.iter().any(|l| l.contains("no proxy address usable")), "{logs:?}");
     }
     // An IPv4 proxy from an AF_INET6 socket (IPv4-mapped).

@@ -6,9 +6,7 @@ fn a_full_table_says_full_and_keeps_every_name() {
     // Fill from several threads at once: the bound must hold under races too.
     let per = MAX_NAMES / 4 + 100;
     let got: Vec<Vec<(String, Result<u32, InternError>)>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4)
-            .map(|t| s.spawn(move || (0..per).map(|i| format!("n{t}-{i}")).map(|n| (n.clone(), names::try_intern(&n))).collect()))
-            .collect();
+        let hs: Vec<_> = (0..4).map(|t| s.spawn(move || (0..per).map(|i| format!("n{t}-{i}")).map(|n| (n.clone(), names::try_intern(&n))).collect())).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let all: Vec<_> = got.into_iter().flatten().collect();
