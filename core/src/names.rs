@@ -43,6 +43,8 @@ pub const SLOTS: usize = 65535;
 /// Most names one process can hold. Below [`SLOTS`] on purpose: a table kept at most 7/8 full
 /// keeps every probe sequence short, so `try_intern` stays cheap even on its last name.
 pub const MAX_NAMES: usize = SLOTS / 8 * 7;
+// A free slot always exists, so every probe sequence ends (see `try_intern`).
+const _: () = assert!(MAX_NAMES < SLOTS && SLOTS < u16::MAX as usize + 1);
 
 /// Longest host name (RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out
 /// without the trailing dot).

@@ -516,7 +516,7 @@ fn failover_when_the_first_upstream_refuses_the_connection() {
 #[test]
 fn failover_when_the_proxy_closes_before_the_request_is_taken() {
     // Closes at once.
-    fails_over(|s| drop(s), "socks5://127.0.0.1", false);
+    fails_over(drop, "socks5://127.0.0.1", false);
     // Reads the greeting, then closes.
     fails_over(
         |mut s| {
