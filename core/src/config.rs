@@ -1,9 +1,11 @@
 //! Configuration from the environment, parsed once. Every bad value is an error that names the
 //! variable (the launcher exits 2 with it; the library logs it and fails closed).
 use crate::cidr::{self, Cidr};
+use crate::names;
 use std::net::IpAddr;
 use std::time::Duration;
 
+/// The protocol spoken to an upstream proxy (tailscaled offers both).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {
     /// `socks5://` and `socks5h://`: identical here, tailnet names are always sent as names.
@@ -12,12 +14,21 @@ pub enum Scheme {
     Http,
 }
 
+/// One proxy of the failover list, as parsed from its URL (not yet resolved to addresses).
+///
+/// `Debug` and `Display` both print `scheme://user:***@host:port`: an `Upstream` ends up in
+/// logs and error messages, and the password must never.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Upstream {
+    /// How to talk to it.
     pub scheme: Scheme,
+    /// Host name or address literal, lower case, IPv6 without brackets.
     pub host: String,
+    /// Port; defaults to tailscaled's (1080 SOCKS5, 3128 HTTP) when the URL has none.
     pub port: u16,
+    /// User name (percent-decoded), for RFC 1929 or `Proxy-Authorization: Basic`.
     pub user: Option<String>,
+    /// Password (percent-decoded); `Some("")` when a user was given without one. Secret.
     pub pass: Option<String>,
 }
 
@@ -46,40 +57,64 @@ impl std::fmt::Display for Upstream {
     }
 }
 
+/// How much tsproxy says (`TSPROXY_LOG`), ordered so `level >= LogLevel::Info` reads naturally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
+    /// Nothing, not even errors (`-q`).
     Off,
+    /// Failures the user must know about (the default): a proxy down, a bad configuration.
     Error,
+    /// Also each failed destination and why.
     Info,
+    /// Every decision (`-v`): which connection went where.
     Debug,
 }
 
+/// One `NO_PROXY` entry: a tailnet destination that must *not* go through the proxy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NoProxy {
+    /// An address or CIDR.
     Net(Cidr),
     /// Matches the name itself and every name below it.
     Domain(String),
 }
 
+/// Everything the environment configures, parsed once and then only read (so the library can
+/// consult it from any hook without locks). `Debug` never shows a password (see [`Upstream`]).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The failover list (`TSPROXY_PROXY`, else `ALL_PROXY`, else the default); never empty.
     pub proxies: Vec<Upstream>,
+    /// Extra destinations to proxy besides the tailnet ranges (`TSPROXY_ROUTES`).
     pub routes: Vec<Cidr>,
+    /// `TSPROXY_ROUTES=all`: proxy every non-loopback destination.
     pub route_all: bool,
     /// Name suffixes (lower case, no leading or trailing dot) that are tailnet names.
     pub domains: Vec<String>,
+    /// `TSPROXY_SHORT_NAMES`: unknown single-label names are MagicDNS short names.
     pub short_names: bool,
+    /// `NO_PROXY` / `no_proxy` entries that exempt tailnet destinations.
     pub no_proxy: Vec<NoProxy>,
+    /// `TSPROXY_LOG`.
     pub log: LogLevel,
+    /// `TSPROXY_LOG_FILE`: log there instead of stderr (which belongs to the application).
     pub log_file: Option<String>,
+    /// `TSPROXY_CONNECT_TIMEOUT`: the whole dial through all upstreams must finish within it.
     pub timeout: Duration,
+    /// `TSPROXY_SOCKS_PIPELINE`: send the SOCKS5 greeting and request in one write (saves a
+    /// round trip; off by default because some servers mishandle it).
     pub pipeline: bool,
 }
 
+/// A bad configuration value: what the launcher prints before exiting 2, and what the library
+/// logs before failing closed. Safe to print: it never holds a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The variable, named so the user knows what to fix.
     pub var: &'static str,
+    /// Its value, with every password replaced by `***` for the proxy variables ([`redact`]).
     pub value: String,
+    /// What is wrong; never quotes a proxy URL.
     pub why: String,
 }
 
@@ -89,7 +124,10 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+/// tailscaled's SOCKS5 proxy with `--socks5-server=localhost:1080`: zero configuration for the
+/// usual setup.
 pub const DEFAULT_PROXY: &str = "socks5://127.0.0.1:1080";
+/// Like a kernel connect to an unresponsive host, give up after a while rather than hang.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the IP-level decision for a destination lands.
@@ -115,16 +153,14 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let proxies = match nonempty("TSPROXY_PROXY") {
-            Some(v) => parse_proxy_list(&v).map_err(|why| err("TSPROXY_PROXY", &v, why))?,
+            Some(v) => parse_proxy_list(&v).map_err(|why| secret_err("TSPROXY_PROXY", &v, why))?,
             None => {
                 let (var, all) = match nonempty("ALL_PROXY") {
                     Some(v) => ("ALL_PROXY", Some(v)),
                     None => ("all_proxy", nonempty("all_proxy")),
                 };
                 match all {
-                    Some(v) if has_supported_scheme(&v) => {
-                        parse_proxy_list(&v).map_err(|why| err(var, &v, why))?
-                    }
+                    Some(v) if has_supported_scheme(&v) => parse_proxy_list(&v).map_err(|why| secret_err(var, &v, why))?,
                     _ => parse_proxy_list(DEFAULT_PROXY).expect("default proxy parses"),
                 }
             }
@@ -137,7 +173,9 @@ impl Config {
         if let Some(v) = nonempty("TSPROXY_DOMAINS") {
             for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
                 let d = d.trim_start_matches("*.").trim_matches('.').to_ascii_lowercase();
-                if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_') {
+                // The same rule as for the names below it: a suffix no valid name can end with
+                // would be a silent no-op.
+                if !names::is_host_name(&d) {
                     return Err(err("TSPROXY_DOMAINS", &v, format!("{d:?} is not a domain suffix")));
                 }
                 domains.push(d);
@@ -163,9 +201,7 @@ impl Config {
         };
         let log_file = nonempty("TSPROXY_LOG_FILE");
         let timeout = match nonempty("TSPROXY_CONNECT_TIMEOUT") {
-            Some(v) => parse_seconds(&v).ok_or_else(|| {
-                err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into())
-            })?,
+            Some(v) => parse_seconds(&v).ok_or_else(|| err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into()))?,
             None => DEFAULT_TIMEOUT,
         };
         let pipeline = match nonempty("TSPROXY_SOCKS_PIPELINE") {
@@ -195,9 +231,15 @@ impl Config {
 
     /// Is `name` (not an address literal) a tailnet name that must never reach the system
     /// resolver? `known_locally` answers whether /etc/hosts (or our own hostname) knows it.
+    ///
+    /// Only an RFC 1123 host name can be one (`names::is_host_name`): anything with CR, LF, NUL,
+    /// spaces or other bytes goes to libc untouched and never reaches the name table or a proxy
+    /// request. Nor can anything glibc reads as an address (`names::is_address_literal`: every
+    /// `inet_aton` form such as `127.1` or `0x7f000001`, IPv6 literals, `%scope` forms): libc
+    /// answers those without a lookup, so they are not names to hide.
     pub fn is_tailnet_name(&self, name: &str, known_locally: impl Fn(&str) -> bool) -> bool {
         let n = normalize_name(name);
-        if n.is_empty() || n.parse::<IpAddr>().is_ok() || self.name_no_proxy(&n) {
+        if !names::is_host_name(&n) || names::is_address_literal(&n) || self.name_no_proxy(&n) {
             return false;
         }
         if self.domains.iter().any(|d| suffix_match(&n, d)) {
@@ -206,6 +248,7 @@ impl Config {
         self.short_names && !n.contains('.') && n != "localhost" && !known_locally(&n)
     }
 
+    /// Does `NO_PROXY` exempt name `n` (normalized) or a domain above it?
     pub fn name_no_proxy(&self, n: &str) -> bool {
         self.no_proxy.iter().any(|e| matches!(e, NoProxy::Domain(d) if suffix_match(n, d)))
     }
@@ -221,24 +264,105 @@ fn suffix_match(n: &str, d: &str) -> bool {
 }
 
 fn err(var: &'static str, value: &str, why: String) -> ConfigError {
+    ConfigError { var, value: value.to_string(), why }
+}
+
+/// For the proxy variables: the value as [`redact`] shows it. `why` never quotes the value.
+fn secret_err(var: &'static str, value: &str, why: String) -> ConfigError {
     ConfigError { var, value: redact(value), why }
 }
 
-/// Replace any `user:password@` password with `***`.
+/// A proxy list as it may be shown in an error or a log: every password replaced by `***`.
+///
+/// It must work on values that do *not* parse (that is when errors are shown), so it cannot
+/// trust the list's own structure and hides generously. A URL starts only where a scheme token
+/// and `://` follow the start of the value or a comma. In each URL, and in any text before the
+/// first one, it hides everything between the user name (up to the first `:` or `,`) and the
+/// *last* `@` (passwords may hold unencoded `,` `@` `:` `/`); a port that is not a port (in
+/// `socks5://alice:Sekr1t`, the password sits where the port goes); text after a path, query
+/// or fragment delimiter; and every comma-separated piece after the first (in
+/// `socks5://alice:pa,Sekr1t` the second "item" is the rest of a password). Kept: schemes, user
+/// names, hosts, ports, separators. A password holding `,scheme://` cannot be told from the
+/// start of another URL and is not covered.
 pub fn redact(v: &str) -> String {
-    v.split(',')
-        .map(|u| match (u.find("://"), u.rfind('@')) {
-            (Some(s), Some(at)) if at > s => {
-                let userinfo = &u[s + 3..at];
-                match userinfo.split_once(':') {
-                    Some((user, _)) => format!("{}{}:***{}", &u[..s + 3], user, &u[at..]),
-                    None => u.to_string(),
-                }
+    let mut starts = Vec::new();
+    for off in std::iter::once(0).chain(v.match_indices(',').map(|(i, _)| i + 1)) {
+        let t = v[off..].trim_start();
+        if t.find("://").is_some_and(|k| is_scheme_token(&t[..k])) {
+            starts.push(v.len() - t.len());
+        }
+    }
+    let mut out = String::with_capacity(v.len() + 8);
+    redact_body(&v[..starts.first().copied().unwrap_or(v.len())], &mut out);
+    for (j, &s) in starts.iter().enumerate() {
+        let item = &v[s..starts.get(j + 1).copied().unwrap_or(v.len())];
+        let k = item.find("://").expect("a URL start has ://") + 3;
+        out.push_str(&item[..k]);
+        redact_body(&item[k..], &mut out);
+    }
+    out
+}
+
+fn is_scheme_token(t: &str) -> bool {
+    t.len() <= 16 && t.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+}
+
+/// One URL's text after `scheme://` up to the next URL, or the text before the first URL.
+fn redact_body(body: &str, out: &mut String) {
+    let rest = match body.rfind('@') {
+        Some(at) => {
+            let ui = &body[..at];
+            let user_end = ui.find([':', ',']).unwrap_or(ui.len());
+            out.push_str(&ui[..user_end]);
+            if user_end < ui.len() {
+                out.push_str(":***");
             }
-            _ => u.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+            out.push('@');
+            &body[at + 1..]
+        }
+        None => body,
+    };
+    for (k, piece) in rest.split(',').enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        if piece.trim().is_empty() {
+            out.push_str(piece);
+        } else if k > 0 {
+            out.push_str("***");
+        } else {
+            redact_hostport(piece, out);
+        }
+    }
+}
+
+/// `host[:port][/]` shown (a port: 1 to 65535); anything else after the host masked, so an
+/// all-digit password in the port's place is hidden too unless it would parse as a port.
+fn redact_hostport(p: &str, out: &mut String) {
+    let host_end = if p.starts_with('[') {
+        match p.find(']') {
+            Some(e) => e + 1,
+            None => {
+                out.push_str("***");
+                return;
+            }
+        }
+    } else {
+        p.find([':', '/', '?', '#']).unwrap_or(p.len())
+    };
+    let (host, after) = p.split_at(host_end);
+    out.push_str(host);
+    let plain = |a: &str| a.is_empty() || a == "/";
+    let numeric_port = after.strip_prefix(':').is_some_and(|r| {
+        let d = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        r[..d].parse::<u16>().is_ok_and(|p| p != 0) && plain(&r[d..])
+    });
+    if plain(after) || numeric_port {
+        out.push_str(after);
+    } else if let Some(c) = after.chars().next() {
+        out.push(if "/?#".contains(c) { c } else { ':' });
+        out.push_str("***");
+    }
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -263,12 +387,16 @@ fn has_supported_scheme(v: &str) -> bool {
     ["socks5://", "socks5h://", "http://"].iter().any(|s| l.starts_with(s))
 }
 
+///
+/// The error names the failing item by position and never quotes the value (which may hold a
+/// password): show it with [`redact`].
 pub fn parse_proxy_list(v: &str) -> Result<Vec<Upstream>, String> {
-    let list = v
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(parse_proxy_url)
+    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let many = items.len() > 1;
+    let list = items
+        .iter()
+        .enumerate()
+        .map(|(i, u)| parse_proxy_url(u).map_err(|e| if many { format!("proxy URL {}: {e}", i + 1) } else { e }))
         .collect::<Result<Vec<_>, _>>()?;
     if list.is_empty() {
         return Err("no proxy URL".into());
@@ -279,11 +407,14 @@ pub fn parse_proxy_list(v: &str) -> Result<Vec<Upstream>, String> {
 /// `socks5://[user[:pass]@]host[:port][/]`, `socks5h://…`, `http://…`. Default ports: 1080 for
 /// SOCKS5, 3128 for HTTP (tailscaled's conventions).
 pub fn parse_proxy_url(u: &str) -> Result<Upstream, String> {
-    let (scheme, rest) = u.split_once("://").ok_or_else(|| format!("{} has no scheme://", redact(u)))?;
+    let (scheme, rest) = u.split_once("://").ok_or("no scheme:// (socks5://, socks5h:// or http://)")?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "socks5" | "socks5h" => Scheme::Socks5,
         "http" => Scheme::Http,
-        s => return Err(format!("unsupported scheme {s:?} (socks5, socks5h or http)")),
+        s if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b)) => {
+            return Err(format!("unsupported scheme {s:?} (socks5, socks5h or http)"))
+        }
+        _ => return Err("unsupported scheme (socks5, socks5h or http)".into()),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains(['/', '?', '#']) {
@@ -308,7 +439,7 @@ pub fn parse_proxy_url(u: &str) -> Result<Upstream, String> {
     let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
         let (h, after) = h.split_once(']').ok_or("unclosed [ in host")?;
         if h.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{h:?} is not an IPv6 address"));
+            return Err("not an IPv6 address in [ ]".into());
         }
         (h.to_string(), after.strip_prefix(':'))
     } else {
@@ -318,7 +449,7 @@ pub fn parse_proxy_url(u: &str) -> Result<Upstream, String> {
         }
     };
     if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:".contains(&b)) {
-        return Err(format!("bad host {host:?}"));
+        return Err("bad host (letters, digits, '.', '-', '_' or an [IPv6] address)".into());
     }
     let port = match port {
         None => match scheme {
@@ -327,7 +458,8 @@ pub fn parse_proxy_url(u: &str) -> Result<Upstream, String> {
         },
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => n,
-            _ => return Err(format!("bad port {p:?}")),
+            // Never quoted: in `socks5://alice:Sekr1t` (no `@host`) the password is the "port".
+            _ => return Err("bad port (1 to 65535; user:password needs @host after it)".into()),
         },
     };
     Ok(Upstream { scheme, host: host.to_ascii_lowercase(), port, user, pass })
@@ -462,6 +594,8 @@ mod tests {
             ("TSPROXY_ROUTES", "everything"),
             ("TSPROXY_DOMAINS", "bad domain"),
             ("TSPROXY_DOMAINS", "."),
+            ("TSPROXY_DOMAINS", "_srv.corp"),
+            ("TSPROXY_DOMAINS", "a..b"),
             ("TSPROXY_SHORT_NAMES", "maybe"),
             ("TSPROXY_LOG", "verbose"),
             ("TSPROXY_CONNECT_TIMEOUT", "0"),
@@ -482,6 +616,42 @@ mod tests {
         let e = cfg(&[("TSPROXY_PROXY", "socks5://alice:hunter2@h:bad")]).unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
         assert!(e.to_string().contains("alice:***@"), "{e}");
+        let cases: &[(&str, &str)] = &[
+            ("socks5://alice:pa,Sekr1t@host:1081", "socks5://alice:***@host:1081"),
+            ("alice:Sekr1t@host:1081", "alice:***@host:1081"),
+            ("socks5://alice:Sekr1t", "socks5://alice:***"),
+            ("socks5://alice:Sekr1t/", "socks5://alice:***"),
+            ("socks5://alice:pa,Sekr1t", "socks5://alice:***,***"),
+            ("socks5://alice:%zzSekr1t@h", "socks5://alice:***@h"),
+            ("socks5://alice:Sekr1t%4@h", "socks5://alice:***@h"),
+            ("socks5://alice:Se@kr1t@h:0", "socks5://alice:***@h:***"),
+            ("socks5://alice:Sek/r1t@h", "socks5://alice:***@h"),
+            ("socks5://alice:Sekr1t@h/path", "socks5://alice:***@h/***"),
+            ("http://h:1,socks5://bob:Sekr1t@[::1]:9,socks4://x", "http://h:1,socks5://bob:***@[::1]:9,socks4://x"),
+            ("socks5://h,alice:Sekr1t@h2", "socks5://h:***@h2"),
+            ("alice:Sekr1t@h://x", "alice:***@h:***"),
+            ("socks5://a://Sekr1t@h:1080", "socks5://a:***@h:1080"),
+            ("socks 5://alice:pa,Sekr1t", "socks 5:***,***"),
+            ("alice:1080,Sekr1t", "alice:1080,***"),
+            ("socks5://alice:99999999", "socks5://alice:***"),
+            ("socks5://alice:Sekr1t@[::1", "socks5://alice:***@***"),
+        ];
+        assert_eq!(redact("socks5://alice:Sekr1t@h:1080, ,"), "socks5://alice:***@h:1080, ,");
+        for (v, shown) in cases {
+            assert_eq!(redact(v), *shown, "{v}");
+            let e = cfg(&[("TSPROXY_PROXY", v)]).expect_err(v);
+            let all = format!("{e} {e:?} {}", parse_proxy_list(v).unwrap_err());
+            assert!(!all.contains("Sekr1t") && !all.contains("kr1t") && !all.contains("Sek"), "{v}: {all}");
+            let e = cfg(&[("ALL_PROXY", &format!("socks5://x:1,{v}"))]).expect_err(v);
+            assert!(!e.to_string().contains("kr1t"), "{v}: {e}");
+        }
+        // Values of other variables hold no secrets and are shown as they are.
+        assert_eq!(cfg(&[("TSPROXY_ROUTES", "fd7a::/200")]).unwrap_err().value, "fd7a::/200");
+        // Nor do Display/Debug of a parsed configuration show a password.
+        let c = cfg(&[("TSPROXY_PROXY", "socks5://alice:Sekr1t@h,http://bob:Pa55w0rd@h2")]).unwrap();
+        let all = format!("{c:?} {} {} {:?}", c.proxies[0], c.proxies[1], c.proxies);
+        assert!(!all.contains("Sekr1t") && !all.contains("Pa55w0rd"), "{all}");
+        assert!(all.contains("socks5://alice:***@h:1080") && all.contains("http://bob:***@h2:3128"), "{all}");
     }
 
     #[test]
@@ -522,6 +692,37 @@ mod tests {
         assert!(!c.is_tailnet_name("100.64.0.1", hosts));
         assert!(!c.is_tailnet_name("fd7a:115c:a1e0::1", hosts));
         assert!(!c.is_tailnet_name("", hosts));
+        // Not host names: never tailnet names, whatever the suffix.
+        for bad in [
+            "peer\r\nHost: x",
+            "peer\n",
+            "pe\0er",
+            "peer x",
+            " peer",
+            "peer.ts.net\r",
+            "a_b.ts.net",
+            "-x.ts.net",
+            "a..ts.net",
+            "pe@r",
+            "p/eer",
+            "péer",
+            "peer%eth0",
+        ] {
+            assert!(!c.is_tailnet_name(bad, hosts), "{bad:?}");
+        }
+        assert!(!c.is_tailnet_name(&format!("{}.ts.net", "a".repeat(64)), hosts));
+        assert!(!c.is_tailnet_name(&format!("{}.ts.net", "abcdefg.".repeat(31)), hosts), "over 253");
+        assert!(c.is_tailnet_name(&format!("{}ts.net", "abcdefg.".repeat(30)), hosts));
+        // What glibc's inet_aton reads as an address is an address, not a (short) name.
+        for num in
+            ["0", "2130706433", "0x7f000001", "0X7F000001", "127.1", "0177.0.0.1", "1.2.3", "1.2", "00", "0x0", "::1", "fe80::1%eth0", "fe80::1%1", "127.1."]
+        {
+            assert!(!c.is_tailnet_name(num, hosts), "{num:?}");
+        }
+        // Look-alikes inet_aton refuses are ordinary short names.
+        for name in ["0x", "08", "1e5", "0xg"] {
+            assert!(c.is_tailnet_name(name, hosts), "{name:?}");
+        }
         let off = cfg(&[("TSPROXY_SHORT_NAMES", "off")]).unwrap();
         assert!(!off.is_tailnet_name("peer", hosts));
         assert!(off.is_tailnet_name("peer.x.ts.net", hosts));

@@ -2,14 +2,20 @@
 //! a query, build an answer with one address or none. Pure functions on bytes.
 use std::net::IpAddr;
 
+/// QTYPE A: the IPv4 placeholder is the answer.
 pub const TYPE_A: u16 = 1;
+/// QTYPE AAAA: the IPv6 placeholder is the answer.
 pub const TYPE_AAAA: u16 = 28;
 
+/// What the responder needs from a query to answer it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Question {
+    /// Message ID, copied into the answer so the client matches it.
     pub id: u16,
-    /// Lower case, no trailing dot.
+    /// Lower case, no trailing dot. Labels may hold any UTF-8 except `.`: whether it is a
+    /// name tsproxy answers for is `Config::is_tailnet_name`'s decision, not the codec's.
     pub name: String,
+    /// QTYPE (`TYPE_A`, `TYPE_AAAA`, or anything else, which gets no data).
     pub qtype: u16,
     /// Offset just past the question (QNAME, QTYPE, QCLASS).
     pub end: usize,
@@ -38,6 +44,10 @@ pub fn parse_query(b: &[u8]) -> Option<Question> {
             return None; // compression is not used in questions of queries we accept
         }
         let label = b.get(i..i + l)?;
+        if label.contains(&b'.') {
+            // "a.b" as one label would read as two: the name must have one spelling.
+            return None;
+        }
         labels.push(String::from_utf8(label.to_vec()).ok()?.to_ascii_lowercase());
         i += l;
         if i > 12 + 255 {
@@ -78,6 +88,9 @@ pub fn answer(query: &[u8], q: &Question, addr: Option<IpAddr>) -> Vec<u8> {
 
 /// A standard query for `name` (recursion desired).
 pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    if !crate::names::is_host_name(name) {
+        return None;
+    }
     let mut q = Vec::with_capacity(18 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -160,6 +173,7 @@ mod tests {
         assert_eq!(first_address(&r, 8), None);
         assert_eq!(first_address(&answer(&q, &p, None), 7), None);
         assert_eq!(super::query(1, "a..b", TYPE_A), None);
+        assert_eq!(super::query(1, "a\r\nb", TYPE_A), None);
     }
 
     #[test]
@@ -170,5 +184,9 @@ mod tests {
         assert_eq!(parse_query(&[0; 5]), None);
         let q = query("peer", TYPE_A);
         assert_eq!(parse_query(&q[..q.len() - 1]), None);
+        let mut one_label = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a', b'.', b'b', 0, 0, 1, 0, 1];
+        assert_eq!(parse_query(&one_label), None, "a dot inside a label");
+        one_label[14] = b'x';
+        assert_eq!(parse_query(&one_label).map(|q| q.name), Some("axb".into()));
     }
 }

@@ -5,6 +5,17 @@ use std::net::SocketAddr;
 /// Longest response head we accept.
 pub const MAX_HEAD: usize = 8192;
 
+/// Why a CONNECT request could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The target name is not an RFC 1123 host name (`names::is_host_name`). A CR or LF in it
+    /// would end the request line and let the rest be read as headers or a second request;
+    /// only host names are ever tailnet names, and this check makes sure of it once more.
+    InvalidHost,
+}
+
+/// The request-target (`host:port`, `[v6]:port`) for `t`, unchecked: [`connect_request`]
+/// validates names before it uses this.
 pub fn authority(t: &Target) -> String {
     match t {
         Target::Ip(SocketAddr::V6(a)) => format!("[{}]:{}", a.ip(), a.port()),
@@ -13,7 +24,14 @@ pub fn authority(t: &Target) -> String {
     }
 }
 
-pub fn connect_request(t: &Target, auth: Option<(&str, &str)>) -> Vec<u8> {
+/// `CONNECT host:port HTTP/1.1` with a `Host` header and, given credentials, a
+/// `Proxy-Authorization: Basic` header (base64, so any bytes in them are safe on the wire).
+pub fn connect_request(t: &Target, auth: Option<(&str, &str)>) -> Result<Vec<u8>, Error> {
+    if let Target::Name(n, _) = t {
+        if !crate::names::is_host_name(n) {
+            return Err(Error::InvalidHost);
+        }
+    }
     let a = authority(t);
     let mut s = format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n");
     if let Some((u, p)) = auth {
@@ -22,7 +40,7 @@ pub fn connect_request(t: &Target, auth: Option<(&str, &str)>) -> Vec<u8> {
         s.push_str("\r\n");
     }
     s.push_str("\r\n");
-    s.into_bytes()
+    Ok(s.into_bytes())
 }
 
 /// Offset just past the `\r\n\r\n` that ends the head, if `buf` holds it.
@@ -55,6 +73,8 @@ pub fn errno_for(status: Option<u16>) -> i32 {
     }
 }
 
+/// Standard base64 with padding (RFC 4648 §4), for `Proxy-Authorization: Basic`: small enough
+/// to write here rather than pull in a crate for one header.
 pub fn base64(input: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
@@ -77,18 +97,26 @@ mod tests {
 
     #[test]
     fn request_bytes() {
-        let r = connect_request(&Target::Name("peer".into(), 80), None);
+        let r = connect_request(&Target::Name("peer".into(), 80), None).unwrap();
         assert_eq!(r, b"CONNECT peer:80 HTTP/1.1\r\nHost: peer:80\r\n\r\n");
-        let r = connect_request(&Target::Ip("[fd7a:115c:a1e0::2]:8080".parse().unwrap()), Some(("u", "p")));
+        let r = connect_request(&Target::Ip("[fd7a:115c:a1e0::2]:8080".parse().unwrap()), Some(("u", "p\r\nX: y"))).unwrap();
         assert_eq!(
             std::str::from_utf8(&r).unwrap(),
-            "CONNECT [fd7a:115c:a1e0::2]:8080 HTTP/1.1\r\nHost: [fd7a:115c:a1e0::2]:8080\r\nProxy-Authorization: Basic dTpw\r\n\r\n"
+            "CONNECT [fd7a:115c:a1e0::2]:8080 HTTP/1.1\r\nHost: [fd7a:115c:a1e0::2]:8080\r\nProxy-Authorization: Basic dTpwDQpYOiB5\r\n\r\n"
         );
     }
 
     #[test]
+    fn request_line_injection_is_refused() {
+        for bad in ["peer\r\nHost: evil", "peer HTTP/1.1\r\n\r\nGET / HTTP/1.1", "peer\n", "peer\0", "", "a b", "x/y", "a@b", "[::1]"] {
+            assert_eq!(connect_request(&Target::Name(bad.into(), 80), None), Err(Error::InvalidHost), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn base64_vectors() {
-        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")] {
+        for (i, o) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")]
+        {
             assert_eq!(base64(i.as_bytes()), o);
         }
     }

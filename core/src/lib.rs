@@ -3,16 +3,20 @@
 //! SOCKS5 / HTTP CONNECT codecs (pure functions on bytes) and the handshake that drives them on a
 //! raw socket fd with raw syscalls only, so it can never re-enter the preload hooks.
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod cidr;
 pub mod config;
 pub mod dns;
 pub mod errno;
 pub mod http;
 pub mod names;
+#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod sockaddr;
 pub mod socks5;
+#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod sys;
 pub mod tunnel;
 

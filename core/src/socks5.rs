@@ -3,15 +3,26 @@
 use crate::Target;
 use std::net::SocketAddr;
 
+/// Protocol version byte of every SOCKS5 message but the RFC 1929 ones.
 pub const VER: u8 = 5;
+/// Method "no authentication" (tailscaled's proxy offers only this).
 pub const METHOD_NONE: u8 = 0x00;
+/// Method username/password (RFC 1929), offered only when the URL has credentials.
 pub const METHOD_USERPASS: u8 = 0x02;
+/// "No acceptable methods": the server refuses every method offered.
 pub const METHOD_REJECT: u8 = 0xff;
+/// CONNECT, the only command tsproxy sends.
 pub const CMD_CONNECT: u8 = 0x01;
+/// Address type IPv4 (4 bytes).
 pub const ATYP_V4: u8 = 0x01;
+/// Address type domain name (length byte, name): how tailnet names reach MagicDNS.
 pub const ATYP_DOMAIN: u8 = 0x03;
+/// Address type IPv6 (16 bytes).
 pub const ATYP_V6: u8 = 0x04;
 
+/// Everything that can go wrong in a SOCKS5 exchange. The handshake decides from the variant
+/// whether the proxy failed (try the next one) or the destination did (final), and
+/// [`errno_for`] which errno the application sees.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
     /// The reply's version byte is not what the protocol says.
@@ -26,6 +37,10 @@ pub enum Error {
     Rep(u8),
     /// A domain name longer than 255 bytes cannot be encoded.
     NameTooLong,
+    /// Not an RFC 1123 host name (`names::is_host_name`). Only such names are ever tailnet
+    /// names; refusing anything else here too is defence in depth, so no caller can put
+    /// arbitrary bytes in front of a proxy.
+    BadName,
 }
 
 /// The method-selection message: no-auth, plus username/password when we have credentials.
@@ -61,6 +76,7 @@ pub fn auth_request(user: &str, pass: &str) -> Vec<u8> {
     v
 }
 
+/// Judge the RFC 1929 status reply: a rejection means this proxy will not serve us.
 pub fn parse_auth_reply(b: [u8; 2]) -> Result<(), Error> {
     // RFC 1929 says version 1; some servers answer 5. Only the status matters.
     if b[0] != 1 && b[0] != VER {
@@ -88,8 +104,11 @@ pub fn connect_request(t: &Target) -> Result<Vec<u8>, Error> {
             a.port()
         }
         Target::Name(n, p) => {
-            if n.is_empty() || n.len() > 255 {
+            if n.len() > 255 {
                 return Err(Error::NameTooLong);
+            }
+            if !crate::names::is_host_name(n) {
+                return Err(Error::BadName);
             }
             v.push(ATYP_DOMAIN);
             v.push(n.len() as u8);
@@ -180,7 +199,11 @@ mod tests {
         let n = connect_request(&Target::Name("peer".into(), 443)).unwrap();
         assert_eq!(n, vec![5, 1, 0, 3, 4, b'p', b'e', b'e', b'r', 1, 0xbb]);
         assert_eq!(connect_request(&Target::Name("a".repeat(256), 1)), Err(Error::NameTooLong));
-        assert!(connect_request(&Target::Name("a".repeat(255), 1)).is_ok());
+        let longest = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(connect_request(&Target::Name(longest.clone(), 1)).unwrap()[4], 253);
+        for bad in ["", "a".repeat(64).as_str(), "peer\r\n", "pe er", "pe\0er", "a..b", "-a", "a_b", "a:1", &format!("{longest}x")] {
+            assert_eq!(connect_request(&Target::Name(bad.into(), 1)), Err(Error::BadName), "{bad:?}");
+        }
     }
 
     #[test]

@@ -18,10 +18,15 @@ use std::time::{Duration, Instant};
 /// One proxy with the addresses it was resolved to.
 #[derive(Clone, Debug)]
 pub struct Resolved {
+    /// The proxy as configured (scheme, credentials; shown in logs without the password).
     pub up: Upstream,
+    /// Where to dial it, tried in order; resolved by the caller, which knows how to resolve
+    /// without re-entering its own hooks.
     pub addrs: Vec<SocketAddr>,
 }
 
+/// Where the handshake reports what happened: a callback, so the library (its own log file
+/// and levels), the launcher's supervisor and tests each log in their own way.
 pub type Log<'a> = &'a mut dyn FnMut(LogLevel, std::fmt::Arguments<'_>);
 
 /// What the machine needs next.
@@ -58,6 +63,9 @@ enum St {
     Done,
 }
 
+/// The resumable handshake on one socket: see the module docs. Create it with [`Handshake::new`],
+/// call [`Handshake::resume`] until it says [`Step::Done`], waiting in between for the
+/// readiness it wants (or let [`drive`] do the waiting).
 pub struct Handshake<'a> {
     fd: i32,
     family: i32,
@@ -93,6 +101,7 @@ impl<'a> Handshake<'a> {
         self.hint_connected = true;
     }
 
+    /// The destination asked for (for logs of callers that drive the machine).
     pub fn target(&self) -> &Target {
         &self.target
     }
@@ -149,6 +158,14 @@ impl<'a> Handshake<'a> {
 
     /// Connect to the next usable upstream address. None: go on with the state machine.
     fn begin_attempt(&mut self, log: Log<'_>) -> Option<Step> {
+        if let Target::Name(n, _) = &self.target {
+            // Checked before any proxy is contacted: no encoder would take it anyway.
+            if !crate::names::is_host_name(n) {
+                log(LogLevel::Error, format_args!("refusing to ask a proxy for {:?}: not a host name", n));
+                self.st = St::Done;
+                return Some(Step::Done(Err(Errno(libc::EINVAL))));
+            }
+        }
         let mut k = 0;
         for (i, r) in self.ups.iter().enumerate() {
             for addr in &r.addrs {
@@ -161,7 +178,14 @@ impl<'a> Handshake<'a> {
                 let Some((sa, len)) = crate::sockaddr::encode(*addr, self.family) else { continue };
                 self.cur = Some((i, *addr));
                 match sys::connect_raw(self.fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
-                    Ok(()) => self.start_protocol(),
+                    Ok(()) => {
+                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why)) = self.start_protocol() {
+                            log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, r.up));
+                            sys::disconnect(self.fd);
+                            self.st = St::Done;
+                            return Some(Step::Done(Err(Errno(e))));
+                        }
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
                         self.st = St::Connecting;
                         return Some(Step::Want(libc::POLLOUT));
@@ -198,7 +222,7 @@ impl<'a> Handshake<'a> {
         up.user.as_deref().map(|u| (u, up.pass.as_deref().unwrap_or("")))
     }
 
-    fn start_protocol(&mut self) {
+    fn start_protocol(&mut self) -> Result<(), Fail> {
         self.out.clear();
         match self.up().scheme {
             Scheme::Socks5 => {
@@ -213,10 +237,11 @@ impl<'a> Handshake<'a> {
                 self.st = St::SendGreeting;
             }
             Scheme::Http => {
-                self.out = http::connect_request(&self.target, self.auth());
+                self.out = http::connect_request(&self.target, self.auth()).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
                 self.st = St::SendHttp;
             }
         }
+        Ok(())
     }
 
     fn pipelined(&self) -> bool {
@@ -229,7 +254,7 @@ impl<'a> Handshake<'a> {
             St::Connecting => {
                 // Connected to the proxy? (A spurious wake-up finds it still in progress.)
                 if std::mem::take(&mut self.hint_connected) || sys::is_connected(self.fd) {
-                    self.start_protocol();
+                    self.start_protocol()?;
                 } else {
                     match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
                         Ok(0) => return Ok(Some(libc::POLLOUT)),
@@ -430,6 +455,7 @@ impl<'a> Handshake<'a> {
     }
 }
 
+/// How [`establish`] waits.
 pub struct Opts {
     /// The whole dial (all upstreams) must finish by then.
     pub deadline: Instant,
