@@ -44,7 +44,11 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     }
     // SAFETY: node is a NUL-terminated string (contract).
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return pass() };
-    let Some(slot) = super::tailnet_slot(name) else { return pass() };
+    let slot = match super::tailnet_slot(name) {
+        None => return pass(),
+        Some(Err(())) => return Detour::Done(libc::EAI_AGAIN),
+        Some(Ok(s)) => s,
+    };
 
     // One address per name, like a single A record: AF_UNSPEC gets the IPv4 placeholder only
     // (both would lead to the same name at the proxy, and a second address doubles every

@@ -7,6 +7,9 @@ use tsproxy_core::Errno;
 use libc::{c_char, c_int, c_void, hostent, socklen_t};
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
+
+/// netdb.h: a temporary failure (h_errno).
+const TRY_AGAIN: c_int = 2;
 use tsproxy_core::names;
 
 extern "C" {
@@ -55,6 +58,9 @@ unsafe fn fill(ret: &mut hostent, buf: *mut c_char, buflen: usize, name: &str, a
 }
 
 fn placeholder(slot: u32, af: c_int) -> Vec<u8> {
+    if slot == u32::MAX {
+        return Vec::new();
+    }
     if af == libc::AF_INET6 {
         names::v6(slot).octets().to_vec()
     } else {
@@ -72,8 +78,12 @@ unsafe fn slot_for(name: *const c_char, af: c_int) -> Option<(u32, &'static str)
     }
     // SAFETY: contract.
     let n = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
-    let slot = super::tailnet_slot(n)?;
-    Some((slot, names::name(slot)?))
+    match super::tailnet_slot(n)? {
+        Ok(slot) => Some((slot, names::name(slot)?)),
+        // A tailnet name without a placeholder: it must not reach libc's resolver either. The
+        // empty name makes the fill fail ("try again"-like: no address) without asking libc.
+        Err(()) => Some((u32::MAX, "")),
+    }
 }
 
 /// # Safety
@@ -102,6 +112,15 @@ pub unsafe fn gethostbyname2_r(
 /// ret, result and h_errnop are valid pointers; buf has buflen writable bytes.
 #[allow(clippy::too_many_arguments)]
 unsafe fn fill_r(ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int, name: &str, af: c_int, addr: &[u8]) -> Detour<c_int> {
+    if name.is_empty() {
+        // A tailnet name without a placeholder (see dns::tailnet_slot): "try again".
+        // SAFETY: the caller's guarantee.
+        unsafe {
+            *result = std::ptr::null_mut();
+            *h_errnop = TRY_AGAIN;
+        }
+        return Detour::Done(libc::EAGAIN);
+    }
     // SAFETY: the caller's guarantee.
     unsafe {
         match fill(&mut *ret, buf, buflen, name, af, addr) {
@@ -153,6 +172,10 @@ thread_local! {
 
 /// Fill this thread's static hostent.
 fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Detour<*mut hostent> {
+    if n.is_empty() {
+        set_h_errno(TRY_AGAIN);
+        return Detour::Done(std::ptr::null_mut());
+    }
     STATIC.with(|s| {
         let s = s.get();
         // SAFETY: this thread's buffer; the previous result it held is invalidated, as

@@ -10,24 +10,30 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tsproxy_core::config::normalize_name;
 use tsproxy_core::names;
 
-/// The placeholder slot for `name` if it is a tailnet name, else None (libc resolves it).
-pub fn tailnet_slot(name: &str) -> Option<u32> {
+/// The placeholder slot for `name` if it is a tailnet name: None when it is not one (libc
+/// resolves it), `Some(Err(()))` when it is one but gets no placeholder (the table is full):
+/// the lookup then fails with "try again" — a tailnet name never goes to the system resolver.
+pub fn tailnet_slot(name: &str) -> Option<Result<u32, ()>> {
     let st = state::get();
     if !st.routes().is_tailnet_name(name, |n| st.known_locally(n)) {
         return None;
     }
-    let slot = names::intern(name);
-    if slot.is_none() {
-        if name.len() > 253 {
-            crate::log::log!(Error, "tailnet name too long ({} bytes); not resolved", name.len());
-        } else {
-            crate::log::log!(Error, "name table full; {name:?} is not resolved");
+    let slot = match names::try_intern(name) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = match e {
+                names::InternError::TooLong => "too long",
+                names::InternError::Invalid => "not a host name",
+                names::InternError::Full => "the name table is full",
+            };
+            crate::log::log!(Error, "tailnet name {name:?} not resolved: {why}; answering \"try again\"");
+            return Some(Err(()));
         }
-    }
-    match (slot, &st.supervisor_dns) {
-        (Some(s), Some(sup)) => Some(register_with_supervisor(name, s, *sup)),
-        _ => slot,
-    }
+    };
+    Some(Ok(match &st.supervisor_dns {
+        Some(sup) => register_with_supervisor(name, slot, *sup),
+        None => slot,
+    }))
 }
 
 /// Under the launcher's seccomp supervisor: make sure the supervisor (a separate process that
