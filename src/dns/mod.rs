@@ -7,7 +7,6 @@ pub mod nameinfo;
 use crate::state;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use tsproxy_core::config::normalize_name;
 use tsproxy_core::names;
 
 /// The placeholder slot for `name` if it is a tailnet name: None when it is not one (libc
@@ -81,26 +80,7 @@ pub fn name_of(ip: IpAddr) -> Option<&'static str> {
 
 /// Names /etc/hosts lists, plus this machine's hostname.
 pub fn local_names() -> HashSet<String> {
-    let mut set = HashSet::new();
-    if let Ok(text) = std::fs::read_to_string("/etc/hosts") {
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("");
-            set.extend(line.split_whitespace().skip(1).map(normalize_name));
-        }
-    }
-    // SAFETY: all-zero is a valid utsname; uname fills it.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: u is writable.
-    if unsafe { libc::uname(&mut u) } == 0 {
-        // SAFETY: uname NUL-terminates nodename.
-        let n = unsafe { std::ffi::CStr::from_ptr(u.nodename.as_ptr()) }.to_string_lossy();
-        let n = normalize_name(&n);
-        if let Some((first, _)) = n.split_once('.') {
-            set.insert(first.to_string());
-        }
-        set.insert(n);
-    }
-    set
+    tsproxy_core::hosts::local_names()
 }
 
 /// A proxy's host: IP literals and `localhost` without any lookup, other names through the

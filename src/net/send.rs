@@ -23,7 +23,21 @@ enum Plan {
 /// `addr` is null or points to `alen` readable bytes.
 unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> Plan {
     // SAFETY: forwarded contract.
-    let Some(dest) = (unsafe { sa::read(addr, alen) }) else { return Plan::Libc };
+    let Some(dest) = (unsafe { sa::read(addr, alen) }).or_else(|| {
+        // Family 0 (never set): the kernel's datagram and raw send paths read it as the
+        // socket's own family; read it the same way (rare: only then ask the socket).
+        // SAFETY: forwarded contract; at least the family is readable when alen >= 2.
+        let fam = (!addr.is_null() && alen >= 2).then(|| unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) });
+        if fam != Some(0) {
+            return None;
+        }
+        let dom = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
+        let ty = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
+        // SAFETY: forwarded contract.
+        unsafe { sa::read_send(addr, alen, dom, ty) }
+    }) else {
+        return Plan::Libc;
+    };
     let target = match decide(dest) {
         Route::Direct(_) => return Plan::Libc,
         Route::Refuse(e, why) => {
