@@ -239,7 +239,7 @@ impl Config {
     /// answers those without a lookup, so they are not names to hide.
     pub fn is_tailnet_name(&self, name: &str, known_locally: impl Fn(&str) -> bool) -> bool {
         let n = normalize_name(name);
-        if !names::is_host_name(&n) || names::is_address_literal(&n) || self.name_no_proxy(&n) {
+        if n.ends_with('.') || !names::is_host_name(&n) || names::is_address_literal(&n) || self.name_no_proxy(&n) {
             return false;
         }
         if self.domains.iter().any(|d| suffix_match(&n, d)) {
@@ -280,7 +280,8 @@ fn secret_err(var: &'static str, value: &str, why: String) -> ConfigError {
 /// first one, it hides everything between the user name (up to the first `:` or `,`) and the
 /// *last* `@` (passwords may hold unencoded `,` `@` `:` `/`); a port that is not a port (in
 /// `socks5://alice:Sekr1t`, the password sits where the port goes); text after a path, query
-/// or fragment delimiter; and every comma-separated piece after the first (in
+/// or fragment delimiter; the user name too in a URL whose scheme is not one we support (it may
+/// be `user:` and a password starting with `//`); and every comma-separated piece after the first (in
 /// `socks5://alice:pa,Sekr1t` the second "item" is the rest of a password). Kept: schemes, user
 /// names, hosts, ports, separators. A password holding `,scheme://` cannot be told from the
 /// start of another URL and is not covered.
@@ -293,12 +294,13 @@ pub fn redact(v: &str) -> String {
         }
     }
     let mut out = String::with_capacity(v.len() + 8);
-    redact_body(&v[..starts.first().copied().unwrap_or(v.len())], &mut out);
+    redact_body(&v[..starts.first().copied().unwrap_or(v.len())], true, &mut out);
     for (j, &s) in starts.iter().enumerate() {
         let item = &v[s..starts.get(j + 1).copied().unwrap_or(v.len())];
         let k = item.find("://").expect("a URL start has ://") + 3;
         out.push_str(&item[..k]);
-        redact_body(&item[k..], &mut out);
+        // `user:` + a password starting with `//` looks like a scheme: show no user name then.
+        redact_body(&item[k..], has_supported_scheme(item), &mut out);
     }
     out
 }
@@ -308,11 +310,11 @@ fn is_scheme_token(t: &str) -> bool {
 }
 
 /// One URL's text after `scheme://` up to the next URL, or the text before the first URL.
-fn redact_body(body: &str, out: &mut String) {
+fn redact_body(body: &str, show_user: bool, out: &mut String) {
     let rest = match body.rfind('@') {
         Some(at) => {
             let ui = &body[..at];
-            let user_end = ui.find([':', ',']).unwrap_or(ui.len());
+            let user_end = if show_user { ui.find([':', ',']).unwrap_or(ui.len()) } else { 0 };
             out.push_str(&ui[..user_end]);
             if user_end < ui.len() {
                 out.push_str(":***");
@@ -631,6 +633,7 @@ mod tests {
             ("socks5://h,alice:Sekr1t@h2", "socks5://h:***@h2"),
             ("alice:Sekr1t@h://x", "alice:***@h:***"),
             ("socks5://a://Sekr1t@h:1080", "socks5://a:***@h:1080"),
+            ("alice://Sekr1t@h:1080", "alice://:***@h:1080"),
             ("socks 5://alice:pa,Sekr1t", "socks 5:***,***"),
             ("alice:1080,Sekr1t", "alice:1080,***"),
             ("socks5://alice:99999999", "socks5://alice:***"),
@@ -711,6 +714,7 @@ mod tests {
             assert!(!c.is_tailnet_name(bad, hosts), "{bad:?}");
         }
         assert!(!c.is_tailnet_name(&format!("{}.ts.net", "a".repeat(64)), hosts));
+        assert!(!c.is_tailnet_name("peer..", hosts) && !c.is_tailnet_name("peer.ts.net..", hosts));
         assert!(!c.is_tailnet_name(&format!("{}.ts.net", "abcdefg.".repeat(31)), hosts), "over 253");
         assert!(c.is_tailnet_name(&format!("{}ts.net", "abcdefg.".repeat(30)), hosts));
         // What glibc's inet_aton reads as an address is an address, not a (short) name.

@@ -58,7 +58,8 @@ pub fn status(head: &[u8]) -> Option<u16> {
         return None;
     }
     let code = it.next()?;
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+    // RFC 9110 §15: three digits, the first one the class (1 to 5; 0 is no class at all).
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) || code.starts_with('0') {
         return None;
     }
     code.parse().ok()
@@ -132,6 +133,7 @@ mod tests {
         assert_eq!(status(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(status(b"HTTP/1.1 20 OK\r\n"), None);
         assert_eq!(status(b"HTTP/1.1 2000 OK\r\n"), None);
+        assert_eq!(status(b"HTTP/1.1 007 OK\r\n"), None);
         assert_eq!(status(b"HTTP/1.1 200\r\n\r\n"), Some(200));
         assert_eq!(errno_for(Some(500)), libc::ECONNREFUSED);
         assert_eq!(errno_for(Some(504)), libc::ETIMEDOUT);

@@ -103,7 +103,8 @@ fn checked(name: &str) -> Result<String, InternError> {
     if n.len() > MAX_NAME_LEN {
         return Err(InternError::TooLong);
     }
-    if !is_host_name(&n) {
+    // `n` already lost its one trailing dot: a second one ("x..") is an empty label.
+    if n.ends_with('.') || !is_host_name(&n) {
         return Err(InternError::Invalid);
     }
     Ok(n)
@@ -387,6 +388,7 @@ mod tests {
     fn intern_refuses_what_is_not_a_host_name() {
         assert_eq!(try_intern(""), Err(InternError::Invalid));
         assert_eq!(try_intern("."), Err(InternError::Invalid));
+        assert_eq!(try_intern("x.."), Err(InternError::Invalid));
         assert_eq!(try_intern(&"a".repeat(254)), Err(InternError::TooLong));
         assert_eq!(try_intern(&format!("{}.", "a.".repeat(126) + "b")), Ok(try_intern(&("a.".repeat(126) + "b")).unwrap()));
         for bad in ["peer\r\nX-Evil: 1", "peer\0", "pe er", "peer:80", "a@b", "a/b", "-peer", "peer-", "a..b", "_srv", "pe%er", "é", &"a".repeat(64)] {

@@ -93,19 +93,33 @@ fn samples_agree_with_glibc() {
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 5000, .. ProptestConfig::default() })]
+fn fuzz_cases() -> u32 {
+    std::env::var("TSPROXY_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000)
+}
 
+macro_rules! glibc_props {
+    ($cases:expr, $($attr:meta),* ; $random:ident, $dotted:ident) => {
+        proptest! {
+    #![proptest_config(ProptestConfig { cases: $cases, .. ProptestConfig::default() })]
+
+    $(#[$attr])*
     #[test]
-    fn random_strings_agree_with_glibc(s in "[0-9xXa-fA-F. \t\n+-]{0,20}") {
+    fn $random(s in "[0-9xXa-fA-F. \t\n+-]{0,20}") {
         prop_assert_eq!(names::inet_aton(&s), glibc_aton(&s), "inet_aton({:?})", s);
         prop_assert_eq!(names::inet_aton_exact(&s), glibc_numeric_host(&s), "exact({:?})", s);
     }
 
+    $(#[$attr])*
     #[test]
-    fn dotted_numbers_agree_with_glibc(parts in proptest::collection::vec((0u64..0x1_0000_0001, 0usize..3), 1..6), tail in "( [a-z]{0,3})?") {
+    fn $dotted(parts in proptest::collection::vec((0u64..0x1_0000_0001, 0usize..3), 1..6), tail in "( [a-z]{0,3})?") {
         let s = parts.iter().map(|(v, f)| match f { 0 => format!("{v}"), 1 => format!("0{v:o}"), _ => format!("0x{v:x}") }).collect::<Vec<_>>().join(".") + &tail;
         prop_assert_eq!(names::inet_aton(&s), glibc_aton(&s), "inet_aton({:?})", s);
         prop_assert_eq!(names::inet_aton_exact(&s), glibc_numeric_host(&s), "exact({:?})", s);
     }
 }
+    };
+}
+
+glibc_props!(5000, ; random_strings_agree_with_glibc, dotted_numbers_agree_with_glibc);
+// The same, long: `make fuzz` (see tests/fuzz.rs).
+glibc_props!(fuzz_cases(), ignore ; fuzz_random_strings_agree_with_glibc, fuzz_dotted_numbers_agree_with_glibc);
