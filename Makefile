@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 CARGO ?= cargo
 ROOT := $(shell id -u)
 
-.PHONY: all build test test-deps bench install uninstall clean
+.PHONY: all build test test-deps bench fuzz install uninstall clean
 
 all: build
 
@@ -38,3 +38,9 @@ clean:
 
 bench:
 	bash bench/run.sh
+
+# Long property runs of every parser that sees untrusted bytes (not in CI): proxy replies, HTTP
+# heads, DNS messages, config values, names, the handshake against a hostile proxy.
+FUZZ_CASES ?= 200000
+fuzz:
+	TSPROXY_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p tsproxy-core --release --test fuzz --test secrets -- --ignored
