@@ -43,4 +43,4 @@ bench:
 # heads, DNS messages, config values, names, the handshake against a hostile proxy.
 FUZZ_CASES ?= 200000
 fuzz:
-	TSPROXY_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p tsproxy-core --release --test fuzz --test secrets -- --ignored
+	TSPROXY_FUZZ_CASES=$(FUZZ_CASES) $(CARGO) test -p tsproxy-core --release --test fuzz --test secrets --test inet_aton_glibc -- --ignored
