@@ -113,3 +113,264 @@ fn cgo_go_resolving_through_glibc_and_dialing_raw() {
         assert_eq!(s, "hello from tailnet", "{url}: {}", text(&out));
     }
 }
+
+// ---- Never-leak rules of the supervisor, with c-harness/sup_probe.c linked -static. ----
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// c-harness/sup_probe.c linked with -static, once per test process.
+fn probe() -> Option<PathBuf> {
+    static P: OnceLock<Option<PathBuf>> = OnceLock::new();
+    P.get_or_init(|| {
+        if !Command::new("sh").args(["-c", "command -v cc"]).output().map(|o| o.status.success()).unwrap_or(false) {
+            eprintln!("sup_probe tests skipped: cc not installed");
+            return None;
+        }
+        let out = target_dir().join("c-harness").join("sup_probe-static");
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("c-harness/sup_probe.c");
+        let o = Command::new("cc").args(["-static", "-O2", "-Wall", "-o"]).arg(&tmp).arg(&src).output().expect("cc");
+        assert!(o.status.success(), "cc -static sup_probe.c: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::rename(&tmp, &out).unwrap();
+        Some(out)
+    })
+    .clone()
+}
+
+/// Run sup_probe under the launcher (supervisor on) with `TSPROXY_ROUTES` making loopback
+/// addresses "tailnet" destinations, so a leak reaches a listener of ours instead of a network.
+fn probe_run(proxy: &str, args: &[&str]) -> std::process::Output {
+    let p = probe().unwrap();
+    Command::new(launcher())
+        .args(["--supervisor=on", "--proxy", proxy])
+        .arg(&p)
+        .args(args)
+        .env("TSPROXY_ROUTES", "127.0.0.1/32,::1/128")
+        .env_remove("TSPROXY_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn i386_int80_connect_to_tailnet_never_leaves() {
+    if probe().is_none() {
+        return;
+    }
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let before = net().socks.seen().len();
+    let out = probe_run(&net().socks.url(), &["int80", "127.0.0.1", &port]);
+    assert_eq!(kv(&out).get("errno").map(String::as_str), Some("ENOSYS"), "{}", text(&out));
+    assert!(l.accept().is_err(), "the i386 connect reached the destination");
+    assert_eq!(net().socks.seen().len(), before);
+}
+
+#[test]
+fn datagrams_with_sendmsg_sendmmsg_and_family_zero_are_refused() {
+    if probe().is_none() {
+        return;
+    }
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let port = u.local_addr().unwrap().port().to_string();
+    for how in ["sendmsg", "sendmmsg", "sendto0"] {
+        let out = probe_run(&net().socks.url(), &[how, "127.0.0.1", &port]);
+        assert_eq!(kv(&out).get("errno").map(String::as_str), Some("ENETUNREACH"), "{how}: {}", text(&out));
+        let mut b = [0u8; 16];
+        assert!(u.recv(&mut b).is_err(), "{how}: a datagram reached the tailnet destination");
+    }
+    // Not ours: untouched.
+    let u2 = UdpSocket::bind("127.0.0.2:0").unwrap();
+    u2.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let out = probe_run(&net().socks.url(), &["sendmsg", "127.0.0.2", &u2.local_addr().unwrap().port().to_string()]);
+    assert_eq!(kv(&out)["errno"], "0", "{}", text(&out));
+    let mut b = [0u8; 16];
+    assert_eq!(u2.recv(&mut b).unwrap(), 5);
+}
+
+#[test]
+fn io_uring_is_enosys_under_the_supervisor() {
+    if probe().is_none() {
+        return;
+    }
+    let out = probe_run(&net().socks.url(), &["io_uring"]);
+    assert_eq!(kv(&out)["errno"], "ENOSYS", "{}", text(&out));
+}
+
+#[test]
+fn rfc2133_24_byte_inet6_connect_is_proxied() {
+    if probe().is_none() || TcpListener::bind("[::1]:0").is_err() {
+        return;
+    }
+    let l = TcpListener::bind("[::1]:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let out = probe_run(&net().socks.url(), &["connect24", "::1", &port.to_string()]);
+    assert!(l.accept().is_err(), "the 24-byte connect went direct: {}", text(&out));
+    assert!(net().socks.seen().iter().any(|d| matches!(d, Dest::V6(ip, p) if ip.is_loopback() && *p == port)), "{}", text(&out));
+}
+
+/// A SOCKS5 server (no auth) that waits `delay` before answering CONNECT, then answers
+/// "PONG:" + the first 4 bytes of data. Records those bytes.
+fn slow_socks(delay: Duration) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("socks5://{}", l.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let seen = s2.clone();
+            std::thread::spawn(move || {
+                let mut c = c;
+                let mut g = [0u8; 3];
+                c.read_exact(&mut g)?;
+                c.write_all(&[5, 0])?;
+                let mut h = [0u8; 4];
+                c.read_exact(&mut h)?;
+                let alen = match h[3] {
+                    1 => 4,
+                    4 => 16,
+                    _ => {
+                        let mut n = [0u8; 1];
+                        c.read_exact(&mut n)?;
+                        n[0] as usize
+                    }
+                };
+                let mut rest = vec![0u8; alen + 2];
+                c.read_exact(&mut rest)?;
+                std::thread::sleep(delay);
+                c.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0])?;
+                let mut d = [0u8; 4];
+                c.read_exact(&mut d)?;
+                seen.lock().unwrap().push(d.to_vec());
+                c.write_all(&[&b"PONG:"[..], &d].concat())?;
+                std::io::Result::Ok(())
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn a_signal_during_a_held_connect_neither_interrupts_it_nor_mixes_data_into_the_handshake() {
+    if probe().is_none() {
+        return;
+    }
+    let (url, seen) = slow_socks(Duration::from_millis(700));
+    let out = probe_run(&url, &["sigconnect", "100.64.0.2", "7"]);
+    let k = kv(&out);
+    assert_eq!(k.get("errno").map(String::as_str), Some("0"), "connect interrupted: {}", text(&out));
+    assert_eq!(k.get("reply").map(String::as_str), Some("PONG:PING"), "{}", text(&out));
+    assert!(k["alarms"].parse::<u32>().unwrap() >= 1, "the timer fired after connect: {}", text(&out));
+    assert_eq!(*seen.lock().unwrap(), vec![b"PING".to_vec()]);
+}
+
+/// The pid of the supervisor started by a launcher whose environment holds `marker`.
+fn supervisor_with(marker: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        cmd.starts_with(b"tsproxy-supervisor") && env.windows(marker.len()).any(|w| w == marker.as_bytes())
+    })
+}
+
+#[test]
+fn dials_use_a_bounded_pool_and_overflow_fails_with_eagain() {
+    if probe().is_none() {
+        return;
+    }
+    let (url, _) = slow_socks(Duration::from_millis(500));
+    let marker = format!("SUP_POOL_TEST={}", std::process::id());
+    let mut child = Command::new(launcher())
+        .args(["--supervisor=on", "--proxy", &url])
+        .arg(probe().unwrap())
+        .args(["many", "150", "100.64.0.2", "7"])
+        .env(marker.split('=').next().unwrap(), marker.split('=').nth(1).unwrap())
+        .env_remove("TSPROXY_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut max_threads = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if let Some(pid) = supervisor_with(&marker) {
+            let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let n: usize = st.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            max_threads = max_threads.max(n);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let k = kv(&out);
+    let (ok, eagain, other): (usize, usize, usize) = (k["ok"].parse().unwrap(), k["eagain"].parse().unwrap(), k["other"].parse().unwrap());
+    assert_eq!((ok + eagain, other), (150, 0), "{}", text(&out));
+    assert!(ok >= 12 + 64, "{}", text(&out));
+    assert!(eagain > 0, "150 dials at once through a slow proxy: some must find the queue full: {}", text(&out));
+    // Main thread, DNS thread, 12 dial workers.
+    assert!(max_threads > 0 && max_threads <= 14, "supervisor threads: {max_threads}");
+}
+
+#[test]
+fn proxy_password_is_not_in_the_supervisors_command_line() {
+    let secret = format!("pw-{}-secret", std::process::id());
+    let marker = format!("SUP_ARGV_TEST={}", std::process::id());
+    let mut child = Command::new(launcher())
+        .args(["--supervisor=on", "--proxy", &format!("socks5://user:{secret}@127.0.0.1:1"), "sleep", "3"])
+        .env(marker.split('=').next().unwrap(), marker.split('=').nth(1).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut sup = None;
+    while sup.is_none() && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+        sup = supervisor_with(&marker);
+    }
+    let leaks: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default().windows(secret.len()).any(|w| w == secret.as_bytes()))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(sup.is_some(), "no supervisor found");
+    assert!(leaks.is_empty(), "the password is in /proc/{leaks:?}/cmdline");
+}
+
+#[test]
+fn dns_responder_answers_only_the_supervised_tree() {
+    let mut child = Command::new(launcher())
+        .args(["--supervisor=on", "--proxy", &net().socks.url(), "sh", "-c", "echo $TSPROXY_SUPERVISOR_DNS $TSPROXY_SUPERVISOR_DNS_KEY; sleep 3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let mut it = line.split_whitespace();
+    let (addr, key): (SocketAddr, String) = (it.next().unwrap().parse().unwrap(), it.next().unwrap_or("").to_string());
+    let q = tsproxy_core::dns::query(0x4242, "outsider-peer", tsproxy_core::dns::TYPE_A).unwrap();
+    let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    u.send_to(&q, addr).unwrap();
+    let mut b = [0u8; 512];
+    let outsider = u.recv(&mut b);
+    // With the tree's key, the library's registration is answered.
+    let mut keyed = b"TSK1".to_vec();
+    keyed.extend_from_slice(key.as_bytes());
+    keyed.extend_from_slice(&q);
+    u.send_to(&keyed, addr).unwrap();
+    let insider = u.recv(&mut b).map(|n| tsproxy_core::dns::first_address(&b[..n], 0x4242));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(outsider.is_err(), "an outsider got an answer");
+    assert!(matches!(insider, Ok(Some(ip)) if tsproxy_core::names::is_placeholder(&ip)), "{insider:?}");
+}

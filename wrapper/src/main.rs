@@ -136,9 +136,15 @@ fn main() {
     };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
     if mode != supervisor::Mode::Off {
-        if let Err(e) = supervisor::install(&cfg) {
-            if cfg.log >= config::LogLevel::Error {
-                eprintln!("tsproxy: supervisor off ({e}); static binaries will not be proxied");
+        match supervisor::install(&cfg) {
+            Ok(h) => {
+                std::env::set_var("TSPROXY_SUPERVISOR_DNS", h.dns.to_string());
+                std::env::set_var("TSPROXY_SUPERVISOR_DNS_KEY", h.key);
+            }
+            Err(e) => {
+                if cfg.log >= config::LogLevel::Error {
+                    eprintln!("tsproxy: supervisor off ({e}); static binaries will not be proxied");
+                }
             }
         }
     }

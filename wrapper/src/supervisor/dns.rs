@@ -1,0 +1,208 @@
+//! The DNS responder: tailnet names get placeholders (from the same table the supervisor reads
+//! at connect time); every other question is forwarded, unchanged, to the server the program
+//! asked. One thread, no thread per query: forwards wait in a bounded set polled with the
+//! responder socket.
+//!
+//! Who may use it. The socket is on 127.0.0.1, where any local user can reach it; it answers
+//! only:
+//! - datagrams from sockets the supervisor itself redirected (their local address is in
+//!   `dns_routes`, recorded when a supervised process connected them to port 53), and
+//! - datagrams that start with the per-tree key (`KEY_MAGIC` + the key in hex), which the
+//!   launcher hands to the command in `TSPROXY_SUPERVISOR_DNS_KEY`: the preload library's
+//!   name registration. The answer is a plain DNS message.
+//!
+//! Everything else is dropped. A client (a redirected process, by thread group, or the key
+//! holders together) can add at most `NAMES_PER_CLIENT` names to the placeholder table;
+//! past that, new names get SERVFAIL, so no client can exhaust the table for the others.
+use super::log;
+use super::notify::{lock, Sup};
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+use tsproxy_core::config::LogLevel;
+use tsproxy_core::{cidr, dns, names, syscall};
+
+pub const KEY_LEN: usize = 16;
+/// A keyed datagram: KEY_MAGIC, the key as 32 lower-case hex digits, then the DNS query.
+pub const KEY_MAGIC: &[u8; 4] = b"TSK1";
+/// New names one client may add to the placeholder table (of `names::SLOTS`).
+pub const NAMES_PER_CLIENT: usize = 2048;
+/// Forwarded questions waiting for their server at once; more are dropped (the client retries).
+const MAX_FORWARDS: usize = 256;
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn new_key() -> std::io::Result<[u8; KEY_LEN]> {
+    let mut k = [0u8; KEY_LEN];
+    let n = syscall!(SYS_getrandom, k.as_mut_ptr(), KEY_LEN, 0)?;
+    if n as usize != KEY_LEN {
+        return Err(std::io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(k)
+}
+
+pub fn key_hex(k: &[u8; KEY_LEN]) -> String {
+    k.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The DNS message of a datagram carrying the key, None when it does not (compared in
+/// constant time).
+pub fn strip_key<'a>(pkt: &'a [u8], key_hex: &[u8]) -> Option<&'a [u8]> {
+    let head = KEY_MAGIC.len() + key_hex.len();
+    if pkt.len() < head || &pkt[..KEY_MAGIC.len()] != KEY_MAGIC {
+        return None;
+    }
+    let diff = pkt[KEY_MAGIC.len()..head].iter().zip(key_hex).fold(0u8, |d, (a, b)| d | (a ^ b));
+    (diff == 0).then_some(&pkt[head..])
+}
+
+/// Who is asking, for the per-client bound.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Client {
+    Process(i32),
+    KeyHolder,
+}
+
+/// The per-client bound on new names.
+#[derive(Default)]
+pub(super) struct Quota {
+    /// Names this responder put in the table (answered before: free for everyone).
+    known: HashSet<String>,
+    added: HashMap<Client, usize>,
+}
+
+impl Quota {
+    /// May `client` have `name`? Counts it against the client when it is new.
+    fn admit(&mut self, client: Client, name: &str) -> bool {
+        if self.known.contains(name) {
+            return true;
+        }
+        let n = self.added.entry(client).or_insert(0);
+        if *n >= NAMES_PER_CLIENT {
+            return false;
+        }
+        *n += 1;
+        self.known.insert(name.to_string());
+        true
+    }
+}
+
+struct Forward {
+    sock: UdpSocket,
+    client: SocketAddr,
+    deadline: Instant,
+}
+
+pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
+    let key_hex = key_hex(&key).into_bytes();
+    if sock.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut quota = Quota::default();
+    let mut fwds: Vec<Forward> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let now = Instant::now();
+        fwds.retain(|f| f.deadline > now);
+        let wait = fwds.iter().map(|f| f.deadline.saturating_duration_since(now)).min().map_or(-1, |d| d.as_millis() as i32 + 1);
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd()).chain(fwds.iter().map(|f| f.sock.as_raw_fd())).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: pfds is a valid array of pfds.len() pollfd structs.
+        if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait) } <= 0 {
+            continue;
+        }
+        // Answers from servers first (indices shift once forwards are removed).
+        for i in (1..pfds.len()).rev() {
+            if pfds[i].revents == 0 {
+                continue;
+            }
+            let f = fwds.swap_remove(i - 1);
+            if let Ok(m) = f.sock.recv(&mut buf) {
+                let _ = sock.send_to(&buf[..m], f.client);
+            }
+        }
+        if pfds[0].revents & libc::POLLIN == 0 {
+            continue;
+        }
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let pkt = buf[..n].to_vec();
+            if let Some(f) = handle(sup, &sock, &key_hex, &mut quota, &pkt, from) {
+                if fwds.len() < MAX_FORWARDS {
+                    fwds.push(f);
+                }
+            }
+        }
+    }
+}
+
+/// Answer one datagram, or return the forward to wait for.
+fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, pkt: &[u8], from: SocketAddr) -> Option<Forward> {
+    let route = lock(&sup.dns_routes).get(&SocketAddr::new(cidr::unmap(from.ip()), from.port())).copied();
+    let (query, client) = match (route, strip_key(pkt, key_hex)) {
+        (_, Some(q)) => (q, Client::KeyHolder),
+        (Some(r), None) => (pkt, Client::Process(r.tgid)),
+        (None, None) => {
+            log(&sup.cfg, LogLevel::Debug, format_args!("dns: dropped a datagram from {from}: not from a supervised socket"));
+            return None;
+        }
+    };
+    if let Some(q) = dns::parse_query(query) {
+        if sup.cfg.is_tailnet_name(&q.name, |n| sup.local_names.contains(n)) {
+            let mut answer = if quota.admit(client, &q.name) {
+                let addr = names::intern(&q.name).map(|s| if q.qtype == dns::TYPE_AAAA { std::net::IpAddr::V6(names::v6(s)) } else { std::net::IpAddr::V4(names::v4(s)) });
+                log(&sup.cfg, LogLevel::Debug, format_args!("dns {} type {} -> tailnet name, {addr:?}", q.name, q.qtype));
+                dns::answer(query, &q, addr)
+            } else {
+                log(&sup.cfg, LogLevel::Info, format_args!("dns {}: {client:?} already added {NAMES_PER_CLIENT} names; SERVFAIL", q.name));
+                let mut a = dns::answer(query, &q, None);
+                a[3] = (a[3] & 0xf0) | 2; // RCODE SERVFAIL
+                a
+            };
+            answer.truncate(4096);
+            let _ = sock.send_to(&answer, from);
+            return None;
+        }
+    }
+    // Forward only for redirected sockets, to the server they asked.
+    let server = route?.server;
+    let bind: SocketAddr = if server.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
+    let up = UdpSocket::bind(bind).ok()?;
+    up.send_to(query, server).ok()?;
+    Some(Forward { sock: up, client: from, deadline: Instant::now() + FORWARD_TIMEOUT })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_framing() {
+        let k = [0xabu8; KEY_LEN];
+        let hex = key_hex(&k);
+        assert_eq!(hex.len(), 32);
+        let mut pkt = KEY_MAGIC.to_vec();
+        pkt.extend_from_slice(hex.as_bytes());
+        pkt.extend_from_slice(b"QUERY");
+        assert_eq!(strip_key(&pkt, hex.as_bytes()), Some(&b"QUERY"[..]));
+        let mut bad = pkt.clone();
+        bad[10] ^= 1;
+        assert_eq!(strip_key(&bad, hex.as_bytes()), None);
+        assert_eq!(strip_key(b"QUERY", hex.as_bytes()), None);
+        assert_eq!(strip_key(&pkt[..20], hex.as_bytes()), None);
+        assert_ne!(new_key().unwrap(), new_key().unwrap());
+    }
+
+    #[test]
+    fn quota_bounds_each_client() {
+        let mut q = Quota::default();
+        let a = Client::Process(1);
+        for i in 0..NAMES_PER_CLIENT {
+            assert!(q.admit(a, &format!("n{i}")));
+        }
+        assert!(!q.admit(a, "one-more"));
+        // Names already in the table stay answerable, for everyone.
+        assert!(q.admit(a, "n5"));
+        assert!(q.admit(Client::Process(2), "n5"));
+        assert!(q.admit(Client::Process(2), "one-more"));
+        assert!(q.admit(Client::KeyHolder, "other"));
+    }
+}

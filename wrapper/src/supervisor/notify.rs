@@ -1,0 +1,447 @@
+//! The notification loop, the verdicts, and the worker pool that dials through the proxy.
+//!
+//! The loop answers at once everything that needs no waiting: connects that are not ours
+//! (CONTINUE), refusals, datagrams to tailnet destinations (ENETUNREACH), DNS redirects. Only
+//! a tailnet TCP connect, which waits on the proxy, goes to a worker: a bounded pool
+//! (`WORKERS` threads, started on demand, and a queue of `QUEUE`). When the queue is full the
+//! connect fails closed with EAGAIN and one log line, instead of a thread per connect; a
+//! thread that cannot be started (process limit) is logged, and with no worker at all the
+//! dial runs in the loop. Every handler runs under `catch_unwind`: a panic answers the
+//! notification fail-closed (ECONNREFUSED / ENETUNREACH) and the supervisor carries on.
+//!
+//! Signals. With SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux >= 5.19, set in mod.rs) a
+//! received notification can only be interrupted by a fatal signal, so a program's held
+//! connect() never returns early and no program byte can reach the socket before the proxy's
+//! handshake is over. On 5.6–5.18 a signal can end the wait: without SA_RESTART connect()
+//! returns EINTR while the worker is mid-handshake (a write then would go into the handshake;
+//! nothing here can stop that), with SA_RESTART the kernel issues the connect again — a second
+//! notification for a socket a worker is dialing on, which `inflight` answers with EALREADY
+//! instead of a second handshake on the same socket.
+use super::{dns, log, resolve_host};
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tsproxy_core::config::{Config, LogLevel};
+use tsproxy_core::route::{self, Route};
+use tsproxy_core::tunnel::{self, Opts, Resolved};
+use tsproxy_core::{cidr, hosts, sockaddr, sys, syscall, Errno, Target};
+
+/// Dialing threads at most.
+pub const WORKERS: usize = 12;
+/// Dials waiting for a worker at most; one more fails with EAGAIN.
+pub const QUEUE: usize = 64;
+/// The kernel's cap on sendmmsg's vlen (UIO_MAXIOV).
+const UIO_MAXIOV: usize = 1024;
+/// Bytes of a sockaddr we read: the kernel accepts at most sizeof(sockaddr_storage).
+const ADDR_MAX: usize = 128;
+
+/// The answer to a notification.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    Return(i64),
+    Fail(Errno),
+}
+
+/// Lock, ignoring poisoning: every map here stays consistent across a panic (single inserts
+/// and removes), and a poisoned lock must not take the supervisor down.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A DNS redirect: the server the program asked, and the process (thread group) it asked from.
+#[derive(Clone, Copy)]
+pub(super) struct DnsRoute {
+    pub server: SocketAddr,
+    pub tgid: i32,
+}
+
+pub(super) struct Sup {
+    pub cfg: Config,
+    listener: i32,
+    ups: Vec<Resolved>,
+    pub local_names: HashSet<String>,
+    dns: SocketAddr,
+    /// DNS redirects: the program's socket (its local address) -> where and who.
+    pub dns_routes: Mutex<HashMap<SocketAddr, DnsRoute>>,
+    /// Sockets (inode) a worker is dialing on.
+    inflight: Mutex<HashSet<u64>>,
+}
+
+/// A dial for a worker. `sock` is our duplicate of the program's socket.
+struct Job {
+    id: u64,
+    sock: OwnedFd,
+    ino: u64,
+    dest: SocketAddr,
+    target: Target,
+    family: i32,
+}
+
+enum Step {
+    Answer(Verdict),
+    Dial(Job),
+}
+
+pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN]) {
+    let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let Ok(dns_addr) = responder.local_addr() else { return };
+    let sup = Arc::new(Sup {
+        ups,
+        local_names: hosts::local_names(),
+        dns: dns_addr,
+        dns_routes: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashSet::new()),
+        cfg,
+        listener,
+    });
+    {
+        let s2 = sup.clone();
+        let spawned = std::thread::Builder::new().name("tsproxy-dns".into()).spawn(move || dns::serve(&s2, responder, key));
+        if let Err(e) = spawned {
+            // Redirected sockets then get no answer (and time out); nothing leaks.
+            log(&sup.cfg, LogLevel::Error, format_args!("cannot start the DNS responder: {e}"));
+        }
+    }
+    let pool = Pool::new(sup.clone());
+    loop {
+        match sys::poll1(listener, libc::POLLIN, -1) {
+            Ok(ev) if ev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 && ev & libc::POLLIN == 0 => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+        // SAFETY: all-zero is the required initial state of a seccomp_notif.
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        if syscall!(SYS_ioctl, listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n as *mut libc::seccomp_notif).is_err() {
+            continue; // the target died meanwhile (ENOENT), or a signal
+        }
+        match catch_unwind(AssertUnwindSafe(|| sup.triage(&n))) {
+            Ok(Step::Answer(v)) => sup.respond(n.id, v),
+            Ok(Step::Dial(job)) => pool.submit(job),
+            Err(_) => sup.respond(n.id, Verdict::Fail(fail_closed(n.data.nr))),
+        }
+    }
+}
+
+/// What a notification gets when handling it went wrong: never CONTINUE.
+fn fail_closed(nr: i32) -> Errno {
+    if nr as i64 == libc::SYS_connect {
+        Errno(libc::ECONNREFUSED)
+    } else {
+        Errno(libc::ENETUNREACH)
+    }
+}
+
+struct Pool {
+    sup: Arc<Sup>,
+    tx: SyncSender<Job>,
+    rx: Arc<Mutex<Receiver<Job>>>,
+    workers: AtomicUsize,
+    idle: Arc<AtomicUsize>,
+}
+
+impl Pool {
+    fn new(sup: Arc<Sup>) -> Pool {
+        let (tx, rx) = sync_channel(QUEUE);
+        Pool { sup, tx, rx: Arc::new(Mutex::new(rx)), workers: AtomicUsize::new(0), idle: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn submit(&self, job: Job) {
+        let workers = self.workers.load(Ordering::Relaxed);
+        if self.idle.load(Ordering::Acquire) == 0 && workers < WORKERS {
+            let (sup, rx, idle) = (self.sup.clone(), self.rx.clone(), self.idle.clone());
+            match std::thread::Builder::new().name("tsproxy-dial".into()).stack_size(256 << 10).spawn(move || worker(&sup, &rx, &idle)) {
+                Ok(_) => {
+                    self.workers.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => log(&self.sup.cfg, LogLevel::Error, format_args!("cannot start a dial thread ({e}); {workers} running")),
+            }
+        }
+        if self.workers.load(Ordering::Relaxed) == 0 {
+            // No thread at all: dial here (the loop waits, but nothing fails or leaks).
+            let id = job.id;
+            let v = catch_unwind(AssertUnwindSafe(|| self.sup.dial(job))).unwrap_or(Verdict::Fail(Errno(libc::ECONNREFUSED)));
+            self.sup.respond(id, v);
+            return;
+        }
+        match self.tx.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(job)) | Err(TrySendError::Disconnected(job)) => {
+                log(&self.sup.cfg, LogLevel::Error, format_args!("connect {} {}: {QUEUE} dials already waiting; failing it with EAGAIN", job.dest, job.target));
+                self.sup.finish(job.ino);
+                self.sup.respond(job.id, Verdict::Fail(Errno(libc::EAGAIN)));
+            }
+        }
+    }
+}
+
+fn worker(sup: &Sup, rx: &Mutex<Receiver<Job>>, idle: &AtomicUsize) {
+    loop {
+        idle.fetch_add(1, Ordering::Release);
+        let job = lock(rx).recv();
+        idle.fetch_sub(1, Ordering::Release);
+        let Ok(job) = job else { return };
+        let id = job.id;
+        let v = catch_unwind(AssertUnwindSafe(|| sup.dial(job))).unwrap_or(Verdict::Fail(Errno(libc::ECONNREFUSED)));
+        sup.respond(id, v);
+    }
+}
+
+/// Read `buf.len()` bytes of the target's memory at `addr`.
+fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+    let n = syscall!(SYS_process_vm_readv, pid, &local as *const libc::iovec, 1, &remote as *const libc::iovec, 1, 0)?;
+    if n as usize != buf.len() {
+        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    }
+    Ok(())
+}
+
+/// The thread group of a thread (the notification names the calling thread; pidfd_open wants
+/// a process).
+fn tgid_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Tgid:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The program's socket, as a descriptor of ours (pidfd_getfd), with its domain, type and
+/// inode, and the thread group it came from.
+struct Sock {
+    fd: OwnedFd,
+    domain: i32,
+    ty: i32,
+    ino: u64,
+    tgid: i32,
+}
+
+fn take(tid: i32, fd: i32) -> Option<Sock> {
+    let tgid = tgid_of(tid)?;
+    let pidfd = syscall!(SYS_pidfd_open, tgid, 0).ok()? as i32;
+    let r = syscall!(SYS_pidfd_getfd, pidfd, fd, 0);
+    let _ = syscall!(SYS_close, pidfd);
+    // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(r.ok()? as i32) };
+    let domain = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
+    let ty = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
+    // SAFETY: all-zero is a valid stat buffer; fstat only writes into it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    syscall!(SYS_fstat, fd.as_raw_fd(), &mut st as *mut libc::stat).ok()?;
+    Some(Sock { fd, domain, ty, ino: st.st_ino, tgid })
+}
+
+impl Sup {
+    pub(super) fn respond(&self, id: u64, v: Verdict) {
+        let (val, error, flags) = match v {
+            Verdict::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
+            Verdict::Return(v) => (v, 0, 0),
+            Verdict::Fail(e) => (0, -e.raw(), 0),
+        };
+        let resp = libc::seccomp_notif_resp { id, val, error, flags };
+        let _ = syscall!(SYS_ioctl, self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp as *const libc::seccomp_notif_resp);
+    }
+
+    /// Is the notification still live? Checked after reading the target's memory or taking its
+    /// descriptor and before acting on them: then the pid was not reused under us.
+    fn valid(&self, id: u64) -> bool {
+        syscall!(SYS_ioctl, self.listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id as *const u64).is_ok()
+    }
+
+    fn finish(&self, ino: u64) {
+        lock(&self.inflight).remove(&ino);
+    }
+
+    fn triage(&self, n: &libc::seccomp_notif) -> Step {
+        let a = n.data.args;
+        let tid = n.pid as i32;
+        match n.data.nr as i64 {
+            libc::SYS_connect => self.on_connect(n),
+            libc::SYS_sendto => Step::Answer(self.on_send(n, &[(a[4], a[5] as u32)], a[3] as i32)),
+            libc::SYS_sendmsg => {
+                let mut names = Vec::new();
+                if let Some(nm) = msg_name(tid, a[1]) {
+                    names.push(nm);
+                }
+                Step::Answer(self.on_send(n, &names, a[2] as i32))
+            }
+            libc::SYS_sendmmsg => {
+                let vlen = (a[2] as u32 as usize).min(UIO_MAXIOV);
+                let size = std::mem::size_of::<libc::mmsghdr>() as u64;
+                let names: Vec<_> = (0..vlen as u64).map_while(|i| msg_name_or_none(tid, a[1].wrapping_add(i * size))).flatten().collect();
+                Step::Answer(self.on_send(n, &names, a[3] as i32))
+            }
+            _ => Step::Answer(Verdict::Continue),
+        }
+    }
+
+    fn on_connect(&self, n: &libc::seccomp_notif) -> Step {
+        let a = n.data.args;
+        let (fd, ptr, len) = (a[0] as i32, a[1], a[2] as u32);
+        let mut raw = [0u8; ADDR_MAX];
+        let len = (len as usize).min(ADDR_MAX);
+        if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
+            return Step::Answer(Verdict::Continue); // the kernel reports the bad address itself
+        }
+        // SAFETY: raw holds len initialized bytes.
+        let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return Step::Answer(Verdict::Continue) };
+        let target = match route::decide(&self.cfg, dest) {
+            Route::Direct(_) if dest.port() == 53 => return Step::Answer(self.dns_redirect(n, fd, dest)),
+            Route::Direct(_) => return Step::Answer(Verdict::Continue),
+            Route::Refuse(e, why) => {
+                log(&self.cfg, LogLevel::Info, format_args!("connect {dest}: {why} (supervisor)"));
+                return Step::Answer(Verdict::Fail(e));
+            }
+            Route::Proxy(t) => t,
+        };
+        // Fail closed from here on: a tailnet destination is never let through.
+        let refused = Step::Answer(Verdict::Fail(Errno(libc::ECONNREFUSED)));
+        let Some(s) = take(n.pid as i32, fd) else { return refused };
+        if !self.valid(n.id) {
+            return refused; // nobody is waiting for this answer any more
+        }
+        if s.ty & 0xf != libc::SOCK_STREAM {
+            log(&self.cfg, LogLevel::Info, format_args!("{target}: only TCP is proxied; refusing a datagram socket to a tailnet destination"));
+            return Step::Answer(Verdict::Fail(Errno(libc::ENETUNREACH)));
+        }
+        if !lock(&self.inflight).insert(s.ino) {
+            return Step::Answer(Verdict::Fail(Errno(libc::EALREADY)));
+        }
+        if sys::is_connected(s.fd.as_raw_fd()) {
+            self.finish(s.ino);
+            return Step::Answer(Verdict::Fail(Errno(libc::EISCONN)));
+        }
+        Step::Dial(Job { id: n.id, ino: s.ino, family: s.domain, sock: s.fd, dest, target })
+    }
+
+    fn dial(&self, job: Job) -> Verdict {
+        struct Done<'a>(&'a Sup, u64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.finish(self.1);
+            }
+        }
+        let _done = Done(self, job.ino);
+        let t0 = Instant::now();
+        let opts = Opts { deadline: t0 + self.cfg.timeout, read_cap: None, pipeline: self.cfg.pipeline };
+        let cfg = &self.cfg;
+        let (dest, target) = (job.dest, &job.target);
+        match tunnel::establish(job.sock.as_raw_fd(), job.family, &self.ups, target, &opts, &mut |l, a| log(cfg, l, a)) {
+            Ok(via) => {
+                log(cfg, LogLevel::Debug, format_args!("connect {dest} {target} -> proxy {via} -> ok {}us (supervisor)", t0.elapsed().as_micros()));
+                Verdict::Return(0)
+            }
+            Err(e) => {
+                log(cfg, LogLevel::Info, format_args!("connect {dest} {target} -> {e} (supervisor)"));
+                Verdict::Fail(e)
+            }
+        }
+    }
+
+    /// A connect to port 53 on a datagram socket: connect it to our responder instead and
+    /// remember the server it asked for (and who asked: the responder answers only those).
+    fn dns_redirect(&self, n: &libc::seccomp_notif, fd: i32, dest: SocketAddr) -> Verdict {
+        let Some(s) = take(n.pid as i32, fd) else { return Verdict::Continue };
+        if s.ty & 0xf != libc::SOCK_DGRAM || !self.valid(n.id) {
+            return Verdict::Continue;
+        }
+        let Some((sa, len)) = sockaddr::encode(self.dns, s.domain) else { return Verdict::Continue };
+        if sys::connect_raw(s.fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len).is_err() {
+            return Verdict::Continue;
+        }
+        if let Some(me) = local_addr(s.fd.as_raw_fd()) {
+            let mut routes = lock(&self.dns_routes);
+            if routes.len() >= 4096 {
+                routes.clear(); // old sockets; a live one re-registers on its next connect
+            }
+            routes.insert(me, DnsRoute { server: dest, tgid: s.tgid });
+        }
+        Verdict::Return(0)
+    }
+
+    /// sendto/sendmsg/sendmmsg with these (address, length) pairs.
+    fn on_send(&self, n: &libc::seccomp_notif, names: &[(u64, u32)], flags: i32) -> Verdict {
+        let fd = n.data.args[0] as i32;
+        let mut sock: Option<Option<Sock>> = None;
+        let take_once = |sock: &mut Option<Option<Sock>>| -> bool {
+            if sock.is_none() {
+                *sock = Some(take(n.pid as i32, fd).filter(|_| self.valid(n.id)));
+            }
+            matches!(sock, Some(Some(_)))
+        };
+        for &(ptr, len) in names {
+            let len = (len as usize).min(ADDR_MAX);
+            let mut raw = [0u8; ADDR_MAX];
+            if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
+                continue; // no address, or one the kernel cannot read either
+            }
+            let family = u16::from_ne_bytes([raw[0], raw[1]]) as i32;
+            let dest = if family == libc::AF_UNSPEC && len >= 2 {
+                // Family 0 means something only on some sockets (see sockaddr::read_send).
+                if !take_once(&mut sock) {
+                    return Verdict::Fail(Errno(libc::ENETUNREACH));
+                }
+                let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+                // SAFETY: raw holds len initialized bytes.
+                unsafe { sockaddr::read_send(raw.as_ptr().cast(), len as libc::socklen_t, s.domain, s.ty) }
+            } else {
+                // SAFETY: raw holds len initialized bytes.
+                unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }
+            };
+            let Some(dest) = dest else { continue };
+            let why = match route::decide(&self.cfg, dest) {
+                Route::Direct(_) => continue,
+                Route::Proxy(t) => t.to_string(),
+                Route::Refuse(_, why) => format!("{dest} ({why})"),
+            };
+            if !take_once(&mut sock) {
+                return Verdict::Fail(Errno(libc::ENETUNREACH));
+            }
+            let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+            if s.ty & 0xf == libc::SOCK_STREAM {
+                if flags & libc::MSG_FASTOPEN != 0 {
+                    // A TCP Fast Open connect: answer as a kernel with client TFO disabled does.
+                    log(&self.cfg, LogLevel::Info, format_args!("{why}: TCP Fast Open to a tailnet destination refused (EOPNOTSUPP)"));
+                    return Verdict::Fail(Errno(libc::EOPNOTSUPP));
+                }
+                continue; // a stream socket ignores the address
+            }
+            log(&self.cfg, LogLevel::Info, format_args!("{why}: only TCP is proxied; refusing a datagram to a tailnet destination"));
+            return Verdict::Fail(Errno(libc::ENETUNREACH));
+        }
+        Verdict::Continue
+    }
+}
+
+/// (msg_name, msg_namelen) of the msghdr at `addr` in the target, None when unreadable or
+/// without a name.
+fn msg_name(tid: i32, addr: u64) -> Option<(u64, u32)> {
+    msg_name_or_none(tid, addr).flatten()
+}
+
+/// Some(None): a readable msghdr without a name; None: unreadable (the kernel stops there too).
+fn msg_name_or_none(tid: i32, addr: u64) -> Option<Option<(u64, u32)>> {
+    let mut raw = [0u8; std::mem::size_of::<libc::msghdr>()];
+    read_mem(tid, addr, &mut raw).ok()?;
+    // SAFETY: raw is a fully initialized msghdr-sized buffer; every bit pattern is a valid
+    // msghdr (pointers are only compared and passed back as numbers, never dereferenced here).
+    let m: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
+    let (p, l) = (m.msg_name as u64, m.msg_namelen);
+    Some((p != 0 && l != 0).then_some((p, l)))
+}
+
+fn local_addr(fd: i32) -> Option<SocketAddr> {
+    // SAFETY: all-zero sockaddr_storage is valid.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut len as *mut libc::socklen_t).ok()?;
+    // SAFETY: the kernel wrote len bytes into st.
+    let a = unsafe { sockaddr::read(std::ptr::addr_of!(st).cast(), len) }?;
+    Some(SocketAddr::new(cidr::unmap(a.ip()), a.port()))
+}
