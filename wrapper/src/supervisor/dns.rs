@@ -147,10 +147,17 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, pkt: &
     };
     if let Some(q) = dns::parse_query(query) {
         if sup.cfg.is_tailnet_name(&q.name, |n| sup.local_names.contains(n)) {
-            let mut answer = if quota.admit(client, &q.name) {
-                let addr = names::intern(&q.name).map(|s| if q.qtype == dns::TYPE_AAAA { std::net::IpAddr::V6(names::v6(s)) } else { std::net::IpAddr::V4(names::v4(s)) });
-                log(&sup.cfg, LogLevel::Debug, format_args!("dns {} type {} -> tailnet name, {addr:?}", q.name, q.qtype));
-                dns::answer(query, &q, addr)
+            let interned = if quota.admit(client, &q.name) { Some(names::try_intern(&q.name)) } else { None };
+            let mut answer = if let Some(Ok(s)) = interned {
+                let addr = if q.qtype == dns::TYPE_AAAA { std::net::IpAddr::V6(names::v6(s)) } else { std::net::IpAddr::V4(names::v4(s)) };
+                log(&sup.cfg, LogLevel::Debug, format_args!("dns {} type {} -> tailnet name, {addr}", q.name, q.qtype));
+                dns::answer(query, &q, Some(addr))
+            } else if let Some(Err(e)) = interned {
+                // No placeholder (table full, not a host name): SERVFAIL, never the real server.
+                log(&sup.cfg, LogLevel::Info, format_args!("dns {}: {e}; SERVFAIL", q.name));
+                let mut a = dns::answer(query, &q, None);
+                a[3] = (a[3] & 0xf0) | 2; // RCODE SERVFAIL
+                a
             } else {
                 log(&sup.cfg, LogLevel::Info, format_args!("dns {}: {client:?} already added {NAMES_PER_CLIENT} names; SERVFAIL", q.name));
                 let mut a = dns::answer(query, &q, None);
