@@ -40,6 +40,12 @@ pub fn tailnet_slot(name: &str) -> Option<Result<u32, ()>> {
 /// asking its DNS responder for the name. If it chose another slot, use that one here too.
 fn register_with_supervisor(name: &str, slot: u32, sup: SocketAddr) -> u32 {
     let Some(q) = tsproxy_core::dns::query(slot as u16, name, tsproxy_core::dns::TYPE_A) else { return slot };
+    // The responder answers only its own tree: the launcher hands the key to the command
+    // (`TSPROXY_SUPERVISOR_DNS_KEY`); the question goes out as b"TSK1" + key + query.
+    let q = match std::env::var("TSPROXY_SUPERVISOR_DNS_KEY") {
+        Ok(k) if !k.is_empty() => [b"TSK1".as_slice(), k.as_bytes(), &q].concat(),
+        _ => q,
+    };
     let Some(answer) = udp_ask(sup, &q) else {
         crate::log::log!(Info, "supervisor did not answer for {name:?}");
         return slot;
