@@ -188,8 +188,11 @@ pub fn resume_inline(fd: i32, ctx: &mut Ctx) -> Detour<c_int> {
     }
 }
 
-/// connect() on a socket whose handshake we run (or ran and owe an errno for). None: not ours.
-pub fn reconnect(fd: i32) -> Option<Detour<c_int>> {
+/// The state of `fd`'s handshake as connect()/SO_ERROR see it: None when the socket is not
+/// ours, Some(None) while it runs, Some(Some(errno)) once for an errno owed after a failure
+/// (the socket's own pending error is consumed then, so the error is reported exactly once),
+/// Some(Some(0)) when it ended with nothing owed.
+fn owed(fd: i32) -> Option<Option<i32>> {
     if !active() {
         return None;
     }
@@ -197,36 +200,35 @@ pub fn reconnect(fd: i32) -> Option<Detour<c_int>> {
     let slot = t.lookup(fd)?;
     let c = t.conn(slot)?;
     if c.result.is_none() {
-        return Some(Detour::Fail(Errno(libc::EALREADY)));
+        return Some(None);
     }
-    Some(match c.sticky.take() {
+    Some(Some(match c.sticky.take() {
         Some(e) => {
             let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
             t.remove(slot);
-            Detour::Fail(e)
+            e.raw()
         }
-        None => Detour::Fail(Errno(libc::EISCONN)),
-    })
+        None => 0,
+    }))
+}
+
+/// connect() on a socket whose handshake we run (or ran and owe an errno for). None: not ours.
+pub fn reconnect(fd: i32) -> Option<Detour<c_int>> {
+    Some(Detour::Fail(Errno(match owed(fd)? {
+        None => libc::EALREADY,
+        Some(0) => libc::EISCONN,
+        Some(e) => e,
+    })))
 }
 
 /// getsockopt(SO_ERROR): Some(value) when we answer: 0 while the handshake runs, the owed errno
-/// once after it failed with one the socket cannot say itself.
+/// once after it failed with one the socket cannot say itself; None: the kernel answers.
 pub fn so_error(fd: i32) -> Option<i32> {
-    if !active() {
-        return None;
+    match owed(fd)? {
+        None => Some(0),
+        Some(0) => None,
+        Some(e) => Some(e),
     }
-    let mut t = TABLE.lock();
-    let slot = t.lookup(fd)?;
-    let c = t.conn(slot)?;
-    if c.result.is_none() {
-        return Some(0);
-    }
-    let e = c.sticky.take()?;
-    // Reported instead of the socket's own ECONNREFUSED: consume that one, so the error is
-    // reported exactly once.
-    let _ = sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR);
-    t.remove(slot);
-    Some(e.raw())
 }
 
 /// How a call on a socket still handshaking is answered.
@@ -242,10 +244,13 @@ pub enum Gate {
 /// A call that needs a connected socket (read, write, send, recv, sendfile, splice,
 /// getpeername...): Bypass when the socket is not (or no longer) handshaking.
 pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
-    let me = wake::mine();
+    if !active() {
+        // Nothing pending in the process (and so nobody's waiter list to leave).
+        return Detour::Bypass(Bypass::NotOurs);
+    }
     let mut t = TABLE.lock();
     if ctx.round > 0 {
-        if let Some(w) = me {
+        if let Some(w) = wake::mine() {
             t.drop_waiter(w);
         }
     }
@@ -266,7 +271,8 @@ pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
         // The parent process runs this handshake and did not finish it in time: stop waiting.
         return Detour::Fail(Errno(libc::ETIMEDOUT));
     }
-    let Some(w) = me else { return Detour::Fail(Errno(libc::EAGAIN)) };
+    // Only a thread that really waits gets (or makes) its wake-up eventfd.
+    let Some(w) = wake::mine() else { return Detour::Fail(Errno(libc::EAGAIN)) };
     wake::drain(w);
     c.waiters.push(w);
     // A handshake of another process (fork) cannot wake us: look again every 50 ms.

@@ -212,6 +212,7 @@ impl Table {
     }
 
     /// Slots of conns the driver thread runs (for deadlines).
+    /// (A scan: the driver calls it only when a deadline may have passed.)
     pub fn thread_slots(&self, pid: i32) -> Vec<usize> {
         self.conns.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| c.driver == Driver::Thread && c.owner == pid && c.result.is_none()).map(|_| i)).collect()
     }
