@@ -134,7 +134,9 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
         }
         while let Ok((n, from)) = sock.recv_from(&mut buf) {
             let pkt = buf[..n].to_vec();
-            if let Some(f) = handle(sup, &sock, &key_hex, &mut quota, &mut checks, &pkt, from) {
+            // A panic drops this datagram, never the responder.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(sup, &sock, &key_hex, &mut quota, &mut checks, &pkt, from)));
+            if let Ok(Some(f)) = r {
                 if fwds.len() < MAX_FORWARDS {
                     fwds.push(f);
                 }
