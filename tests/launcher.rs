@@ -58,7 +58,11 @@ fn help_and_version() {
 
 #[test]
 fn preload_is_prepended_and_children_inherit_it() {
-    let out = Command::new(launcher()).args(["sh", "-c", "echo $LD_PRELOAD; sh -c 'echo $LD_PRELOAD'"]).env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libdl.so.2").output().unwrap();
+    let out = Command::new(launcher())
+        .args(["sh", "-c", "echo $LD_PRELOAD; sh -c 'echo $LD_PRELOAD'"])
+        .env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libdl.so.2")
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines.len(), 2, "{s}");
@@ -71,7 +75,10 @@ fn quiet_and_verbose() {
     let out = ts(&["-v", "python3", "-c", "import socket; socket.getaddrinfo('peer', 80)"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("getaddrinfo peer -> tailnet name"), "{}", text(&out));
     let dead = closed_port();
-    let out = Command::new(launcher()).args(["-q", "--proxy", &format!("socks5://{dead}"), &harness("tcpclient").to_string_lossy(), "100.64.0.2", "1"]).output().unwrap();
+    let out = Command::new(launcher())
+        .args(["-q", "--proxy", &format!("socks5://{dead}"), &harness("tcpclient").to_string_lossy(), "100.64.0.2", "1"])
+        .output()
+        .unwrap();
     assert_eq!(kv(&out)["errno"], "ECONNREFUSED");
     assert!(out.stderr.is_empty(), "{}", text(&out));
 }

@@ -114,7 +114,10 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
         let now = Instant::now();
         fwds.retain(|f| f.deadline > now);
         let wait = fwds.iter().map(|f| f.deadline.saturating_duration_since(now)).min().map_or(-1, |d| d.as_millis() as i32 + 1);
-        let mut pfds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd()).chain(fwds.iter().map(|f| f.sock.as_raw_fd())).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
+            .chain(fwds.iter().map(|f| f.sock.as_raw_fd()))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
         // SAFETY: pfds is a valid array of pfds.len() pollfd structs.
         if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait) } <= 0 {
             continue;
@@ -169,7 +172,9 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
     if let Some(q) = dns::parse_query(query) {
         if sup.cfg.is_tailnet_name(&q.name, |n| sup.local_names.contains(n)) {
             let mut answer = if quota.admit(client, &q.name) {
-                let addr = names::intern(&q.name).map(|s| if q.qtype == dns::TYPE_AAAA { std::net::IpAddr::V6(names::v6(s)) } else { std::net::IpAddr::V4(names::v4(s)) });
+                let addr =
+                    names::intern(&q.name)
+                        .map(|s| if q.qtype == dns::TYPE_AAAA { std::net::IpAddr::V6(names::v6(s)) } else { std::net::IpAddr::V4(names::v4(s)) });
                 log(&sup.cfg, LogLevel::Debug, format_args!("dns {} type {} -> tailnet name, {addr:?}", q.name, q.qtype));
                 dns::answer(query, &q, addr)
             } else {
@@ -215,7 +220,10 @@ pub(super) fn udp_inodes(table: &str, from: SocketAddr) -> Vec<u64> {
         let Some((addr_hex, port_hex)) = local.split_once(':') else { continue };
         let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
         // Each 32-bit word is printed as a host-order number (little-endian here).
-        let words: Option<Vec<u8>> = (0..addr_hex.len() / 8).map(|i| u32::from_str_radix(&addr_hex[i * 8..i * 8 + 8], 16).ok().map(|w| w.to_le_bytes())).collect::<Option<Vec<_>>>().map(|v| v.concat());
+        let words: Option<Vec<u8>> = (0..addr_hex.len() / 8)
+            .map(|i| u32::from_str_radix(&addr_hex[i * 8..i * 8 + 8], 16).ok().map(|w| w.to_le_bytes()))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.concat());
         let ip: std::net::IpAddr = match words.as_deref() {
             Some(&[a, b, c, d]) => std::net::Ipv4Addr::new(a, b, c, d).into(),
             Some(b) if b.len() == 16 => {
@@ -268,7 +276,8 @@ mod tests {
         assert_eq!(udp_inodes(t4, "127.0.0.1:8080".parse().unwrap()), vec![111]);
         assert_eq!(udp_inodes(t4, "127.0.0.1:8081".parse().unwrap()), vec![222]);
         assert_eq!(udp_inodes(t4, "127.0.0.1:9".parse().unwrap()), Vec::<u64>::new());
-        let t6 = "hdr\n 1: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 444 2 0 0\n\
+        let t6 =
+            "hdr\n 1: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 444 2 0 0\n\
                   2: 00000000000000000000000000000000:1F92 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 555 2 0 0\n";
         assert_eq!(udp_inodes(t6, "127.0.0.1:8080".parse().unwrap()), vec![444]);
         assert_eq!(udp_inodes(t6, "127.0.0.1:8082".parse().unwrap()), vec![555]);

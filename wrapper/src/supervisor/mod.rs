@@ -141,7 +141,11 @@ fn install_filter_and_send(cfg: &Config, prog_v: &[libc::sock_filter], sock: i32
     let listener = match syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, killable, prog_p) {
         Ok(fd) => fd as i32,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            log(cfg, LogLevel::Debug, format_args!("kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux < 5.19): a signal can interrupt a held connect"));
+            log(
+                cfg,
+                LogLevel::Debug,
+                format_args!("kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux < 5.19): a signal can interrupt a held connect"),
+            );
             syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, base, prog_p).map_err(|e| format!("seccomp: {e}"))? as i32
         }
         Err(e) => return Err(format!("seccomp: {e}")),
