@@ -58,7 +58,11 @@ fn help_and_version() {
 
 #[test]
 fn preload_is_prepended_and_children_inherit_it() {
-    let out = Command::new(launcher()).args(["sh", "-c", "echo $LD_PRELOAD; sh -c 'echo $LD_PRELOAD'"]).env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libdl.so.2").output().unwrap();
+    let out = Command::new(launcher())
+        .args(["sh", "-c", "echo $LD_PRELOAD; sh -c 'echo $LD_PRELOAD'"])
+        .env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libdl.so.2")
+        .output()
+        .unwrap();
     let s = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines.len(), 2, "{s}");
@@ -71,7 +75,34 @@ fn quiet_and_verbose() {
     let out = ts(&["-v", "python3", "-c", "import socket; socket.getaddrinfo('peer', 80)"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("getaddrinfo peer -> tailnet name"), "{}", text(&out));
     let dead = closed_port();
-    let out = Command::new(launcher()).args(["-q", "--proxy", &format!("socks5://{dead}"), &harness("tcpclient").to_string_lossy(), "100.64.0.2", "1"]).output().unwrap();
+    let out = Command::new(launcher())
+        .args(["-q", "--proxy", &format!("socks5://{dead}"), &harness("tcpclient").to_string_lossy(), "100.64.0.2", "1"])
+        .output()
+        .unwrap();
     assert_eq!(kv(&out)["errno"], "ECONNREFUSED");
     assert!(out.stderr.is_empty(), "{}", text(&out));
+}
+
+#[test]
+fn supervisor_log_lines_escape_control_characters_of_names() {
+    // A process of the tree registers a name with CR/LF/ESC in it (the key path of the
+    // supervisor's DNS responder, as the library does); the supervisor logs it at debug level.
+    // The log must stay one line per event: no forged "INJECTED" line, no raw escape.
+    let py = r#"
+import os, socket
+host, port = os.environ['TSPROXY_SUPERVISOR_DNS'].rsplit(':', 1)
+key = os.environ['TSPROXY_SUPERVISOR_DNS_KEY'].encode()
+name = b'evil\r\nINJECTED line\x1b[31m'
+q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + bytes([len(name)]) + name + b'\x00\x00\x01\x00\x01'
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(b'TSK1' + key + q, (host, int(port)))
+print('answer', len(s.recv(512)))
+"#;
+    let out = Command::new(launcher()).args(["-v", "--supervisor=on", "python3", "-c", py]).env_remove("TSPROXY_PROXY").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("answer"), "{}", text(&out));
+    assert!(err.contains("evil\\x0d\\x0ainjected line\\x1b[31m"), "{}", text(&out));
+    assert!(!err.lines().any(|l| l.starts_with("INJECTED") || l.starts_with("injected")), "{}", text(&out));
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{}", text(&out));
 }

@@ -14,10 +14,7 @@ impl Cidr {
 
     pub const fn v6(segs: [u16; 8], prefix: u8) -> Cidr {
         let s = segs;
-        Cidr {
-            addr: IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])),
-            prefix,
-        }
+        Cidr { addr: IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])), prefix }
     }
 
     /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a /32 or /128).

@@ -48,12 +48,7 @@ unsafe fn read_as(sa: *const libc::sockaddr, len: usize, fam: i32) -> Option<Soc
             unsafe { std::ptr::copy_nonoverlapping(sa.cast::<u8>(), raw.as_mut_ptr(), n) };
             // SAFETY: raw is SIN6_LEN initialized bytes; any bit pattern is a valid sockaddr_in6.
             let s: libc::sockaddr_in6 = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(s.sin6_addr.s6_addr),
-                u16::from_be(s.sin6_port),
-                s.sin6_flowinfo,
-                s.sin6_scope_id,
-            )))
+            Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(s.sin6_addr.s6_addr), u16::from_be(s.sin6_port), s.sin6_flowinfo, s.sin6_scope_id)))
         }
         _ => None,
     }

@@ -128,12 +128,8 @@ fn main() {
     }
     let cfg = Config::from_env().unwrap_or_else(|e| die(2, e));
     let mode_text = o.supervisor.clone().or_else(|| std::env::var("TSPROXY_SUPERVISOR").ok()).unwrap_or_else(|| "auto".into());
-    let Some(mode) = supervisor::parse_mode(&mode_text) else {
-        die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)"))
-    };
-    let Some(lib) = find_lib() else {
-        die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB"))
-    };
+    let Some(mode) = supervisor::parse_mode(&mode_text) else { die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)")) };
+    let Some(lib) = find_lib() else { die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")) };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
     if mode != supervisor::Mode::Off {
         match supervisor::install(&cfg) {

@@ -9,7 +9,13 @@
 //!   `dns_routes`, recorded when a supervised process connected them to port 53), and
 //! - datagrams that start with the per-tree key (`KEY_MAGIC` + the key in hex), which the
 //!   launcher hands to the command in `TSPROXY_SUPERVISOR_DNS_KEY`: the preload library's
-//!   name registration. The answer is a plain DNS message.
+//!   name registration. The answer is a plain DNS message;
+//! - datagrams from a socket held by a process of the tree (a descendant of the command: the
+//!   sender's socket is found by its address in /proc/net/udp{,6}, then among the
+//!   descendants' descriptors): the preload library's registration as it is sent today,
+//!   without the key. At most `PEER_CHECKS_PER_SEC` such checks a second (each reads /proc),
+//!   so a flood from outside costs little. A daemon that left the tree (reparented) needs the
+//!   key.
 //!
 //! Everything else is dropped. A client (a redirected process, by thread group, or the key
 //! holders together) can add at most `NAMES_PER_CLIENT` names to the placeholder table;
@@ -31,6 +37,8 @@ pub const NAMES_PER_CLIENT: usize = 2048;
 /// Forwarded questions waiting for their server at once; more are dropped (the client retries).
 const MAX_FORWARDS: usize = 256;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sender checks through /proc at most this often (per second).
+const PEER_CHECKS_PER_SEC: u32 = 50;
 
 pub fn new_key() -> std::io::Result<[u8; KEY_LEN]> {
     let mut k = [0u8; KEY_LEN];
@@ -99,13 +107,17 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
         return;
     }
     let mut quota = Quota::default();
+    let mut checks = (Instant::now(), 0u32);
     let mut fwds: Vec<Forward> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let now = Instant::now();
         fwds.retain(|f| f.deadline > now);
         let wait = fwds.iter().map(|f| f.deadline.saturating_duration_since(now)).min().map_or(-1, |d| d.as_millis() as i32 + 1);
-        let mut pfds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd()).chain(fwds.iter().map(|f| f.sock.as_raw_fd())).map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+        let mut pfds: Vec<libc::pollfd> = std::iter::once(sock.as_raw_fd())
+            .chain(fwds.iter().map(|f| f.sock.as_raw_fd()))
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
         // SAFETY: pfds is a valid array of pfds.len() pollfd structs.
         if unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, wait) } <= 0 {
             continue;
@@ -125,7 +137,9 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
         }
         while let Ok((n, from)) = sock.recv_from(&mut buf) {
             let pkt = buf[..n].to_vec();
-            if let Some(f) = handle(sup, &sock, &key_hex, &mut quota, &pkt, from) {
+            // A panic drops this datagram, never the responder.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(sup, &sock, &key_hex, &mut quota, &mut checks, &pkt, from)));
+            if let Ok(Some(f)) = r {
                 if fwds.len() < MAX_FORWARDS {
                     fwds.push(f);
                 }
@@ -135,14 +149,24 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
 }
 
 /// Answer one datagram, or return the forward to wait for.
-fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, pkt: &[u8], from: SocketAddr) -> Option<Forward> {
-    let route = lock(&sup.dns_routes).get(&SocketAddr::new(cidr::unmap(from.ip()), from.port())).copied();
+fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks: &mut (Instant, u32), pkt: &[u8], from: SocketAddr) -> Option<Forward> {
+    let from = SocketAddr::new(cidr::unmap(from.ip()), from.port());
+    let route = lock(&sup.dns_routes).get(&from).copied();
     let (query, client) = match (route, strip_key(pkt, key_hex)) {
         (_, Some(q)) => (q, Client::KeyHolder),
         (Some(r), None) => (pkt, Client::Process(r.tgid)),
         (None, None) => {
-            log(&sup.cfg, LogLevel::Debug, format_args!("dns: dropped a datagram from {from}: not from a supervised socket"));
-            return None;
+            if checks.0.elapsed() >= Duration::from_secs(1) {
+                *checks = (Instant::now(), 0);
+            }
+            checks.1 += 1;
+            match (checks.1 <= PEER_CHECKS_PER_SEC).then(|| sender_in_tree(sup.root, from)).flatten() {
+                Some(tgid) => (pkt, Client::Process(tgid)),
+                None => {
+                    log(&sup.cfg, LogLevel::Debug, format_args!("dns: dropped a datagram from {from}: not from the supervised tree"));
+                    return None;
+                }
+            }
         }
     };
     if let Some(q) = dns::parse_query(query) {
@@ -177,9 +201,96 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, pkt: &
     Some(Forward { sock: up, client: from, deadline: Instant::now() + FORWARD_TIMEOUT })
 }
 
+/// The process of the tree (a descendant of `root`, or root) holding the UDP socket that sent
+/// from `from`, if any.
+fn sender_in_tree(root: i32, from: SocketAddr) -> Option<i32> {
+    let inodes: Vec<u64> = ["/proc/net/udp", "/proc/net/udp6"].iter().flat_map(|f| udp_inodes(&std::fs::read_to_string(f).unwrap_or_default(), from)).collect();
+    if inodes.is_empty() {
+        return None;
+    }
+    let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
+    descendants(root).into_iter().find(|pid| {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+        dir.flatten().any(|e| std::fs::read_link(e.path()).is_ok_and(|l| targets.iter().any(|t| l.as_os_str() == t.as_str())))
+    })
+}
+
+/// Inodes of the sockets in a /proc/net/udp{,6} table that can send from `from`: bound to its
+/// address (or to the wildcard) and its port.
+pub(super) fn udp_inodes(table: &str, from: SocketAddr) -> Vec<u64> {
+    let mut out = Vec::new();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(inode)) = (f.get(1), f.get(9)) else { continue };
+        let Some((addr_hex, port_hex)) = local.split_once(':') else { continue };
+        let Ok(port) = u16::from_str_radix(port_hex, 16) else { continue };
+        // Each 32-bit word is printed as a host-order number (little-endian here).
+        let words: Option<Vec<u8>> = (0..addr_hex.len() / 8)
+            .map(|i| u32::from_str_radix(&addr_hex[i * 8..i * 8 + 8], 16).ok().map(|w| w.to_le_bytes()))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.concat());
+        let ip: std::net::IpAddr = match words.as_deref() {
+            Some(&[a, b, c, d]) => std::net::Ipv4Addr::new(a, b, c, d).into(),
+            Some(b) if b.len() == 16 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(b);
+                std::net::Ipv6Addr::from(o).into()
+            }
+            _ => continue,
+        };
+        let ip = cidr::unmap(ip);
+        if port == from.port() && (ip == from.ip() || ip.is_unspecified()) {
+            if let Ok(i) = inode.parse() {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+/// `root` and every process below it, from the parent pids in /proc/PID/stat.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut kids: HashMap<i32, Vec<i32>> = HashMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(ppid) = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)?.parse::<i32>().ok()) else { continue };
+        kids.entry(ppid).or_default().push(pid);
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() && out.len() < 1 << 16 {
+        if let Some(k) = kids.get(&out[i]) {
+            out.extend(k);
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_table_lookup() {
+        let t4 = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                  1: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 111 2 0 0\n\
+                  2: 00000000:1F91 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 222 2 0 0\n\
+                  3: 0101A8C0:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 333 2 0 0\n";
+        assert_eq!(udp_inodes(t4, "127.0.0.1:8080".parse().unwrap()), vec![111]);
+        assert_eq!(udp_inodes(t4, "127.0.0.1:8081".parse().unwrap()), vec![222]);
+        assert_eq!(udp_inodes(t4, "127.0.0.1:9".parse().unwrap()), Vec::<u64>::new());
+        let t6 =
+            "hdr\n 1: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 444 2 0 0\n\
+                  2: 00000000000000000000000000000000:1F92 00000000000000000000000000000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 555 2 0 0\n";
+        assert_eq!(udp_inodes(t6, "127.0.0.1:8080".parse().unwrap()), vec![444]);
+        assert_eq!(udp_inodes(t6, "127.0.0.1:8082".parse().unwrap()), vec![555]);
+        // This process's own socket is found, and this process is in its own tree.
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert_eq!(sender_in_tree(std::process::id() as i32, u.local_addr().unwrap()), Some(std::process::id() as i32));
+        assert_eq!(sender_in_tree(1, "127.0.0.1:1".parse().unwrap()), None);
+    }
 
     #[test]
     fn key_framing() {

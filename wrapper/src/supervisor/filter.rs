@@ -234,7 +234,9 @@ mod tests {
 
     #[test]
     fn everything_else_is_allowed() {
-        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_bind, libc::SYS_exit_group, libc::SYS_execve] {
+        for nr in
+            [libc::SYS_read, libc::SYS_write, libc::SYS_socket, libc::SYS_recvfrom, libc::SYS_recvmsg, libc::SYS_bind, libc::SYS_exit_group, libc::SYS_execve]
+        {
             assert_eq!(run(nr, [1; 6]), RET_ALLOW, "nr {nr}");
         }
     }

@@ -82,6 +82,9 @@ pub fn install(cfg: &Config) -> Result<Handoff, String> {
     let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("DNS responder: {e}"))?;
     let dns_addr = responder.local_addr().map_err(|e| format!("DNS responder: {e}"))?;
     let key = dns::new_key().map_err(|e| format!("DNS responder key: {e}"))?;
+    // The command will have our pid (we exec it): the root of the supervised tree.
+    // SAFETY: getpid has no preconditions.
+    let root = unsafe { libc::getpid() };
     let mut sv = [0i32; 2];
     syscall!(SYS_socketpair, libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()).map_err(|e| format!("socketpair: {e}"))?;
     // SAFETY: fork in the launcher, which is single-threaded here (no thread was started), so
@@ -101,7 +104,7 @@ pub fn install(cfg: &Config) -> Result<Handoff, String> {
             unsafe { libc::_exit(0) };
         }
         let _ = syscall!(SYS_close, sv[0]);
-        supervise(sv[1], cfg.clone(), responder, key);
+        supervise(sv[1], cfg.clone(), responder, key, root);
     }
     drop(responder);
     let _ = syscall!(SYS_close, sv[1]);
@@ -138,7 +141,11 @@ fn install_filter_and_send(cfg: &Config, prog_v: &[libc::sock_filter], sock: i32
     let listener = match syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, killable, prog_p) {
         Ok(fd) => fd as i32,
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            log(cfg, LogLevel::Debug, format_args!("kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux < 5.19): a signal can interrupt a held connect"));
+            log(
+                cfg,
+                LogLevel::Debug,
+                format_args!("kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux < 5.19): a signal can interrupt a held connect"),
+            );
             syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, base, prog_p).map_err(|e| format!("seccomp: {e}"))? as i32
         }
         Err(e) => return Err(format!("seccomp: {e}")),
@@ -153,7 +160,7 @@ fn install_filter_and_send(cfg: &Config, prog_v: &[libc::sock_filter], sock: i32
 }
 
 /// The supervisor process: never returns.
-fn supervise(sock: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LEN]) -> ! {
+fn supervise(sock: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) -> ! {
     // The supervisor is a fork of the launcher: its argv is the launcher's, where `--proxy
     // socks5://user:password@...` may be, readable by every user in /proc/PID/cmdline (ps).
     // It lives as long as the command: overwrite it now.
@@ -175,7 +182,7 @@ fn supervise(sock: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LE
         Err(_) => unsafe { libc::_exit(0) },
     };
     let _ = syscall!(SYS_close, sock);
-    notify::run(cfg, listener, responder, key);
+    notify::run(cfg, listener, responder, key, root);
     // SAFETY: _exit has no preconditions.
     unsafe { libc::_exit(0) }
 }

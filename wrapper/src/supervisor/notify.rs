@@ -70,6 +70,8 @@ pub(super) struct Sup {
     dns: SocketAddr,
     /// DNS redirects: the program's socket (its local address) -> where and who.
     pub dns_routes: Mutex<HashMap<SocketAddr, DnsRoute>>,
+    /// The command's pid: the root of the supervised tree.
+    pub root: i32,
     /// Sockets (inode) a worker is dialing on.
     inflight: Mutex<HashSet<u64>>,
 }
@@ -89,7 +91,7 @@ enum Step {
     Dial(Job),
 }
 
-pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN]) {
+pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
     let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
     let Ok(dns_addr) = responder.local_addr() else { return };
     let sup = Arc::new(Sup {
@@ -98,6 +100,7 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
         dns: dns_addr,
         dns_routes: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashSet::new()),
+        root,
         cfg,
         listener,
     });
