@@ -93,11 +93,8 @@ fn run(mut c: Command, secs: u64) -> Run {
     let drain = |rx: mpsc::Receiver<Vec<u8>>| {
         let end = Instant::now() + Duration::from_secs(3);
         let mut last = Vec::new();
-        loop {
-            match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(v) => last = v,
-                Err(_) => break,
-            }
+        while let Ok(v) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            last = v;
         }
         String::from_utf8_lossy(&last).into_owned()
     };

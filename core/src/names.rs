@@ -144,13 +144,6 @@ pub fn try_intern(name: &str) -> Result<u32, InternError> {
     Err(InternError::Full)
 }
 
-/// The old interface of [`try_intern`]: `None` for every error, which hides *why*, and invites
-/// the caller to hand the name to the system resolver — the leak this module exists to prevent.
-#[deprecated(note = "use try_intern: on Err answer EAI_AGAIN / EAI_NONAME, never ask libc")]
-pub fn intern(name: &str) -> Option<u32> {
-    try_intern(name).ok()
-}
-
 /// Put `name` in exactly `slot` (the supervisor, another process, chose it), so both processes
 /// agree on its placeholder. False when the slot holds another name here, the name may not be
 /// interned, or the table is full.
@@ -350,9 +343,6 @@ mod tests {
         assert_eq!(slot_of(&IpAddr::V6(v6(b))), Some(b));
         assert!(v4(a).octets()[0] == 240);
         assert_eq!(v6(b).segments()[0], 0x100);
-        #[allow(deprecated)]
-        let old = intern("peer-1");
-        assert_eq!(old, Some(a));
     }
 
     #[test]

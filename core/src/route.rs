@@ -73,7 +73,7 @@ mod tests {
     #[test]
     fn placeholders() {
         let c = cfg(&[]);
-        let slot = names::intern("route-test-peer").unwrap();
+        let slot = names::try_intern("route-test-peer").unwrap();
         let name = |p| Route::Proxy(Target::Name("route-test-peer".into(), p));
         assert_eq!(decide(&c, SocketAddr::new(IpAddr::V4(names::v4(slot)), 80)), name(80));
         assert_eq!(decide(&c, SocketAddr::new(IpAddr::V6(names::v6(slot)), 81)), name(81));

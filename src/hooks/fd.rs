@@ -23,10 +23,8 @@ hook! {
     fn close(fd: c_int) -> c_int;
     fast: {
         let k = fds::get(fd);
-        if k & fds::OURS == 0 {
-            if k != 0 {
-                fds::forget(fd);
-            }
+        if k & fds::OURS == 0 && k != 0 {
+            fds::forget(fd);
         }
         k & fds::OURS == 0 && !pending::active()
     };

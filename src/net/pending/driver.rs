@@ -93,7 +93,7 @@ fn run(ep: i32) {
     loop {
         let timeout = {
             let mut t = TABLE.lock();
-            if !super::active() || next.is_none_or(|d| d <= Instant::now()) {
+            if !super::active() || next.map_or(true, |d| d <= Instant::now()) {
                 next = next_deadline(&mut t, pid, ep);
             }
             match next {
