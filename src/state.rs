@@ -1,8 +1,8 @@
 //! Process-wide state, built on first use (never in a constructor): the configuration from the
 //! environment, the proxies' addresses, /etc/hosts names and our own hostname. Racy cells,
 //! not OnceLock: no thread ever waits for another's initialization, so fork() is always safe.
-use std::collections::HashSet;
 use crate::racy::Racy;
+use std::collections::HashSet;
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::tunnel::Resolved;
 
@@ -78,10 +78,7 @@ impl State {
     pub fn upstreams(&self) -> &[Resolved] {
         self.upstreams.get_or_init(|| {
             let Some(cfg) = &self.cfg else { return Vec::new() };
-            cfg.proxies
-                .iter()
-                .map(|up| Resolved { up: up.clone(), addrs: crate::dns::resolve_proxy_host(&up.host, up.port) })
-                .collect()
+            cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: crate::dns::resolve_proxy_host(&up.host, up.port) }).collect()
         })
     }
 
@@ -107,7 +104,8 @@ fn quiet_panics() {
     static SET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if !SET.swap(true, std::sync::atomic::Ordering::AcqRel) {
         std::panic::set_hook(Box::new(|info| {
-            let msg = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
+            let msg =
+                info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_default();
             let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
             crate::log::write(LogLevel::Error, format_args!("internal error (failing closed): {msg} at {at}"));
         }));

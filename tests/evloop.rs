@@ -37,7 +37,14 @@ fn every_wait_api_sees_syn_sent_then_connected() {
         let ctx = format!("{mode}: {}", text(&out));
         assert_eq!(k.get("connect").map(String::as_str), Some("EINPROGRESS"), "{ctx}");
         assert!(num(&k, "connect_us") < 20_000.0, "connect() held the caller: {ctx}");
-        for (key, want) in [("pending_write", "EAGAIN"), ("pending_recv", "EAGAIN"), ("pending_peer", "ENOTCONN"), ("pending_connect", "EALREADY"), ("pending_soerr", "0"), ("pending_poll0", "0")] {
+        for (key, want) in [
+            ("pending_write", "EAGAIN"),
+            ("pending_recv", "EAGAIN"),
+            ("pending_peer", "ENOTCONN"),
+            ("pending_connect", "EALREADY"),
+            ("pending_soerr", "0"),
+            ("pending_poll0", "0"),
+        ] {
             assert_eq!(k[key], want, "{key}: {ctx}");
         }
         assert!(num(&k, "wait_ms") >= 900.0, "ready before the 1 s dial finished: {ctx}");
@@ -185,7 +192,9 @@ asyncio.run(main())
     let out = preloaded("python3").args(["-c", py]).env("TSPROXY_PROXY", net().socks.url()).output().unwrap();
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     let ctx = text(&out);
-    let secs = |key: &str| -> f64 { s.lines().find(|l| l.starts_with(key)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key}: {ctx}")) };
+    let secs = |key: &str| -> f64 {
+        s.lines().find(|l| l.starts_with(key)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{key}: {ctx}"))
+    };
     let t = secs("create_connection=timeout");
     assert!((1.35..1.65).contains(&t), "socket timeout within 10%: {t}: {ctx}");
     assert!(s.contains("sync_banner=HELLO tailnet"), "{ctx}");
@@ -227,7 +236,10 @@ fn curl_through_a_slow_dial() {
     let _serial = serial();
     let out = std::process::Command::new(launcher()).args(["--proxy", &net().socks.url(), "curl", "-sS", "--max-time", "10", "http://slow/"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from tailnet\n", "{}", text(&out));
-    let out = std::process::Command::new(launcher()).args(["--proxy", &net().socks.url(), "curl", "-sS", "--connect-timeout", "0.5", "http://hang/"]).output().unwrap();
+    let out = std::process::Command::new(launcher())
+        .args(["--proxy", &net().socks.url(), "curl", "-sS", "--connect-timeout", "0.5", "http://hang/"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(28), "curl's own connect timeout: {}", text(&out));
 }
 

@@ -36,10 +36,7 @@ impl Run {
         self.status.and_then(|s| s.signal())
     }
     fn text(&self) -> String {
-        format!(
-            "status={:?} timed_out={} secs={:.2}\n--- stdout\n{}--- stderr\n{}",
-            self.status, self.timed_out, self.secs, self.stdout, self.stderr
-        )
+        format!("status={:?} timed_out={} secs={:.2}\n--- stdout\n{}--- stderr\n{}", self.status, self.timed_out, self.secs, self.stdout, self.stderr)
     }
     /// Exited normally with status 0 (not killed by a signal or by the time bound).
     fn ok(&self) -> bool {
@@ -107,8 +104,21 @@ fn run(mut c: Command, secs: u64) -> Run {
 }
 
 const CLEAN_ENV: [&str; 15] = [
-    "TSPROXY_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy", "TSPROXY_ROUTES", "TSPROXY_DOMAINS", "TSPROXY_LOG",
-    "TSPROXY_LOG_FILE", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "TSPROXY_CONNECT_TIMEOUT", "TSPROXY_SUPERVISOR",
+    "TSPROXY_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "TSPROXY_ROUTES",
+    "TSPROXY_DOMAINS",
+    "TSPROXY_LOG",
+    "TSPROXY_LOG_FILE",
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "TSPROXY_CONNECT_TIMEOUT",
+    "TSPROXY_SUPERVISOR",
 ];
 
 /// How a program gets the library.
@@ -636,7 +646,13 @@ fn stale_state_after_hidden_close() {
                 let get = |key: &str| k.get(key).map(String::as_str).unwrap_or("-").to_string();
                 if !r.ok() || get("same_fd") != "1" || get("connect2") != "0" || get("soerr") != "0" || get("reply") != "HTTP/1.0 200 OK" {
                     failures.push((
-                        format!("{closer} {name} nonblocking={nb}: same_fd={} connect2={} soerr={} reply={:?}", get("same_fd"), get("connect2"), get("soerr"), get("reply")),
+                        format!(
+                            "{closer} {name} nonblocking={nb}: same_fd={} connect2={} soerr={} reply={:?}",
+                            get("same_fd"),
+                            get("connect2"),
+                            get("soerr"),
+                            get("reply")
+                        ),
                         r.text(),
                     ));
                 }
@@ -690,7 +706,10 @@ fn logging_fd2_reuse_bad_log_file_long_name() {
     let leaked: Vec<Dest> = net().socks.seen().into_iter().filter(|d| matches!(d, Dest::Name(n, _) if n.contains("longlabel-"))).collect();
     let connect = r.kv().get("connect").cloned();
     if !r.ok() || r.stderr.contains("name table full") || connect.as_deref() == Some("ok") || !leaked.is_empty() {
-        failures.push((format!("(c) >255-byte name: \"name table full\" logged={} connect={connect:?} reached proxy={leaked:?}", r.stderr.contains("name table full")), r.text()));
+        failures.push((
+            format!("(c) >255-byte name: \"name table full\" logged={} connect={connect:?} reached proxy={leaked:?}", r.stderr.contains("name table full")),
+            r.text(),
+        ));
     }
     verdict("logging checks", 3, &failures);
 }

@@ -167,7 +167,9 @@ fn proxy_down_is_a_fast_econnrefused_with_a_log_line_never_a_direct_dial() {
 #[test]
 fn proxy_replies_map_to_errnos() {
     let n = net();
-    for (name, errno) in [("refuser", "ECONNREFUSED"), ("unreach", "EHOSTUNREACH"), ("netunreach", "ENETUNREACH"), ("ttl", "ETIMEDOUT"), ("nosuchpeer", "ECONNREFUSED")] {
+    for (name, errno) in
+        [("refuser", "ECONNREFUSED"), ("unreach", "EHOSTUNREACH"), ("netunreach", "ENETUNREACH"), ("ttl", "ETIMEDOUT"), ("nosuchpeer", "ECONNREFUSED")]
+    {
         let out = tcpclient(&[name, "7"], &n.socks.url());
         assert_eq!(kv(&out).get("errno").map(String::as_str), Some(errno), "{name}: {}", text(&out));
     }
@@ -281,10 +283,8 @@ fn invalid_config_under_bare_preload_fails_closed() {
 fn curl_and_python_through_the_launcher() {
     let n = net();
     if which("curl") {
-        let out = std::process::Command::new(launcher())
-            .args(["--proxy", &n.socks.url(), "curl", "-sS", "--max-time", "10", "http://peer-1/"])
-            .output()
-            .unwrap();
+        let out =
+            std::process::Command::new(launcher()).args(["--proxy", &n.socks.url(), "curl", "-sS", "--max-time", "10", "http://peer-1/"]).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from tailnet\n", "{}", text(&out));
     }
     let py = r#"

@@ -362,7 +362,14 @@ fn static_go_and_c_through_the_supervisor() {
     }
     let (Some(go), Some(c)) = (go_client(), static_tcpclient()) else { return };
     let (go, c) = (go.to_string_lossy().into_owned(), c.to_string_lossy().into_owned());
-    for url in ["http://100.64.0.2:8080/", "http://[fd7a:115c:a1e0::2]:8080/", "http://peer-1:8080/", "http://peer-1.tail1234.ts.net:8080/", "http://peer6:8080/", "http://slow-peer:8080/"] {
+    for url in [
+        "http://100.64.0.2:8080/",
+        "http://[fd7a:115c:a1e0::2]:8080/",
+        "http://peer-1:8080/",
+        "http://peer-1.tail1234.ts.net:8080/",
+        "http://peer6:8080/",
+        "http://slow-peer:8080/",
+    ] {
         let out = ts(&[&go, url]);
         assert_eq!(stdout(&out), PEER, "go {url}: {}", text(&out));
         let out = ts(&["sh", "-c", &format!("{go} {url}")]);

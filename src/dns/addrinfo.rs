@@ -7,13 +7,12 @@
 //! libc's freeaddrinfo frees it (that is why freeaddrinfo needs no hook), and AI_ADDRCONFIG
 //! decides the families as it would for any name. AF_UNSPEC gets the IPv4 placeholder only.
 use crate::boundary::{passed, Bypass, Detour};
-#[allow(unused_imports)]
-use tsproxy_core::Errno;
 use crate::log::log;
 use libc::{addrinfo, c_char, c_int};
 use std::ffi::CStr;
 use tsproxy_core::names;
-
+#[allow(unused_imports)]
+use tsproxy_core::Errno;
 
 fn real(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> c_int {
     let f = real!(getaddrinfo: fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int);

@@ -2,11 +2,11 @@
 //! the caller's buffer (ERANGE when it is too small); the others use a per-thread buffer
 //! (glibc's is process-wide; per-thread is strictly safer).
 use crate::boundary::{Bypass, Detour};
-#[allow(unused_imports)]
-use tsproxy_core::Errno;
 use libc::{c_char, c_int, c_void, hostent, socklen_t};
 use std::cell::UnsafeCell;
 use std::ffi::CStr;
+#[allow(unused_imports)]
+use tsproxy_core::Errno;
 
 /// netdb.h: a temporary failure (h_errno).
 const TRY_AGAIN: c_int = 2;
@@ -111,7 +111,16 @@ pub unsafe fn gethostbyname2_r(
 /// # Safety
 /// ret, result and h_errnop are valid pointers; buf has buflen writable bytes.
 #[allow(clippy::too_many_arguments)]
-unsafe fn fill_r(ret: *mut hostent, buf: *mut c_char, buflen: usize, result: *mut *mut hostent, h_errnop: *mut c_int, name: &str, af: c_int, addr: &[u8]) -> Detour<c_int> {
+unsafe fn fill_r(
+    ret: *mut hostent,
+    buf: *mut c_char,
+    buflen: usize,
+    result: *mut *mut hostent,
+    h_errnop: *mut c_int,
+    name: &str,
+    af: c_int,
+    addr: &[u8],
+) -> Detour<c_int> {
     if name.is_empty() {
         // A tailnet name without a placeholder (see dns::tailnet_slot): "try again".
         // SAFETY: the caller's guarantee.
@@ -201,9 +210,7 @@ pub unsafe fn gethostbyname2(name: *const c_char, af: c_int) -> Detour<*mut host
     // SAFETY: contract.
     match unsafe { slot_for(name, af) } {
         Some((slot, n)) => fill_static(n, af, &placeholder(slot, af)),
-        None => {
-            Detour::Bypass(Bypass::NotTailnet)
-        }
+        None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
 
@@ -213,9 +220,7 @@ pub unsafe fn gethostbyname(name: *const c_char) -> Detour<*mut hostent> {
     // SAFETY: contract.
     match unsafe { slot_for(name, libc::AF_INET) } {
         Some((slot, n)) => fill_static(n, libc::AF_INET, &placeholder(slot, libc::AF_INET)),
-        None => {
-            Detour::Bypass(Bypass::NotTailnet)
-        }
+        None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
 
@@ -229,9 +234,7 @@ pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> D
             let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
             fill_static(n, ty, bytes)
         }
-        None => {
-            Detour::Bypass(Bypass::NotTailnet)
-        }
+        None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
 
@@ -257,9 +260,7 @@ pub unsafe fn gethostbyaddr_r(
                 fill_r(ret, buf, buflen, result, h_errnop, n, ty, bytes)
             }
         }
-        None => {
-            Detour::Bypass(Bypass::NotTailnet)
-        }
+        None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
 

@@ -1,9 +1,9 @@
 //! getnameinfo() of a placeholder gives back its tailnet name (unless NI_NUMERICHOST). The
 //! service part is still glibc's.
 use crate::boundary::{passed, Bypass, Detour};
+use libc::{c_char, c_int, sockaddr, socklen_t};
 #[allow(unused_imports)]
 use tsproxy_core::Errno;
-use libc::{c_char, c_int, sockaddr, socklen_t};
 
 fn real(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> c_int {
     let f = real!(getnameinfo: fn(*const sockaddr, socklen_t, *mut c_char, socklen_t, *mut c_char, socklen_t, c_int) -> c_int);
@@ -13,7 +13,15 @@ fn real(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: sockl
 
 /// # Safety
 /// getnameinfo(3)'s contract.
-pub unsafe fn getnameinfo(sa: *const sockaddr, salen: socklen_t, host: *mut c_char, hostlen: socklen_t, serv: *mut c_char, servlen: socklen_t, flags: c_int) -> Detour<c_int> {
+pub unsafe fn getnameinfo(
+    sa: *const sockaddr,
+    salen: socklen_t,
+    host: *mut c_char,
+    hostlen: socklen_t,
+    serv: *mut c_char,
+    servlen: socklen_t,
+    flags: c_int,
+) -> Detour<c_int> {
     let pass = || Detour::Bypass(Bypass::NotTailnet);
     if host.is_null() || hostlen == 0 || flags & libc::NI_NUMERICHOST != 0 {
         return pass();

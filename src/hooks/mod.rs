@@ -11,7 +11,7 @@ mod io;
 mod poll;
 
 pub use connect::{connect, getpeername, getsockopt, sendmmsg, sendmsg, sendto};
-pub use dns::{gethostbyaddr, gethostbyaddr_r, gethostbyname, gethostbyname2, gethostbyname2_r, gethostbyname_r, getaddrinfo, getnameinfo};
+pub use dns::{getaddrinfo, gethostbyaddr, gethostbyaddr_r, gethostbyname, gethostbyname2, gethostbyname2_r, gethostbyname_r, getnameinfo};
 pub use epoll::{epoll_create, epoll_create1, epoll_ctl};
 pub use fd::{close, close_range, dup, dup2, dup3, fcntl, fcntl64, socket};
 pub use io::{__read_chk, __recv_chk, __recvfrom_chk, read, readv, recv, recvfrom, recvmmsg, recvmsg, send, sendfile, sendfile64, splice, write, writev};

@@ -66,10 +66,7 @@ pub fn harness(name: &str) -> PathBuf {
 
 /// Parse key=value lines.
 pub fn kv(out: &Output) -> HashMap<String, String> {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect()
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
 }
 
 pub fn text(out: &Output) -> String {
@@ -79,7 +76,21 @@ pub fn text(out: &Output) -> String {
 /// A command with LD_PRELOAD=libtsproxy.so and a clean tsproxy environment.
 pub fn preloaded(prog: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(prog);
-    for k in ["TSPROXY_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy", "TSPROXY_ROUTES", "TSPROXY_DOMAINS", "TSPROXY_LOG", "TSPROXY_LOG_FILE", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+    for k in [
+        "TSPROXY_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "TSPROXY_ROUTES",
+        "TSPROXY_DOMAINS",
+        "TSPROXY_LOG",
+        "TSPROXY_LOG_FILE",
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+    ] {
         c.env_remove(k);
     }
     c.env("LD_PRELOAD", lib());
@@ -265,12 +276,12 @@ fn socks_session(mut s: TcpStream, auth: Option<(&str, &str)>, router: &Router, 
 
 fn connect_and_relay(mut s: TcpStream, to: SocketAddr) -> std::io::Result<()> {
     match TcpStream::connect(to) {
-            Err(_) => s.write_all(&[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]),
-            Ok(up) => {
-                s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34])?;
-                relay(s, up);
-                Ok(())
-            }
+        Err(_) => s.write_all(&[5, 1, 0, 1, 0, 0, 0, 0, 0, 0]),
+        Ok(up) => {
+            s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0x12, 0x34])?;
+            relay(s, up);
+            Ok(())
+        }
     }
 }
 
@@ -393,7 +404,6 @@ pub fn net() -> &'static Net {
         Net { socks: Socks::start(None, router(http, banner)), http, banner }
     })
 }
-
 
 // ---------------------------------------------------------------- static binaries
 

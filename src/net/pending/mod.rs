@@ -38,7 +38,18 @@ pub use table::active;
 /// # Safety
 /// `addr` holds `len` readable bytes.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::sockaddr, len: libc::socklen_t, known: u8, inline: bool, fl: i32, limit: Duration, read_cap: Option<Duration>) -> Detour<c_int> {
+pub unsafe fn start(
+    fd: i32,
+    family: i32,
+    target: Target,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    known: u8,
+    inline: bool,
+    fl: i32,
+    limit: Duration,
+    read_cap: Option<Duration>,
+) -> Detour<c_int> {
     let st = state::get();
     let Some(cfg) = &st.cfg else { return Detour::Fail(Errno(libc::ECONNREFUSED)) };
     let Some(ino) = inode(fd) else { return Detour::Fail(Errno(libc::EBADF)) };
@@ -128,7 +139,12 @@ pub unsafe fn start(fd: i32, family: i32, target: Target, addr: *const libc::soc
     if inline {
         drop(t);
         let first = read_cap.filter(|_| want == libc::POLLIN).map_or(limit, |c| c.min(limit));
-        return Detour::Wait(Wait { fds: wake::one(fd, want), n: 1, timeout_ms: first.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() });
+        return Detour::Wait(Wait {
+            fds: wake::one(fd, want),
+            n: 1,
+            timeout_ms: first.as_millis().clamp(1, i32::MAX as u128) as i32,
+            sigmask: std::ptr::null(),
+        });
     }
     let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::ECONNREFUSED)) };
     let tok = table::token(slot, c.id);

@@ -214,7 +214,11 @@ impl Table {
     /// Slots of conns the driver thread runs (for deadlines).
     /// (A scan: the driver calls it only when a deadline may have passed.)
     pub fn thread_slots(&self, pid: i32) -> Vec<usize> {
-        self.conns.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| c.driver == Driver::Thread && c.owner == pid && c.result.is_none()).map(|_| i)).collect()
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().filter(|c| c.driver == Driver::Thread && c.owner == pid && c.result.is_none()).map(|_| i))
+            .collect()
     }
 
     /// Advance the handshake of `slot`; true when it has ended (and was finalized). `writable`:
@@ -321,7 +325,10 @@ fn make_refused(fd: i32, family: i32) {
         let _ = sys::fcntl_setfl(fd, fl | libc::O_NONBLOCK);
     }
     let tries: &[std::net::SocketAddr] = if family == libc::AF_INET6 {
-        &[std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 0), std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0)]
+        &[
+            std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 0),
+            std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+        ]
     } else {
         &[std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0)]
     };

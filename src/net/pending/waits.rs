@@ -84,7 +84,8 @@ fn disarm(app: &mut [pollfd], saved: &[(usize, i32, i16)], wake: i32) -> c_int {
     wake::drain(wake);
     for (&(i, fd, events), done) in saved.iter().zip(ended) {
         if let Some(p) = app.get_mut(i) {
-            let revents = if done { tsproxy_core::sys::poll1(fd, events, 0).unwrap_or(0) & (events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) } else { 0 };
+            let revents =
+                if done { tsproxy_core::sys::poll1(fd, events, 0).unwrap_or(0) & (events | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) } else { 0 };
             *p = pollfd { fd, events, revents };
         }
     }
@@ -196,7 +197,11 @@ pub unsafe fn select(nfds: c_int, sets: [*mut libc::fd_set; 3], timeout: Option<
     }
     let mut n = 0;
     for p in app.iter() {
-        for (k, asked, got) in [(0, libc::POLLIN, libc::POLLIN | libc::POLLHUP | libc::POLLERR), (1, libc::POLLOUT, libc::POLLOUT | libc::POLLERR), (2, libc::POLLPRI, libc::POLLPRI)] {
+        for (k, asked, got) in [
+            (0, libc::POLLIN, libc::POLLIN | libc::POLLHUP | libc::POLLERR),
+            (1, libc::POLLOUT, libc::POLLOUT | libc::POLLERR),
+            (2, libc::POLLPRI, libc::POLLPRI),
+        ] {
             if p.events & asked != 0 && p.revents & got != 0 {
                 // SAFETY: p.fd < nfds, inside the set (contract).
                 unsafe { fdset::set(sets[k], p.fd) };
