@@ -14,6 +14,8 @@ build:
 # Every tier: unit tests, the no-root loopback tier, and (as root) the namespace tier with
 # real proxies and the leak meter. As root a missing piece of the namespace tier is an error.
 test: test-deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 	$(CARGO) build --workspace
 	@if [ "$(ROOT)" = 0 ]; then \
 		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 $(CARGO) test --workspace; rc=$$?; \
