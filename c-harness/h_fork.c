@@ -1,12 +1,15 @@
 /* h_fork CHILD WHEN HOST PORT: a nonblocking connect to HOST:PORT (a slow tailnet dial), fork
  * while it is pending; the child (CHILD = sleep: sleeps 2 s and exits without touching the
- * socket; close: closes it, then sleeps 2 s; exit: like sleep but exit(0) instead of _exit)
- * exits 0; the parent waits with epoll (8 s; WHEN = before: the socket was added to the epoll
+ * socket; close: closes it, then sleeps 2 s; exit: like sleep but exit(0) instead of _exit;
+ * poll: polls the inherited socket for POLLOUT (6 s), exit 0 when it became writable no sooner
+ * than 700 ms after the fork — the tunnel is the parent's and takes ~1 s —, 4 if never, 5 if too
+ * early) exits 0; the parent waits with epoll (8 s; WHEN = before: the socket was added to the epoll
  * set before fork, after: after it), sends a GET and reads the reply. Reports connect, events,
  * soerr, reply, child. With H_SIGCHLD=1 in the environment a SIGCHLD handler (no SA_RESTART) is
  * installed and the parent retries epoll_wait on EINTR, as event loops do. */
 #include "h_common.h"
 #include <sys/epoll.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -30,6 +33,13 @@ int main(int argc, char **argv) {
     if (before) epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     pid_t pid = fork();
     if (pid == 0) {
+        if (!strcmp(argv[1], "poll")) {
+            double f0 = h_now_ms();
+            struct pollfd p = { fd, POLLOUT, 0 };
+            int k = poll(&p, 1, 6000);
+            if (k != 1 || !(p.revents & POLLOUT)) _exit(4);
+            _exit(h_now_ms() - f0 < 700 ? 5 : 0);
+        }
         if (!strcmp(argv[1], "close")) close(fd);
         sleep(2);
         if (!strcmp(argv[1], "exit")) exit(0);

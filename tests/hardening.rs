@@ -527,7 +527,9 @@ asyncio.run(main())
 /// exits after 2 s without touching the socket (or closes its copy) broke the parent's
 /// connect (ECONNREFUSED). Fixed: the parent connects and gets its reply, every time. C
 /// (epoll set filled before or after the fork; bare LD_PRELOAD and the launcher) and python
-/// (os.fork, select.epoll); the runs go in parallel (each mostly sleeps).
+/// (os.fork, select.epoll); the runs go in parallel (each mostly sleeps). The C "poll" child
+/// waits on the inherited socket itself: it must see it writable when the parent's tunnel is
+/// up (the end is shared with the child), not before and not never.
 #[test]
 fn fork_while_handshake_pending() {
     let py = r#"
@@ -557,7 +559,7 @@ print("child=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     let h = harness("h_fork");
     let mut cases: Vec<(String, Command)> = Vec::new();
     for via in [Via::Preload, Via::Launcher] {
-        for child in ["sleep", "close"] {
+        for child in ["sleep", "close", "poll"] {
             for when in ["after", "before"] {
                 for round in 0..3 {
                     let mut c = under(via, &socks_url(), &h);

@@ -86,8 +86,11 @@ fn quiet_and_verbose() {
 #[test]
 fn supervisor_log_lines_escape_control_characters_of_names() {
     // A process of the tree registers a name with CR/LF/ESC in it (the key path of the
-    // supervisor's DNS responder, as the library does); the supervisor logs it at debug level.
-    // The log must stay one line per event: no forged "INJECTED" line, no raw escape.
+    // supervisor's DNS responder, as the library does), with debug logging on. Such a name is
+    // not a host name, so it is never a tailnet name: it gets no placeholder (no answer, or an
+    // answer without addresses), and whatever the supervisor logs stays one line per event:
+    // no forged "INJECTED" line, no raw CR or escape. (The escaping itself is unit-tested in
+    // core::logline.)
     let py = r#"
 import os, socket
 host, port = os.environ['TSPROXY_SUPERVISOR_DNS'].rsplit(':', 1)
@@ -95,14 +98,18 @@ key = os.environ['TSPROXY_SUPERVISOR_DNS_KEY'].encode()
 name = b'evil\r\nINJECTED line\x1b[31m'
 q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + bytes([len(name)]) + name + b'\x00\x00\x01\x00\x01'
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
+s.settimeout(1)
 s.sendto(b'TSK1' + key + q, (host, int(port)))
-print('answer', len(s.recv(512)))
+try:
+    a = s.recv(512)
+    print('answers', a[6] << 8 | a[7])
+except socket.timeout:
+    print('answers none')
 "#;
     let out = Command::new(launcher()).args(["-v", "--supervisor=on", "python3", "-c", py]).env_remove("TSPROXY_PROXY").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("answer"), "{}", text(&out));
-    assert!(err.contains("evil\\x0d\\x0ainjected line\\x1b[31m"), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.trim() == "answers none" || said.trim() == "answers 0", "a name with control characters got an address: {}", text(&out));
     assert!(!err.lines().any(|l| l.starts_with("INJECTED") || l.starts_with("injected")), "{}", text(&out));
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{}", text(&out));
 }

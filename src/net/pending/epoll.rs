@@ -74,20 +74,17 @@ pub unsafe fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> 
     // that does not exist fails with ENOENT on a valid pair, and with the kernel's own errno
     // (EBADF, EINVAL, EPERM) otherwise. A registration that did exist (made behind our back)
     // is taken aside like the others.
-    let probe = |c: &mut super::table::Conn| -> Result<bool, Errno> {
+    let probe = || -> Result<bool, Errno> {
         match sys::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, 0, 0) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => {
-                let _ = c;
-                Err(Errno::of(&e))
-            }
+            Err(e) => Err(Errno::of(&e)),
         }
     };
     let always = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
     match (op, app, aside) {
         (libc::EPOLL_CTL_ADD, Some(_), Some(_)) => Detour::Fail(Errno(libc::EEXIST)),
-        (libc::EPOLL_CTL_ADD, Some(e), None) => match probe(c) {
+        (libc::EPOLL_CTL_ADD, Some(e), None) => match probe() {
             Ok(existed) => {
                 c.regs.push(Reg { epfd, fd, events: e.events | always, data: e.u64 });
                 if existed {
@@ -105,7 +102,7 @@ pub unsafe fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> 
             }
             Detour::Done(0)
         }
-        (libc::EPOLL_CTL_MOD, Some(e), None) => match probe(c) {
+        (libc::EPOLL_CTL_MOD, Some(e), None) => match probe() {
             Ok(true) => {
                 c.regs.push(Reg { epfd, fd, events: e.events | always, data: e.u64 });
                 Detour::Done(0)

@@ -17,6 +17,7 @@
 //!   the kernel reports the socket's real state to whoever waits.
 pub mod driver;
 pub mod epoll;
+pub mod shared;
 pub mod table;
 pub mod waits;
 pub mod wake;
@@ -129,6 +130,7 @@ pub unsafe fn start(
         restore_flags,
         id: 0,
         in_driver: false,
+        shared: None,
     };
     let mut t = TABLE.lock();
     let slot = t.insert(conn);
@@ -270,11 +272,8 @@ pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
             t.drop_waiter(w);
         }
     }
-    let Some(slot) = t.lookup(fd) else { return Detour::Bypass(Bypass::NotOurs) };
+    let Some(slot) = pending_slot(&mut t, fd) else { return Detour::Bypass(Bypass::NotOurs) };
     let Some(c) = t.conn(slot) else { return Detour::Bypass(Bypass::NotOurs) };
-    if c.result.is_some() {
-        return Detour::Bypass(Bypass::NotOurs);
-    }
     if how == Gate::NotConnected {
         return Detour::Fail(Errno(libc::ENOTCONN));
     }
@@ -283,16 +282,11 @@ pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
         return Detour::Fail(Errno(libc::EAGAIN));
     }
     let now = Instant::now();
-    if c.owner != sys::pid() && now >= c.deadline {
-        // The parent process runs this handshake and did not finish it in time: stop waiting.
-        return Detour::Fail(Errno(libc::ETIMEDOUT));
-    }
     // Only a thread that really waits gets (or makes) its wake-up eventfd.
     let Some(w) = wake::mine() else { return Detour::Fail(Errno(libc::EAGAIN)) };
     wake::drain(w);
     c.waiters.push(w);
-    // A handshake of another process (fork) cannot wake us: look again every 50 ms.
-    let left = if c.owner != sys::pid() { Duration::from_millis(50) } else { c.deadline.saturating_duration_since(now) + Duration::from_millis(100) };
+    let left = if c.owner != sys::pid() { FOREIGN_LOOK } else { c.deadline.saturating_duration_since(now) + Duration::from_millis(100) };
     drop(t);
     Detour::Wait(Wait { fds: wake::one(w, libc::POLLIN), n: 1, timeout_ms: left.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() })
 }
@@ -346,8 +340,34 @@ pub fn on_dup(old: i32, new: i32) {
     }
 }
 
-/// Whether a socket is still handshaking (for select's fast check and the wait logic).
+/// Whether a socket is still handshaking (for the gates, epoll_ctl and the waits). A handshake
+/// inherited over fork() is the parent's to finish: once the parent published its end (or,
+/// without a shared word, after its deadline) it is forgotten here, and the socket is what the
+/// kernel says — the parent made it so, and put the epoll registrations (shared sets) back.
 pub fn pending_slot(t: &mut table::Table, fd: i32) -> Option<usize> {
     let slot = t.lookup(fd)?;
-    t.conn(slot)?.result.is_none().then_some(slot)
+    let c = t.conn(slot)?;
+    if c.result.is_some() {
+        return None;
+    }
+    if c.owner != sys::pid() && (c.shared.is_some_and(|w| shared::ended(w, c.id)) || Instant::now() >= c.deadline) {
+        if let Some(c) = t.remove(slot) {
+            // Registrations this process made while it ran go in now (those inherited were put
+            // back by the parent in the sets both share: EEXIST, harmless).
+            for r in c.regs {
+                let _ = sys::epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, r.fd, r.events, r.data);
+            }
+        }
+        return None;
+    }
+    Some(slot)
 }
+
+/// Is the handshake of `slot` another process's (inherited over fork)? Its end wakes nobody
+/// here: waiters look again every `FOREIGN_LOOK`.
+pub fn foreign(t: &mut table::Table, slot: usize) -> bool {
+    t.conn(slot).is_some_and(|c| c.owner != sys::pid())
+}
+
+/// How often a waiter looks at a handshake another process runs.
+pub const FOREIGN_LOOK: Duration = Duration::from_millis(50);

@@ -75,6 +75,8 @@ pub struct Conn {
     pub id: u32,
     /// Registered in the driver's epoll set.
     pub in_driver: bool,
+    /// Its outcome, shared with fork children (see `shared`).
+    pub shared: Option<super::shared::Word>,
 }
 
 pub struct Table {
@@ -149,6 +151,9 @@ impl Table {
                 self.conns.len() - 1
             }
         };
+        if let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) {
+            c.shared = super::shared::start(slot, c.id);
+        }
         for fd in fds {
             self.fds.insert(fd, slot);
         }
@@ -304,6 +309,9 @@ impl Table {
             if inode(r.fd) == Some(c.ino) {
                 let _ = sys::epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, r.fd, r.events, r.data);
             }
+        }
+        if let Some(w) = c.shared {
+            super::shared::end(w, c.id);
         }
         for w in std::mem::take(&mut c.waiters) {
             super::wake::signal(w);

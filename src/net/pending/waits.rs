@@ -14,9 +14,11 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use tsproxy_core::Errno;
 
+/// Entries swapped for the wake-up eventfd: (index, the application's fd, its events).
+type Saved = Vec<(usize, i32, i16)>;
+
 struct Frame {
-    /// (index, the application's fd, the application's events)
-    saved: Vec<(usize, i32, i16)>,
+    saved: Saved,
     deadline: Option<Instant>,
     wake: i32,
     /// select: the pollfd array we made (freed at the end; leaked only if the thread is
@@ -41,15 +43,18 @@ fn ms(deadline: Option<Instant>) -> c_int {
 }
 
 /// Swap the entries that are still handshaking for the wake-up eventfd and register as a
-/// waiter. None: no entry is handshaking (any more).
-fn arm(app: &mut [pollfd], wake: i32) -> Option<Vec<(usize, i32, i16)>> {
+/// waiter. None: no entry is handshaking (any more). The bool: one of them is another
+/// process's handshake (its end wakes nobody here), so the wait must look again soon.
+fn arm(app: &mut [pollfd], wake: i32) -> Option<(Saved, bool)> {
     let mut saved = Vec::new();
+    let mut foreign = false;
     let mut t = TABLE.lock();
     for (i, p) in app.iter().enumerate() {
         if p.fd < 0 {
             continue;
         }
         if let Some(slot) = super::pending_slot(&mut t, p.fd) {
+            foreign |= super::foreign(&mut t, slot);
             if let Some(c) = t.conn(slot) {
                 if !c.waiters.contains(&wake) {
                     c.waiters.push(wake);
@@ -68,7 +73,22 @@ fn arm(app: &mut [pollfd], wake: i32) -> Option<Vec<(usize, i32, i16)>> {
             *p = pollfd { fd: wake, events: libc::POLLIN, revents: 0 };
         }
     }
-    Some(saved)
+    Some((saved, foreign))
+}
+
+/// The wait's timeout: the caller's time left, at most `FOREIGN_LOOK` when a handshake of
+/// another process is among the entries.
+fn slice(deadline: Option<Instant>, foreign: bool) -> c_int {
+    let left = ms(deadline);
+    if !foreign {
+        return left;
+    }
+    let look = super::FOREIGN_LOOK.as_millis() as c_int;
+    if left < 0 {
+        look
+    } else {
+        left.min(look)
+    }
 }
 
 /// Put the application's entries back and give each its readiness now: nothing while still
@@ -125,10 +145,10 @@ pub unsafe fn poll(fds: *mut pollfd, n: nfds_t, timeout: Option<Duration>, sigma
             push(Frame { saved: Vec::new(), ..frame });
             Detour::Wait(Wait { fds, n, timeout_ms: ms(deadline), sigmask })
         }
-        Some(saved) => {
+        Some((saved, foreign)) => {
             let deadline = frame.deadline;
             push(Frame { saved, ..frame });
-            Detour::Wait(Wait { fds, n, timeout_ms: ms(deadline), sigmask })
+            Detour::Wait(Wait { fds, n, timeout_ms: slice(deadline, foreign), sigmask })
         }
     }
 }
@@ -164,9 +184,9 @@ pub unsafe fn select(nfds: c_int, sets: [*mut libc::fd_set; 3], timeout: Option<
         // SAFETY: ptr holds len entries we own.
         let app = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
         let deadline = timeout.map(|t| Instant::now() + t);
-        let saved = arm(app, wake).unwrap_or_default();
+        let (saved, foreign) = arm(app, wake).unwrap_or_default();
         push(Frame { saved, deadline, wake, owned: Some((ptr, len)) });
-        return Detour::Wait(Wait { fds: ptr, n: len as nfds_t, timeout_ms: ms(deadline), sigmask });
+        return Detour::Wait(Wait { fds: ptr, n: len as nfds_t, timeout_ms: slice(deadline, foreign), sigmask });
     }
     let Some(f) = pop() else { return Detour::Fail(Errno(libc::EINTR)) };
     let Some((ptr, len)) = f.owned else { return Detour::Fail(Errno(libc::EINTR)) };
@@ -184,9 +204,9 @@ pub unsafe fn select(nfds: c_int, sets: [*mut libc::fd_set; 3], timeout: Option<
     }
     if count == 0 && ms(f.deadline) != 0 {
         let deadline = f.deadline;
-        let saved = arm(app, f.wake).unwrap_or_default();
+        let (saved, foreign) = arm(app, f.wake).unwrap_or_default();
         push(Frame { saved, deadline, wake: f.wake, owned: Some((ptr, len)) });
-        return Detour::Wait(Wait { fds: ptr, n: len as nfds_t, timeout_ms: ms(deadline), sigmask });
+        return Detour::Wait(Wait { fds: ptr, n: len as nfds_t, timeout_ms: slice(deadline, foreign), sigmask });
     }
     if app.iter().any(|p| p.revents & libc::POLLNVAL != 0) {
         return finish(Detour::Fail(Errno(libc::EBADF)));
