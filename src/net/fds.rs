@@ -18,6 +18,11 @@ pub const IN_EPOLL: u8 = 4;
 /// never opened it, so its close/close_range/dup2 must not take it away.
 pub const OURS: u8 = 8;
 
+/// In the table of handshakes (pending, or an errno owed): the hooks look at the table — and
+/// take its lock — only for such descriptors, so a read() of a file while some socket of the
+/// process handshakes stays a relaxed load away from libc.
+pub const PENDING: u8 = 16;
+
 static FDS: [AtomicU8; N] = [const { AtomicU8::new(0) }; N];
 
 fn slot(fd: i32) -> Option<&'static AtomicU8> {
@@ -134,4 +139,23 @@ pub fn evict(fd: i32) {
     }
     EVICTIONS.fetch_add(1, Ordering::AcqRel);
     crate::net::pending::driver::evicted(fd);
+}
+
+/// Kept by the handshake table as descriptors enter and leave it.
+pub fn set_pending(fd: i32, on: bool) {
+    if let Some(s) = slot(fd) {
+        if on {
+            s.fetch_or(PENDING, Ordering::Relaxed);
+        } else {
+            s.fetch_and(!PENDING, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Could `fd` be in the handshake table? (Descriptors past the byte table always could.)
+pub fn maybe_pending(fd: i32) -> bool {
+    match slot(fd) {
+        Some(s) => s.load(Ordering::Relaxed) & PENDING != 0,
+        None => fd >= 0,
+    }
 }

@@ -128,20 +128,30 @@ fn run(ep: i32) {
                 return;
             }
         };
-        let mut t = TABLE.lock();
         for e in evs.iter().take(n) {
-            let (events, tok) = (e.events, e.u64);
-            match t.by_token(tok) {
-                Some(slot) => {
-                    let writable = events & libc::EPOLLOUT as u32 != 0 && events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
-                    t.step(slot, writable, ep);
-                }
-                None => {
-                    // A conn that ended without being told to us (cannot be named any more):
-                    // nothing to do; its socket was deregistered when it ended.
-                }
-            }
+            advance(e.u64, e.events, ep);
         }
+    }
+}
+
+/// One event of the driver's set: advance that handshake. The lock is held only to take the
+/// handshake out and to put it back — its syscalls (connect, send, recv to the proxy) run
+/// without it, so the program's threads, which need the table for every hooked call while
+/// something is pending, never wait for a proxy round of ours.
+fn advance(tok: u64, events: u32, ep: i32) {
+    let writable = events & libc::EPOLLOUT as u32 != 0 && events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
+    let Some((slot, mut hs)) = ({
+        let mut t = TABLE.lock();
+        // None: a conn that ended meanwhile (its socket left our set when it did).
+        t.by_token(tok).and_then(|slot| t.take(slot, writable).map(|(hs, _, _)| (slot, hs)))
+    }) else {
+        return;
+    };
+    let step = hs.resume(&mut |l, a| crate::log::write(l, a));
+    let mut t = TABLE.lock();
+    // Closed by the program meanwhile (close() removed the conn): the handshake is dropped.
+    if t.by_token(tok) == Some(slot) {
+        t.apply(slot, hs, step, ep);
     }
 }
 

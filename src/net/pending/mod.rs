@@ -172,7 +172,9 @@ pub fn resume_inline(fd: i32, ctx: &mut Ctx) -> Detour<c_int> {
     let writable = rev & libc::POLLOUT != 0 && rev & (libc::POLLERR | libc::POLLHUP) == 0;
     let timed_out = matches!(ctx.woke, Some((0, _)));
     let mut t = TABLE.lock();
-    let Some(slot) = t.lookup(fd) else { return Detour::Fail(Errno(libc::EBADF)) };
+    // Closed (or replaced) behind our back meanwhile: lookup_any forgets it; EBADF as for a
+    // connect on a closed descriptor.
+    let Some(slot) = t.lookup_any(fd) else { return Detour::Fail(Errno(libc::EBADF)) };
     let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::EBADF)) };
     let now = Instant::now();
     if c.result.is_none() && (now >= c.deadline || (timed_out && c.want == libc::POLLIN && c.read_cap.is_some())) {

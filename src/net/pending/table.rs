@@ -126,8 +126,17 @@ impl Table {
     }
 
     /// The slot of `fd`, if it is one of ours *and still the same socket*. A stale number is
-    /// forgotten on the spot.
+    /// forgotten on the spot. Descriptors not marked in `fds` are not looked up at all.
     pub fn lookup(&mut self, fd: i32) -> Option<usize> {
+        if !crate::net::fds::maybe_pending(fd) {
+            return None;
+        }
+        self.lookup_any(fd)
+    }
+
+    /// `lookup` without the `fds` mark (for the thread running an inline handshake, whose
+    /// conn exists even if its number's mark was overwritten by a new socket).
+    pub fn lookup_any(&mut self, fd: i32) -> Option<usize> {
         let slot = *self.fds.get(&fd)?;
         let ino = self.conn(slot)?.ino;
         if inode(fd) == Some(ino) {
@@ -156,6 +165,7 @@ impl Table {
         }
         for fd in fds {
             self.fds.insert(fd, slot);
+            crate::net::fds::set_pending(fd, true);
         }
         self.live += 1;
         ACTIVE.store(self.live, Ordering::Relaxed);
@@ -167,6 +177,7 @@ impl Table {
         for fd in &c.fds {
             if self.fds.get(fd) == Some(&slot) {
                 self.fds.remove(fd);
+                crate::net::fds::set_pending(*fd, false);
             }
         }
         self.free.push(slot);
@@ -179,6 +190,7 @@ impl Table {
     /// no fd of the process refers to the socket any more, or when its own fd went away.
     pub fn forget_fd(&mut self, fd: i32) -> Option<Conn> {
         let slot = self.fds.remove(&fd)?;
+        crate::net::fds::set_pending(fd, false);
         let c = self.conn(slot)?;
         c.fds.retain(|&f| f != fd);
         c.regs.retain(|r| r.fd != fd);
@@ -205,6 +217,7 @@ impl Table {
         if let Some(c) = self.conn(slot) {
             c.fds.push(fd);
             self.fds.insert(fd, slot);
+            crate::net::fds::set_pending(fd, true);
         }
     }
 
@@ -226,24 +239,43 @@ impl Table {
             .collect()
     }
 
-    /// Advance the handshake of `slot`; true when it has ended (and was finalized). `writable`:
-    /// the wait that woke us saw the socket writable without error. `driver_ep`: the driver's
-    /// epoll set, to follow the handshake's interest.
+    /// Advance the handshake of `slot` (with the lock held: the inline path); true when it has
+    /// ended (and was finalized). `writable`: the wait that woke us saw the socket writable
+    /// without error. `driver_ep`: the driver's epoll set, to follow the handshake's interest.
     pub fn step(&mut self, slot: usize, writable: bool, driver_ep: i32) -> bool {
-        let Some(c) = self.conn(slot) else { return true };
+        let Some((mut hs, _, _)) = self.take(slot, writable) else { return true };
+        let step = hs.resume(&mut |l, a| crate::log::write(l, a));
+        self.apply(slot, hs, step, driver_ep)
+    }
+
+    /// Take the handshake of `slot` out to advance it (a placeholder stays), after checking the
+    /// socket is still the same: the driver runs the handshake's syscalls without the lock,
+    /// which the program's threads need meanwhile. Also returns the fd and the socket's inode.
+    /// None: ended, or closed behind our back (then forgotten).
+    pub fn take(&mut self, slot: usize, writable: bool) -> Option<(Handshake<'static>, i32, u64)> {
+        let c = self.conn(slot)?;
         if c.result.is_some() {
-            return true;
+            return None;
         }
         if inode(c.fd) != Some(c.ino) {
             // Closed (or replaced) behind our back: nothing left to drive.
             let fd = c.fd;
             self.forget_fd(fd);
-            return true;
+            return None;
         }
+        let placeholder = Handshake::new(-1, libc::AF_INET, &[], tsproxy_core::Target::Ip(([0, 0, 0, 0], 0).into()), false);
+        let mut hs = std::mem::replace(&mut c.hs, placeholder);
         if writable && c.want == libc::POLLOUT {
-            c.hs.writable_hint();
+            hs.writable_hint();
         }
-        match c.hs.resume(&mut |l, a| crate::log::write(l, a)) {
+        Some((hs, c.fd, c.ino))
+    }
+
+    /// Put the handshake back with what its step said; true when it has ended (finalized).
+    pub fn apply(&mut self, slot: usize, hs: Handshake<'static>, step: Step, driver_ep: i32) -> bool {
+        let Some(c) = self.conn(slot) else { return true };
+        c.hs = hs;
+        match step {
             Step::Want(ev) => {
                 if ev != c.want {
                     c.want = ev;
@@ -264,6 +296,12 @@ impl Table {
     /// Abandon a handshake with `e` (its time ran out).
     pub fn expire(&mut self, slot: usize, e: Errno, driver_ep: i32) {
         if let Some(c) = self.conn(slot) {
+            if c.result.is_none() && inode(c.fd) != Some(c.ino) {
+                // Closed behind our back, maybe a new socket on the number now: touch nothing.
+                let fd = c.fd;
+                self.forget_fd(fd);
+                return;
+            }
             if c.result.is_none() {
                 let _ = c.hs.abort(e);
                 c.result = Some(Err(e));
@@ -286,7 +324,10 @@ impl Table {
             c.in_driver = false;
         }
         let us = c.t0.elapsed().as_micros();
+        // The socket's own state is touched only while the number is still this socket.
+        let alive = inode(fd) == Some(c.ino);
         match result {
+            _ if !alive => {}
             Ok(()) => {
                 for &f in &c.fds {
                     // SAFETY: addr holds len bytes (copied from the application's connect).
@@ -302,7 +343,7 @@ impl Table {
                 crate::log::log!(Info, "connect fd={fd} {} -> {e} {us}us", c.hs.target());
             }
         }
-        if let Some(fl) = c.restore_flags.take() {
+        if let Some(fl) = c.restore_flags.take().filter(|_| alive) {
             let _ = sys::fcntl_setfl(fd, fl);
         }
         for r in std::mem::take(&mut c.regs) {
