@@ -82,28 +82,14 @@ hook! {
     fn dup2(old: c_int, new: c_int) -> c_int;
     fast: false;
     fail: -1, on_panic: EBADF;
-    |real, ctx| {
-        if fds::is_ours(new) {
-            fds::evict(new);
-        }
-        let r = real(old, new);
-        after_dup(old, r);
-        passed(r)
-    }
+    |real, ctx| onto(old, new, || real(old, new))
 }
 
 hook! {
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int;
     fast: false;
     fail: -1, on_panic: EBADF;
-    |real, ctx| {
-        if fds::is_ours(new) {
-            fds::evict(new);
-        }
-        let r = real(old, new, flags);
-        after_dup(old, r);
-        passed(r)
-    }
+    |real, ctx| onto(old, new, || real(old, new, flags))
 }
 
 // fcntl is variadic in C; on x86_64 and aarch64 the optional third argument travels in the
@@ -128,6 +114,17 @@ hook! {
         after_dup(fd, r);
         passed(r)
     }
+}
+
+/// dup2/dup3: a descriptor of ours in the way is given up first (the number is the program's
+/// to take), then the duplicate is recorded.
+fn onto(old: c_int, new: c_int, dup: impl FnOnce() -> c_int) -> Detour<c_int> {
+    if fds::is_ours(new) {
+        fds::evict(new);
+    }
+    let r = dup();
+    after_dup(old, r);
+    passed(r)
 }
 
 fn after_dup(old: c_int, new: c_int) {
