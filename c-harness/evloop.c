@@ -66,12 +66,12 @@ static const char *en(int e) {
 }
 
 /* The program's own descriptors. tsproxy keeps a few of its own (the handshake thread's epoll
- * set, one wake-up eventfd per thread that waited on a pending socket) close-on-exec at the top
- * of the descriptor limit, out of the program's way: those are not counted. */
+ * set, one wake-up eventfd per thread that waited on a pending socket) close-on-exec in the top
+ * quarter of the descriptor limit, out of the program's way: those are not counted. */
 static int count_fds(void) {
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
-    long top = (long)rl.rlim_cur - 64;
+    long top = (long)rl.rlim_cur - (long)rl.rlim_cur / 4;
     int n = 0;
     DIR *d = opendir("/proc/self/fd");
     struct dirent *e;

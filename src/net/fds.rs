@@ -87,7 +87,7 @@ pub fn is_ours(fd: i32) -> bool {
     get(fd) & OURS != 0
 }
 
-/// Move a descriptor of ours out of the program's way: close-on-exec, near the top of the
+/// Move a descriptor of ours out of the program's way: close-on-exec, in the top quarter of the
 /// program's descriptor limit (the program's own descriptors grow from the bottom), and marked
 /// so that the program's close() cannot take it.
 pub fn move_high(fd: i32) -> i32 {
@@ -96,7 +96,9 @@ pub fn move_high(fd: i32) -> i32 {
         Ok(_) => lim.rlim_cur.min(N as u64) as i32,
         Err(_) => 1024,
     };
-    let base = (soft - 64).max(3);
+    // The top quarter of the range: room for one wake-up eventfd per thread of a busy program
+    // (64 threads waiting at once must not push one down among the program's own numbers).
+    let base = (soft - soft / 4).max(3);
     let moved = match tsproxy_core::syscall!(SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) {
         Ok(n) => {
             let _ = tsproxy_core::syscall!(SYS_close, fd);
