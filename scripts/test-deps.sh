@@ -17,6 +17,10 @@ have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
 have chpasswd || need+=(passwd)
 have go || need+=(golang-go)
+have musl-gcc || need+=(musl-tools)
+have ps || need+=(procps)
+have chroot || need+=(coreutils)
+[ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -33,7 +33,7 @@
 //!
 //! Every run is bounded ([`Attack::secs`], default 20 s; a hang is a failure) and runs in
 //! namespace tsp-ws with an empty environment plus `PATH` and what the test adds.
-use super::{launcher, lib, target_dir, text};
+use super::{target_dir, text};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -49,6 +49,24 @@ pub const TOPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/topolog
 pub const RUN_DIR: &str = "/run/tsproxy-test";
 /// The first uid [`Meter::fresh`] hands out.
 pub const FIRST_UID: u32 = 62001;
+
+/// The library under test: this build's, or `$TSPROXY_ADV_BUILD/libtsproxy.so` — set that to
+/// the target directory of another build (an older commit, say) to run the tier against it
+/// and see which items it fails.
+pub fn lib() -> PathBuf {
+    match std::env::var_os("TSPROXY_ADV_BUILD") {
+        Some(d) => PathBuf::from(d).join("libtsproxy.so"),
+        None => super::lib(),
+    }
+}
+
+/// The launcher under test (see [`lib`]).
+pub fn launcher() -> PathBuf {
+    match std::env::var_os("TSPROXY_ADV_BUILD") {
+        Some(d) => PathBuf::from(d).join("tsproxy"),
+        None => super::launcher(),
+    }
+}
 
 fn required() -> bool {
     std::env::var("TSPROXY_REQUIRE_NETNS").as_deref() == Ok("1")
@@ -460,6 +478,14 @@ impl Running {
             let _ = i.write_all(s.as_bytes());
             let _ = i.flush();
         }
+    }
+
+    /// Kill it now (a server the test started) and collect the rest of its output.
+    pub fn stop(mut self) -> Run {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+        let stdout = drain(collect(Box::new(self.stdout)));
+        Run { status: None, timed_out: false, secs: 0.0, stdout, stderr: drain(self.err) }
     }
 
     /// Close stdin, wait for the end (or the time bound), collect the rest of stdout and
