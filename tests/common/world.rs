@@ -33,6 +33,9 @@
 //!
 //! Every run is bounded ([`Attack::secs`], default 20 s; a hang is a failure) and runs in
 //! namespace tsp-ws with an empty environment plus `PATH` and what the test adds.
+//!
+//! `TSPROXY_ADV_BUILD=<dir>` runs the tier against the `libtsproxy.so` and `tsproxy` of another
+//! build (e.g. the target/debug of an older commit): how to see each test fail without its fix.
 use super::{target_dir, text};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
