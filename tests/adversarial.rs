@@ -12,6 +12,10 @@
 //! -static: only the supervisor can see those). Needs root and the tools of the namespace
 //! tier; skipped without them unless TSPROXY_REQUIRE_NETNS=1 (`make test` as root, CI).
 //!
+//! Items 6, 7, 9 and 10 are written by others with the same helpers: `Meter::fresh()`, then
+//! `m.attack(Via::Plain | Via::Preload | Via::Launcher, argv)` with `.env`, `.launcher_args`,
+//! `.net_raw`, `.secs`, and `.run().expect_leak() / expect_dns() / expect_clean()`.
+//!
 //! Raw sockets (item 2): the test uid gets CAP_NET_RAW as an ambient capability
 //! ([`Attack::net_raw`]) rather than running as root, so its raw packets stay on its own
 //! per-uid meter (skuid is the socket creator's uid).
