@@ -74,7 +74,7 @@ pub unsafe fn start(
         Step::Done(Ok(via)) => {
             restore();
             // SAFETY: forwarded contract.
-            unsafe { crate::net::tunnels::record(fd, addr, len) };
+            unsafe { crate::net::tunnels::record(fd, addr, len, Some(ino)) };
             crate::log::log!(Debug, "connect fd={fd} {} -> proxy {via} -> ok at once", hs.target());
             return Detour::Done(0);
         }

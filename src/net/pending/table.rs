@@ -242,8 +242,10 @@ impl Table {
     /// Advance the handshake of `slot` (with the lock held: the inline path); true when it has
     /// ended (and was finalized). `writable`: the wait that woke us saw the socket writable
     /// without error. `driver_ep`: the driver's epoll set, to follow the handshake's interest.
+    /// One step of an inline (blocking) handshake, in the caller's thread, which validated the
+    /// socket's identity under this same lock hold (`lookup_any`): no second fstat.
     pub fn step(&mut self, slot: usize, writable: bool, driver_ep: i32) -> bool {
-        let Some((mut hs, _, _)) = self.take(slot, writable) else { return true };
+        let Some((mut hs, _, _)) = self.take_checked(slot, writable, true) else { return true };
         let step = hs.resume(&mut |l, a| crate::log::write(l, a));
         self.apply(slot, hs, step, driver_ep)
     }
@@ -253,11 +255,16 @@ impl Table {
     /// which the program's threads need meanwhile. Also returns the fd and the socket's inode.
     /// None: ended, or closed behind our back (then forgotten).
     pub fn take(&mut self, slot: usize, writable: bool) -> Option<(Handshake<'static>, i32, u64)> {
+        self.take_checked(slot, writable, false)
+    }
+
+    /// `take`; `checked`: the caller has just validated the socket's identity under this lock.
+    fn take_checked(&mut self, slot: usize, writable: bool, checked: bool) -> Option<(Handshake<'static>, i32, u64)> {
         let c = self.conn(slot)?;
         if c.result.is_some() {
             return None;
         }
-        if inode(c.fd) != Some(c.ino) {
+        if !checked && inode(c.fd) != Some(c.ino) {
             // Closed (or replaced) behind our back: nothing left to drive.
             let fd = c.fd;
             self.forget_fd(fd);
@@ -330,8 +337,10 @@ impl Table {
             _ if !alive => {}
             Ok(()) => {
                 for &f in &c.fds {
+                    // `fd` itself was just seen to be this socket; its dups are checked.
+                    let ino = (f == fd).then_some(c.ino);
                     // SAFETY: addr holds len bytes (copied from the application's connect).
-                    unsafe { tunnels::record(f, std::ptr::addr_of!(c.addr).cast(), c.len) };
+                    unsafe { tunnels::record(f, std::ptr::addr_of!(c.addr).cast(), c.len, ino) };
                 }
                 crate::log::log!(Debug, "connect fd={fd} {} -> proxy {} -> ok {us}us", c.hs.target(), c.hs.via().map(|a| a.to_string()).unwrap_or_default());
             }
