@@ -27,28 +27,35 @@ pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
     unsafe { libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5)) }
 }
 
+/// The calling thread's errno.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
     unsafe { *libc::__errno_location() }
 }
 
+/// Set the calling thread's errno (the boundary does this last, after everything of ours ran).
 pub fn set_errno(e: i32) {
-    // SAFETY: as above.
+    // SAFETY: __errno_location returns a valid, aligned pointer to this thread's own errno,
+    // which no other thread writes.
     unsafe { *libc::__errno_location() = e }
 }
 
+/// The errno inside an `io::Error` (EIO for an error that carries none).
 pub fn code(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// `fcntl(fd, F_GETFL)`: the file status flags (O_NONBLOCK...).
 pub fn fcntl_getfl(fd: i32) -> io::Result<i32> {
     syscall!(SYS_fcntl, fd, libc::F_GETFL).map(|r| r as i32)
 }
 
+/// `fcntl(fd, F_SETFL, fl)`.
 pub fn fcntl_setfl(fd: i32, fl: i32) -> io::Result<()> {
     syscall!(SYS_fcntl, fd, libc::F_SETFL, fl).map(|_| ())
 }
 
+/// An `int`-valued socket option (SO_TYPE, SO_ERROR, SO_DOMAIN...).
 pub fn getsockopt_int(fd: i32, level: i32, opt: i32) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -75,6 +82,8 @@ fn marked(len: libc::socklen_t) -> i64 {
     (len as u64 | SECCOMP_MARK) as i64
 }
 
+/// connect(2) as a raw syscall, marked (see `SECCOMP_MARK`): the library's own connects to the
+/// proxy and its pass-through connects under the supervisor.
 pub fn connect_raw(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<()> {
     syscall!(SYS_connect, fd, addr, marked(len)).map(|_| ())
 }
@@ -100,10 +109,12 @@ pub fn disconnect(fd: i32) {
     let _ = connect_raw(fd, &sa, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t);
 }
 
+/// send(2) with MSG_NOSIGNAL (a closed proxy connection is an error, never SIGPIPE).
 pub fn send(fd: i32, buf: &[u8]) -> io::Result<usize> {
     syscall!(SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, 0usize, 0usize).map(|r| r as usize)
 }
 
+/// recv(2) into `buf`.
 pub fn recv(fd: i32, buf: &mut [u8], flags: i32) -> io::Result<usize> {
     syscall!(SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), flags, 0usize, 0usize).map(|r| r as usize)
 }
@@ -122,6 +133,8 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> io::Result<i16> {
     Ok(if n == 0 { 0 } else { p.revents })
 }
 
+/// Write all of `buf` to `fd`, retrying on EINTR; gives up silently on any other error (used
+/// for log lines, which must never fail the call they describe).
 pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
     while !buf.is_empty() {
         match syscall!(SYS_write, fd, buf.as_ptr(), buf.len()) {
@@ -132,6 +145,7 @@ pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
     }
 }
 
+/// epoll_ctl(2) with an event built from `events` and `data`.
 pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: data };
     syscall!(SYS_epoll_ctl, epfd, op, fd, &mut ev as *mut libc::epoll_event).map(|_| ())
@@ -216,6 +230,7 @@ pub fn pid() -> i32 {
     p
 }
 
+/// Forget the cached pid (a fork child has its own).
 pub fn forget_pid() {
     PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }

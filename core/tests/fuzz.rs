@@ -344,7 +344,7 @@ proptest! {
                 sent = data.len();
             }
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: as above.
+            // SAFETY: pfd is one live pollfd, and 1 is the count passed.
             unsafe { libc::poll(&mut pfd, 1, 1000) };
             let mut rest = [0u8; 256];
             // SAFETY: writable buffer.

@@ -169,7 +169,7 @@ fn establish_fam(family: i32, ups: &[Resolved], t: &Target, pipeline: bool, with
     let mut log = |_: LogLevel, a: fmt::Arguments<'_>| logs.push(a.to_string());
     let opts = Opts { deadline: Instant::now() + within, read_cap: None, pipeline };
     let r = tunnel::establish(fd, family, ups, t, &opts, &mut log);
-    // SAFETY: as above.
+    // SAFETY: fcntl(F_GETFL) on an fd this test owns reads flags only.
     assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_NONBLOCK, 0, "flags restored");
     Run { r, fd, logs }
 }

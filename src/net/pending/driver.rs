@@ -58,7 +58,7 @@ fn spawn(ep: i32) -> Result<(), Errno> {
     // put ours back.
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only touch the sets given.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: sigset_t is plain data for which all-zero is a valid (empty) set.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid sets, valid how.
     unsafe {
