@@ -117,10 +117,27 @@ except socket.timeout:
 // ---- setuid / setgid / setcap commands (issue 10, item 6). Root only: making such a file
 // needs root; the command then runs as uid 65534 (setpriv), for whom it is secure execution.
 
+/// The directory of `privileged_probes`, removed when dropped — also when an assertion fails:
+/// a setuid-root copy must not stay behind.
+struct Probes(std::path::PathBuf);
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Probes {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
 /// A temporary directory with a copy of the launcher and the library (so uid 65534 can run
 /// them), c-harness/privprobe as `probe` (plain), `probe-suid` (setuid root) and `probe-cap`
 /// (cap_net_raw+ep). None (skip) without root or setcap, unless TSPROXY_REQUIRE_NETNS=1.
-fn privileged_probes() -> Option<std::path::PathBuf> {
+fn privileged_probes() -> Option<Probes> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let setcap = Command::new("sh").args(["-c", "command -v setcap && command -v setpriv"]).output().is_ok_and(|o| o.status.success());
@@ -133,7 +150,8 @@ fn privileged_probes() -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("tsp-privs-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = Probes(dir);
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::copy(launcher(), dir.join("tsproxy")).unwrap();
     std::fs::copy(lib(), dir.join("libtsproxy.so")).unwrap();
     let probe = harness("privprobe");
@@ -187,7 +205,6 @@ fn setuid_and_setcap_commands_are_refused_without_the_supervisor() {
     let out = as_nobody(&dir, &["--supervisor=off", "probe"]);
     assert_eq!((out.status.code(), kv(&out)["preloaded"].as_str()), (Some(0), "1"), "{}", text(&out));
     assert!(out.stderr.is_empty(), "{}", text(&out));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -210,5 +227,4 @@ fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
         let mut b = [0u8; 8];
         assert!(u.recv(&mut b).is_err(), "{prog}: a datagram reached the tailnet route");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
