@@ -17,6 +17,8 @@ have setpriv || need+=(util-linux)
 have unshare || need+=(util-linux)
 have chpasswd || need+=(passwd)
 have go || need+=(golang-go)
+have musl-gcc || need+=(musl-tools)
+have setcap || need+=(libcap2-bin)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

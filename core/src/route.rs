@@ -2,7 +2,7 @@
 //! library (`src/net`) and by the seccomp supervisor (`wrapper/`), so both layers decide alike.
 use crate::config::{Config, IpClass};
 use crate::errno::codes::ECONNREFUSED;
-use crate::{cidr, names, Errno, Target};
+use crate::{cidr, dns, names, Errno, Target};
 use std::net::SocketAddr;
 
 /// Why a destination goes straight to the kernel.
@@ -40,6 +40,41 @@ pub fn decide(cfg: &Config, dest: SocketAddr) -> Route {
     }
 }
 
+/// The port of DNS: a datagram sent to it is checked with [`tailnet_question`].
+pub const DNS_PORT: u16 = 53;
+
+/// QTYPEs asked of zones, not hosts: NS, SOA, RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM, DS, CDS,
+/// CDNSKEY. A validating resolver asks them of top-level domains (`com DS`), which are single
+/// labels; a tailnet short name is a host and is never asked so.
+const ZONE_TYPES: [u16; 10] = [2, 6, 46, 47, 48, 50, 51, 43, 59, 60];
+
+/// The never-leak rule for a datagram a program sends to port 53 ([`DNS_PORT`]) of any server:
+/// the first question in `payload` that asks about a tailnet name, or None (the datagram is not
+/// ours: send it untouched). The library and the supervisor refuse the send when this says Some;
+/// the supervisor's DNS responder answers such questions itself and never forwards them.
+///
+/// A question is read from any DNS message (`dns::questions`: every question, any opcode,
+/// compressed names, lower-cased) and is a tailnet question when
+/// - its name is at or under a tailnet domain (`ts.net`, `TSPROXY_DOMAINS`) that `NO_PROXY`
+///   does not exempt, whatever its other labels hold (`_http._tcp.peer.tail1234.ts.net`); or
+/// - its name is a tailnet name by the rule `getaddrinfo` uses (`Config::is_tailnet_name`:
+///   host names only; an unknown single label is a short name), unless the QTYPE is one asked
+///   of zones (NS, SOA, DS, DNSKEY...: `com DS` from a validating resolver is not a host).
+///
+/// A name expanded by the stub resolver's search list does **not** count: `peer-1.example.com`
+/// with `search example.com` in resolv.conf is what a stub sends for `peer-1` (musl, Go and
+/// c-ares try the search list first for a name without a dot), but also exactly what it sends
+/// for `peer-1.example.com`, a real name of the user's own domain. The wire cannot tell the two
+/// apart, and counting it would refuse every `host.<search domain>` lookup — glibc's own, under
+/// the launcher, for `curl http://www.example.com/`. The library decides on the name the program
+/// asked (`getaddrinfo("peer-1")` is answered before any expansion); a program that expands
+/// short names itself can send `peer-1.<search domain>` first (README, Limitations).
+pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&str) -> bool) -> Option<String> {
+    dns::questions(payload)
+        .find(|q| cfg.is_under_tailnet_domain(&q.name) || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally)))
+        .map(|q| q.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +103,67 @@ mod tests {
         assert_eq!(d(&c, "10.9.3.4:5"), ip("10.9.3.4:5"));
         // v4-mapped: decided, and asked for, as IPv4.
         assert_eq!(d(&c, "[::ffff:100.64.0.2]:80"), ip("100.64.0.2:80"));
+    }
+
+    #[test]
+    fn dns_questions_for_tailnet_names() {
+        let c = cfg(&[("TSPROXY_DOMAINS", "corp.example"), ("NO_PROXY", "skip.ts.net,direct")]);
+        let hosts = |n: &str| n == "known" || n == "localhost";
+        let q = |name: &str, t: u16| dns::query(7, name, t).unwrap();
+        let tq = |m: &[u8]| tailnet_question(&c, m, hosts);
+        // Tailnet names, any case, with a trailing dot or not, A, AAAA, TXT, MX, ANY...
+        for (n, t) in [("peer-1", 1), ("PEER-1.", 28), ("peer-1", 16), ("peer-1", 15), ("peer-1", 255), ("Peer.Tail1234.TS.net", 1), ("db.corp.example", 1)] {
+            assert_eq!(tq(&q(n, t)).as_deref(), Some(crate::config::normalize_name(n).as_str()), "{n} {t}");
+        }
+        // Under a tailnet domain, whatever the other labels and the type.
+        let mut srv = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in ["_http", "_tcp", "peer", "tail1234", "ts", "net"] {
+            srv.push(l.len() as u8);
+            srv.extend_from_slice(l.as_bytes());
+        }
+        srv.extend_from_slice(&[0, 0, 33, 0, 1]);
+        assert_eq!(tq(&srv).as_deref(), Some("_http._tcp.peer.tail1234.ts.net"));
+        assert!(tq(&q("ts.net", 2)).is_some(), "the tailnet domain itself");
+        // Not tailnet names: public, NO_PROXY, /etc/hosts, localhost, address-like, zone queries
+        // of single labels (a validating resolver's `com DS`), the root.
+        for (n, t) in [
+            ("example.com", 1),
+            ("a.skip.ts.net", 1),
+            ("direct", 1),
+            ("known", 1),
+            ("localhost", 28),
+            ("127", 1),
+            ("com", 43),
+            ("com", 48),
+            ("org", 2),
+            ("net", 6),
+        ] {
+            assert_eq!(tq(&q(n, t)), None, "{n} {t}");
+        }
+        assert_eq!(tq(&[0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]), None, "the root");
+        // A search-list expansion of a short name is a name of that domain: not ours.
+        assert_eq!(tq(&q("peer-1.example.com", 1)), None);
+        // Any question of several; a compressed one.
+        let mut two = q("example.com", 1);
+        two[5] = 2;
+        two.extend_from_slice(&[6, b'p', b'e', b'e', b'r', b'-', b'9', 0, 0, 1, 0, 1]);
+        assert_eq!(tq(&two).as_deref(), Some("peer-9"));
+        let mut ptr = q("peer.tail1234.ts.net", 1);
+        ptr[5] = 2;
+        ptr.extend_from_slice(&[3, b'w', b'w', b'w', 0xc0, 12 + 5, 0, 1, 0, 1]);
+        assert_eq!(tq(&ptr).as_deref(), Some("peer.tail1234.ts.net"));
+        // A dot inside a label does not make a tailnet name out of a public one.
+        let mut dotted = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7];
+        dotted.extend_from_slice(b"peer.ts");
+        dotted.extend_from_slice(&[3, b'n', b'e', b't', 0, 0, 1, 0, 1]);
+        assert_eq!(tq(&dotted), None);
+        // Garbage.
+        assert_eq!(tq(b"STOP"), None);
+        assert_eq!(tq(&[]), None);
+        // Short names off: only domains count.
+        let off = cfg(&[("TSPROXY_SHORT_NAMES", "off")]);
+        assert_eq!(tailnet_question(&off, &q("peer-1", 1), hosts), None);
+        assert!(tailnet_question(&off, &q("peer-1.tail1234.ts.net", 1), hosts).is_some());
     }
 
     #[test]

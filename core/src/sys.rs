@@ -250,6 +250,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn datagrams_are_read_without_faulting() {
+        let me = std::process::id() as i32;
+        let a = b"header".to_vec();
+        let b = vec![7u8; 70_000];
+        assert_eq!(read_datagram(me, DatagramAt::Buf(a.as_ptr() as u64, a.len() as u64)), Some(a.clone()));
+        assert_eq!(read_datagram(me, DatagramAt::Buf(0, 0)), Some(vec![]));
+        // Gathered from iovecs, cut at DATAGRAM_MAX; empty iovecs skipped.
+        let iov = [
+            libc::iovec { iov_base: a.as_ptr() as *mut libc::c_void, iov_len: a.len() },
+            libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+            libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() },
+        ];
+        let got = read_datagram(me, DatagramAt::Iov(iov.as_ptr() as u64, 3)).unwrap();
+        assert_eq!(got.len(), DATAGRAM_MAX);
+        assert_eq!(&got[..6], b"header");
+        assert!(got[6..].iter().all(|&x| x == 7));
+        // Bad pointers: None (EFAULT), never a fault; too many iovecs: None.
+        assert_eq!(read_datagram(me, DatagramAt::Buf(8, 16)), None);
+        assert_eq!(read_datagram(me, DatagramAt::Iov(8, 1)), None);
+        let bad = [libc::iovec { iov_base: 8 as *mut libc::c_void, iov_len: 4 }];
+        assert_eq!(read_datagram(me, DatagramAt::Iov(bad.as_ptr() as u64, 1)), None);
+        assert_eq!(read_datagram(me, DatagramAt::Iov(iov.as_ptr() as u64, 1025)), None);
+    }
+
+    #[test]
     fn fdinfo_parsing() {
         let t = "pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\ntfd:        5 events:       19 data:                5  pos:0 ino:1c7b sdev:8\ntfd:       12 events: 80000004 data: deadbeef00000001  pos:0 ino:1c7c sdev:8\n";
         assert_eq!(parse_epoll_fdinfo(t), vec![(5, 0x19, 5), (12, 0x8000_0004, 0xdead_beef_0000_0001)]);
@@ -275,4 +300,63 @@ mod tests {
             libc::close(p[1]);
         }
     }
+}
+
+/// Where a datagram's bytes are in a process's memory, as numbers (never dereferenced here).
+#[derive(Clone, Copy, Debug)]
+pub enum DatagramAt {
+    /// sendto's `(buf, len)`.
+    Buf(u64, u64),
+    /// A msghdr's `(msg_iov, msg_iovlen)`.
+    Iov(u64, u64),
+}
+
+/// Bytes of a datagram [`read_datagram`] reads at most: the largest UDP payload is 65,507
+/// (IPv4) or 65,527 bytes (IPv6 without jumbograms); a larger send fails in the kernel.
+pub const DATAGRAM_MAX: usize = 65536;
+
+/// The kernel's limit on iovecs per message (UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// The first [`DATAGRAM_MAX`] bytes of a datagram in the memory of process (or thread) `pid`,
+/// gathered from its iovecs, with `process_vm_readv`: a bad pointer gives None (the kernel's
+/// EFAULT), never a fault — so the library can read its caller's buffers (pid = its own) for
+/// a send the kernel would fail with EFAULT, and the supervisor the target's. None also when
+/// the send would fail anyway (more than UIO_MAXIOV iovecs).
+pub fn read_datagram(pid: i32, at: DatagramAt) -> Option<Vec<u8>> {
+    let mut remote: Vec<libc::iovec> = Vec::new();
+    let read = |local: &mut [u8], remote: &[libc::iovec]| -> Option<()> {
+        if local.is_empty() {
+            return Some(());
+        }
+        let l = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: local.len() };
+        let n = syscall!(SYS_process_vm_readv, pid, &l as *const libc::iovec, 1, remote.as_ptr(), remote.len(), 0).ok()?;
+        (n as usize == local.len()).then_some(())
+    };
+    match at {
+        DatagramAt::Buf(p, n) => remote.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: n as usize }),
+        DatagramAt::Iov(p, n) => {
+            if n as usize > IOV_MAX {
+                return None;
+            }
+            let size = std::mem::size_of::<libc::iovec>();
+            let len = n as usize * size;
+            let mut raw = vec![0u8; len];
+            read(&mut raw, &[libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len }])?;
+            for c in raw.chunks_exact(size) {
+                // SAFETY: c holds size_of::<iovec>() initialized bytes and every bit pattern is
+                // a valid iovec; its pointer only goes to process_vm_readv, as a number.
+                remote.push(unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) });
+            }
+        }
+    }
+    let mut left = DATAGRAM_MAX;
+    remote.retain_mut(|v| {
+        v.iov_len = v.iov_len.min(left);
+        left -= v.iov_len;
+        v.iov_len > 0
+    });
+    let mut buf = vec![0u8; DATAGRAM_MAX - left];
+    read(&mut buf, &remote)?;
+    Some(buf)
 }

@@ -28,7 +28,7 @@ hook! {
     fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
     fast: addr.is_null() && !pending::active();
     fail: -1, on_panic: ECONNREFUSED;
-    nested: send::sendto_nested(addr, alen);
+    nested: send::sendto_nested(fd, addr, alen, tsproxy_core::sys::DatagramAt::Buf(buf as u64, n as u64));
     |real, ctx| send::sendto(fd, buf, n, flags, addr, alen, ctx)
 }
 
@@ -36,7 +36,7 @@ hook! {
     fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
     fast: false;
     fail: -1, on_panic: ECONNREFUSED;
-    nested: send::sendmsg_nested(msg);
+    nested: send::sendmsg_nested(fd, msg);
     |real, ctx| send::sendmsg(fd, msg, flags, ctx)
 }
 
@@ -44,5 +44,6 @@ hook! {
     fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int;
     fast: false;
     fail: -1, on_panic: ECONNREFUSED;
+    nested: send::sendmmsg_nested(fd, msgs, vlen);
     |real, ctx| send::sendmmsg(fd, msgs, vlen, flags, ctx)
 }

@@ -1,7 +1,8 @@
 //! The notification loop, the verdicts, and the worker pool that dials through the proxy.
 //!
 //! The loop answers at once everything that needs no waiting: connects that are not ours
-//! (CONTINUE), refusals, datagrams to tailnet destinations (ENETUNREACH), DNS redirects. Only
+//! (CONTINUE), refusals, datagrams to tailnet destinations and DNS questions for tailnet names
+//! sent to port 53 (ENETUNREACH), DNS redirects. Only
 //! a tailnet TCP connect, which waits on the proxy, goes to a worker: a bounded pool
 //! (`WORKERS` threads, started on demand, and a queue of `QUEUE`). When the queue is full the
 //! connect fails closed with EAGAIN and one log line, instead of a thread per connect; a
@@ -29,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::route::{self, Route};
+use tsproxy_core::sys::DatagramAt;
 use tsproxy_core::tunnel::{self, Opts, Resolved};
 use tsproxy_core::{cidr, hosts, sockaddr, sys, syscall, Errno, Target};
 
@@ -266,19 +268,17 @@ impl Sup {
         let tid = n.pid as i32;
         match n.data.nr as i64 {
             libc::SYS_connect => self.on_connect(n),
-            libc::SYS_sendto => Step::Answer(self.on_send(n, &[(a[4], a[5] as u32)], a[3] as i32)),
+            libc::SYS_sendto => Step::Answer(self.on_send(n, &[Msg { name: (a[4], a[5] as u32), data: DatagramAt::Buf(a[1], a[2]) }], a[3] as i32)),
             libc::SYS_sendmsg => {
-                let mut names = Vec::new();
-                if let Some(nm) = msg_name(tid, a[1]) {
-                    names.push(nm);
-                }
-                Step::Answer(self.on_send(n, &names, a[2] as i32))
+                let msgs: Vec<Msg> = read_msghdr(tid, a[1]).into_iter().collect();
+                Step::Answer(self.on_send(n, &msgs, a[2] as i32))
             }
             libc::SYS_sendmmsg => {
                 let vlen = (a[2] as u32 as usize).min(UIO_MAXIOV);
                 let size = std::mem::size_of::<libc::mmsghdr>() as u64;
-                let names: Vec<_> = (0..vlen as u64).map_while(|i| msg_name_or_none(tid, a[1].wrapping_add(i * size))).flatten().collect();
-                Step::Answer(self.on_send(n, &names, a[3] as i32))
+                // The kernel stops at the first message it cannot read: so do we.
+                let msgs: Vec<Msg> = (0..vlen as u64).map_while(|i| read_msghdr(tid, a[1].wrapping_add(i * size))).collect();
+                Step::Answer(self.on_send(n, &msgs, a[3] as i32))
             }
             _ => Step::Answer(Verdict::Continue),
         }
@@ -368,8 +368,8 @@ impl Sup {
         Verdict::Return(0)
     }
 
-    /// sendto/sendmsg/sendmmsg with these (address, length) pairs.
-    fn on_send(&self, n: &libc::seccomp_notif, names: &[(u64, u32)], flags: i32) -> Verdict {
+    /// sendto/sendmsg/sendmmsg of these messages.
+    fn on_send(&self, n: &libc::seccomp_notif, msgs: &[Msg], flags: i32) -> Verdict {
         let fd = n.data.args[0] as i32;
         let mut sock: Option<Option<Sock>> = None;
         let take_once = |sock: &mut Option<Option<Sock>>| -> bool {
@@ -378,7 +378,8 @@ impl Sup {
             }
             matches!(sock, Some(Some(_)))
         };
-        for &(ptr, len) in names {
+        for m in msgs {
+            let (ptr, len) = m.name;
             let len = (len as usize).min(ADDR_MAX);
             let mut raw = [0u8; ADDR_MAX];
             if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
@@ -399,6 +400,25 @@ impl Sup {
             };
             let Some(dest) = dest else { continue };
             let why = match route::decide(&self.cfg, dest) {
+                Route::Direct(_) if dest.port() == route::DNS_PORT => {
+                    // A DNS question to any server, sent without connect() (musl's resolver, dig,
+                    // c-ares, libuv): it must not carry a tailnet name (`route::tailnet_question`).
+                    let Some(payload) = sys::read_datagram(n.pid as i32, m.data) else { continue };
+                    let Some(name) = route::tailnet_question(&self.cfg, &payload, |q| self.local_names.contains(q)) else { continue };
+                    if !take_once(&mut sock) {
+                        return Verdict::Fail(Errno(libc::ENETUNREACH));
+                    }
+                    let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+                    if s.ty & 0xf == libc::SOCK_STREAM {
+                        continue; // DNS over TCP is not inspected (README, Limitations)
+                    }
+                    log(
+                        &self.cfg,
+                        LogLevel::Info,
+                        format_args!("dns query for tailnet name {name:?} to {dest}: refused, it would reach that server (ENETUNREACH)"),
+                    );
+                    return Verdict::Fail(Errno(libc::ENETUNREACH));
+                }
                 Route::Direct(_) => continue,
                 Route::Proxy(t) => t.to_string(),
                 Route::Refuse(_, why) => format!("{dest} ({why})"),
@@ -422,21 +442,24 @@ impl Sup {
     }
 }
 
-/// (msg_name, msg_namelen) of the msghdr at `addr` in the target, None when unreadable or
-/// without a name.
-fn msg_name(tid: i32, addr: u64) -> Option<(u64, u32)> {
-    msg_name_or_none(tid, addr).flatten()
+/// One message of a send, as addresses in the target's memory.
+#[derive(Clone, Copy)]
+struct Msg {
+    /// (msg_name, msg_namelen); (0, 0) without a destination.
+    name: (u64, u32),
+    data: DatagramAt,
 }
 
-/// Some(None): a readable msghdr without a name; None: unreadable (the kernel stops there too).
-fn msg_name_or_none(tid: i32, addr: u64) -> Option<Option<(u64, u32)>> {
+/// The msghdr at `addr` in the target, None when unreadable (the kernel stops there too).
+fn read_msghdr(tid: i32, addr: u64) -> Option<Msg> {
     let mut raw = [0u8; std::mem::size_of::<libc::msghdr>()];
     read_mem(tid, addr, &mut raw).ok()?;
     // SAFETY: raw is a fully initialized msghdr-sized buffer; every bit pattern is a valid
     // msghdr (pointers are only compared and passed back as numbers, never dereferenced here).
     let m: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
     let (p, l) = (m.msg_name as u64, m.msg_namelen);
-    Some((p != 0 && l != 0).then_some((p, l)))
+    let name = if p != 0 && l != 0 { (p, l) } else { (0, 0) };
+    Some(Msg { name, data: DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64) })
 }
 
 fn local_addr(fd: i32) -> Option<SocketAddr> {
