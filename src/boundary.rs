@@ -177,8 +177,9 @@ pub fn to_libc<T>() -> Detour<T> {
 
 /// Export a hook through [`run`]. `fast` is checked first (a relaxed load or two) and sends the
 /// call straight to libc; `logic` sees the real function as `$real`. An optional `real: NAME;`
-/// takes the real function from another symbol (glibc's pre-2.34 `__res_query` is a
-/// non-default version that `dlsym` does not return; since 2.34 it is `res_query` itself).
+/// takes the real function from another symbol first, then from its own (glibc's pre-2.34
+/// `__res_query` is a non-default version since 2.34, which `dlsym` does not return, and the
+/// same function as `res_query`; before 2.34 `__res_nquery` was the only name of its function).
 ///
 /// ```ignore
 /// hook! {
@@ -200,7 +201,7 @@ macro_rules! hook {
         real!($name: $($f)*)
     };
     (@real $name:ident $other:ident; $($f:tt)*) => {
-        real!($other: $($f)*)
+        real!($other | $name: $($f)*)
     };
     (
         $(#[$m:meta])*

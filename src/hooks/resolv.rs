@@ -10,7 +10,7 @@ use libc::{c_char, c_int, c_uchar, c_void, sigevent};
 type NQuery = unsafe extern "C-unwind" fn(*mut c_void, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int;
 
 fn real_nquery() -> NQuery {
-    real!(res_nquery: fn(*mut c_void, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int)
+    real!(res_nquery | __res_nquery: fn(*mut c_void, *const c_char, c_int, c_int, *mut c_uchar, c_int) -> c_int)
 }
 
 /// One `res_*` query function and its pre-2.34 `__res_*` name.

@@ -21,3 +21,10 @@ pub fn decide(dest: SocketAddr) -> Route {
     }
     r
 }
+
+/// The policy alone, for calls libc makes on tsproxy's behalf (the nested path, which refuses
+/// every tailnet destination anyway): no self-proxy check there — that check may itself be what
+/// made the call (resolving a proxy's host name), and must not recurse.
+pub fn decide_nested(dest: SocketAddr) -> Route {
+    tsproxy_core::route::decide(state::get().routes(), dest)
+}

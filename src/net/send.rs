@@ -176,7 +176,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
 /// `addr` is null or points to `alen` readable bytes.
 pub unsafe fn sendto_nested(addr: *const sockaddr, alen: socklen_t) -> Detour<ssize_t> {
     // SAFETY: forwarded contract.
-    match unsafe { sa::read(addr, alen) }.map(decide) {
+    match unsafe { sa::read(addr, alen) }.map(super::decide_nested) {
         Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ENETUNREACH)),
         _ => Detour::Bypass(Bypass::Reentered),
     }
