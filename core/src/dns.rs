@@ -1,11 +1,14 @@
-//! A minimal DNS message codec (RFC 1035) for the supervisor's responder: read the question of
-//! a query, build an answer with one address or none. Pure functions on bytes.
+//! A minimal DNS message codec (RFC 1035) for the supervisor's responder and the library's
+//! `res_query`/`res_send` answers: read the question of a query, build an answer with one
+//! address or none. Pure functions on bytes.
 use std::net::IpAddr;
 
 /// QTYPE A: the IPv4 placeholder is the answer.
 pub const TYPE_A: u16 = 1;
 /// QTYPE AAAA: the IPv6 placeholder is the answer.
 pub const TYPE_AAAA: u16 = 28;
+/// QCLASS IN, the only class a placeholder is an address in.
+pub const CLASS_IN: u16 = 1;
 
 /// What the responder needs from a query to answer it.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +20,8 @@ pub struct Question {
     pub name: String,
     /// QTYPE (`TYPE_A`, `TYPE_AAAA`, or anything else, which gets no data).
     pub qtype: u16,
+    /// QCLASS (`CLASS_IN`, or anything else, which gets no data).
+    pub qclass: u16,
     /// Offset just past the question (QNAME, QTYPE, QCLASS).
     pub end: usize,
 }
@@ -56,8 +61,8 @@ pub fn parse_query(b: &[u8]) -> Option<Question> {
         }
     }
     let qtype = u16::from_be_bytes([*b.get(i)?, *b.get(i + 1)?]);
-    b.get(i + 2..i + 4)?;
-    Some(Question { id, name: labels.join("."), qtype, end: i + 4 })
+    let qclass = u16::from_be_bytes([*b.get(i + 2)?, *b.get(i + 3)?]);
+    Some(Question { id, name: labels.join("."), qtype, qclass, end: i + 4 })
 }
 
 /// Longest name on the wire (RFC 1035 §3.1): 255 octets, length octets and the root included.
@@ -233,8 +238,31 @@ pub fn answer(query: &[u8], q: &Question, addr: Option<IpAddr>) -> Vec<u8> {
     r
 }
 
-/// A standard query for `name` (recursion desired).
+/// The answer for a tailnet name given a placeholder slot: its IPv4 placeholder for A, its
+/// IPv6 placeholder for AAAA (class IN); for any other type or class NOERROR without data — the
+/// name exists, with no record of that kind (what MagicDNS answers too).
+pub fn answer_placeholder(query: &[u8], q: &Question, slot: Option<u32>) -> Vec<u8> {
+    let addr = match (q.qclass, q.qtype, slot) {
+        (CLASS_IN, TYPE_A, Some(s)) => Some(IpAddr::V4(crate::names::v4(s))),
+        (CLASS_IN, TYPE_AAAA, Some(s)) => Some(IpAddr::V6(crate::names::v6(s))),
+        _ => None,
+    };
+    answer(query, q, addr)
+}
+
+/// Does a question of this class and type get an address (and so need a placeholder)?
+pub fn wants_address(qclass: u16, qtype: u16) -> bool {
+    qclass == CLASS_IN && (qtype == TYPE_A || qtype == TYPE_AAAA)
+}
+
+/// A standard query for `name` (recursion desired), class IN.
 pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
+    query_class(id, name, qtype, CLASS_IN)
+}
+
+/// A standard query for `name` (a host name, one trailing dot allowed, case kept as given) of
+/// class `qclass` (recursion desired).
+pub fn query_class(id: u16, name: &str, qtype: u16, qclass: u16) -> Option<Vec<u8>> {
     if !crate::names::is_host_name(name) {
         return None;
     }
@@ -250,7 +278,7 @@ pub fn query(id: u16, name: &str, qtype: u16) -> Option<Vec<u8>> {
     }
     q.push(0);
     q.extend_from_slice(&qtype.to_be_bytes());
-    q.extend_from_slice(&[0, 1]);
+    q.extend_from_slice(&qclass.to_be_bytes());
     Some(q)
 }
 
@@ -431,6 +459,35 @@ mod tests {
         assert_eq!(&r[4..6], &[0, 0]);
         assert_eq!(r[3] & 0x0f, 5);
         assert_eq!(error_response(&[0; 11], 2), None);
+    }
+
+    #[test]
+    fn placeholder_answers_by_class_and_type() {
+        let slot = crate::names::try_intern("dns-test-peer").unwrap();
+        let q = super::query_class(9, "DNS-Test-Peer.", TYPE_A, CLASS_IN).unwrap();
+        let p = parse_query(&q).unwrap();
+        assert_eq!((p.name.as_str(), p.qclass, p.end), ("dns-test-peer", CLASS_IN, q.len()));
+        let r = answer_placeholder(&q, &p, Some(slot));
+        assert_eq!(first_address(&r, 9), Some(IpAddr::V4(crate::names::v4(slot))));
+        // The question is echoed as asked (case kept).
+        assert_eq!(&r[12..p.end], &q[12..p.end]);
+        assert!(r.windows(13).any(|w| w == b"DNS-Test-Peer"));
+        let q6 = super::query_class(9, "dns-test-peer", TYPE_AAAA, CLASS_IN).unwrap();
+        let r6 = answer_placeholder(&q6, &parse_query(&q6).unwrap(), Some(slot));
+        assert_eq!(first_address(&r6, 9), Some(IpAddr::V6(crate::names::v6(slot))));
+        // Other types and classes: NOERROR, no data.
+        for (ty, class) in [(15, CLASS_IN), (TYPE_A, 3), (TYPE_AAAA, 255), (255, CLASS_IN)] {
+            let q = super::query_class(9, "dns-test-peer", ty, class).unwrap();
+            let p = parse_query(&q).unwrap();
+            assert_eq!((p.qtype, p.qclass), (ty, class));
+            let r = answer_placeholder(&q, &p, Some(slot));
+            assert_eq!((&r[2..4], &r[6..8]), (&[0x81, 0x80][..], &[0, 0][..]), "{ty}/{class}");
+            assert_eq!(r.len(), q.len());
+        }
+        assert!(wants_address(CLASS_IN, TYPE_A) && wants_address(CLASS_IN, TYPE_AAAA));
+        assert!(!wants_address(3, TYPE_A) && !wants_address(CLASS_IN, 15));
+        // No slot (none needed): no data either.
+        assert_eq!(&answer_placeholder(&q, &parse_query(&q).unwrap(), None)[6..8], &[0, 0]);
     }
 
     #[test]

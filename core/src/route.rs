@@ -3,7 +3,7 @@
 use crate::config::{Config, IpClass};
 use crate::errno::codes::ECONNREFUSED;
 use crate::{cidr, dns, names, Errno, Target};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Why a destination goes straight to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +12,9 @@ pub enum Bypass {
     NotTailnet,
     /// A tailnet address that NO_PROXY lists: the user asked for a direct dial.
     NoProxy,
+    /// This process is the proxy (it listens on a configured proxy endpoint): tunnelling to
+    /// itself would loop, every hop a new connection. It dials as it would without tsproxy.
+    IsTheProxy,
 }
 
 /// The decision for one destination.
@@ -73,6 +76,43 @@ pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&st
     dns::questions(payload)
         .find(|q| cfg.is_under_tailnet_domain(&q.name) || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally)))
         .map(|q| q.name)
+}
+
+/// The decision `r` (from [`decide`]) in a process that is itself a configured proxy, which
+/// must never tunnel to itself: a proxy's connection to a tailnet address through itself is
+/// accepted by itself, which dials the same address through itself again — one request fans out
+/// until threads or descriptors run out. A tailnet address is dialled as the program would
+/// dial it without tsproxy (it *is* the way to the tailnet); a placeholder cannot be (it is
+/// routed nowhere, and only the name it stands for could be asked for), so it is refused.
+pub fn in_proxy(r: Route) -> Route {
+    match r {
+        Route::Proxy(Target::Ip(_)) => Route::Direct(Bypass::IsTheProxy),
+        Route::Proxy(Target::Name(..)) => Route::Refuse(ECONNREFUSED, "this process is the proxy: a tailnet name cannot be tunnelled to itself"),
+        other => other,
+    }
+}
+
+/// Does a listening TCP socket bound to `bound` accept the connections made to the proxy
+/// endpoint `proxy` (so that its process is that proxy)? The same port and the same address
+/// (an IPv4-mapped one counts as IPv4), or a wildcard bind that covers the endpoint: `0.0.0.0`
+/// covers IPv4 endpoints, `::` IPv6 ones and, unless `v6only`, IPv4 ones too — when the
+/// endpoint is an address of this machine (loopback always; others as `is_local` says: a
+/// wildcard listener here is not a proxy on another host).
+pub fn serves_endpoint(bound: SocketAddr, v6only: bool, proxy: SocketAddr, is_local: impl Fn(IpAddr) -> bool) -> bool {
+    if bound.port() != proxy.port() || bound.port() == 0 {
+        return false;
+    }
+    let (b, p) = (cidr::unmap(bound.ip()), cidr::unmap(proxy.ip()));
+    if b == p {
+        return true;
+    }
+    let covers = match (b, p) {
+        (IpAddr::V4(b), IpAddr::V4(_)) => b.is_unspecified(),
+        (IpAddr::V6(b), IpAddr::V6(_)) => b.is_unspecified(),
+        (IpAddr::V6(b), IpAddr::V4(_)) => b.is_unspecified() && !v6only,
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    };
+    covers && (p.is_loopback() || is_local(p))
 }
 
 #[cfg(test)]
@@ -164,6 +204,47 @@ mod tests {
         let off = cfg(&[("TSPROXY_SHORT_NAMES", "off")]);
         assert_eq!(tailnet_question(&off, &q("peer-1", 1), hosts), None);
         assert!(tailnet_question(&off, &q("peer-1.tail1234.ts.net", 1), hosts).is_some());
+    }
+
+    #[test]
+    fn a_proxy_never_tunnels_to_itself() {
+        let slot = names::try_intern("route-self-peer").unwrap();
+        let c = cfg(&[]);
+        assert_eq!(in_proxy(d(&c, "100.64.0.2:80")), Route::Direct(Bypass::IsTheProxy));
+        assert_eq!(in_proxy(d(&c, "[fd7a:115c:a1e0::2]:80")), Route::Direct(Bypass::IsTheProxy));
+        assert!(matches!(in_proxy(decide(&c, SocketAddr::new(IpAddr::V4(names::v4(slot)), 80))), Route::Refuse(ECONNREFUSED, _)));
+        assert_eq!(in_proxy(d(&c, "127.0.0.1:80")), Route::Direct(Bypass::NotTailnet));
+        let r = Route::Refuse(ECONNREFUSED, "x");
+        assert_eq!(in_proxy(r.clone()), r);
+    }
+
+    #[test]
+    fn proxy_endpoints() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let nowhere = |_: IpAddr| false;
+        let here = |ip: IpAddr| ip == "10.1.2.3".parse::<IpAddr>().unwrap() || ip == "fd00::5".parse::<IpAddr>().unwrap();
+        let p = a("127.0.0.1:1080");
+        // Exact, mapped, wildcard (v4, dual-stack v6), and what does not match.
+        assert!(serves_endpoint(a("127.0.0.1:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("[::ffff:127.0.0.1]:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("0.0.0.0:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("[::]:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("[::]:1080"), true, p, nowhere), "an IPv6-only wildcard does not take IPv4 connections");
+        assert!(!serves_endpoint(a("127.0.0.1:1081"), false, p, nowhere));
+        assert!(!serves_endpoint(a("127.0.0.2:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("[::1]:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("0.0.0.0:0"), false, a("0.0.0.0:0"), nowhere), "port 0 is no endpoint");
+        let p6 = a("[::1]:1080");
+        assert!(serves_endpoint(a("[::1]:1080"), true, p6, nowhere));
+        assert!(serves_endpoint(a("[::]:1080"), true, p6, nowhere));
+        assert!(!serves_endpoint(a("0.0.0.0:1080"), false, p6, nowhere));
+        // A proxy on another address: only a wildcard on this machine's own address covers it.
+        let far = a("10.1.2.3:1080");
+        assert!(!serves_endpoint(a("0.0.0.0:1080"), false, far, nowhere), "a proxy on another host");
+        assert!(serves_endpoint(a("0.0.0.0:1080"), false, far, here));
+        assert!(serves_endpoint(a("10.1.2.3:1080"), false, far, nowhere));
+        assert!(serves_endpoint(a("[::]:3128"), false, a("[fd00::5]:3128"), here));
+        assert!(!serves_endpoint(a("[::]:3128"), false, a("[fd00::6]:3128"), here));
     }
 
     #[test]

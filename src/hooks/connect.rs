@@ -1,5 +1,7 @@
-//! connect, getpeername, getsockopt(SO_ERROR), and the sends that carry an address.
-use crate::net::{connect as c, io, pending, send};
+//! connect, getpeername, getsockopt(SO_ERROR), the sends that carry an address, and listen
+//! (a process listening on a proxy endpoint is the proxy: see net::selfproxy).
+use crate::boundary::{passed, Detour};
+use crate::net::{connect as c, io, pending, selfproxy, send};
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
 
 hook! {
@@ -46,4 +48,18 @@ hook! {
     fail: -1, on_panic: ECONNREFUSED;
     nested: send::sendmmsg_nested(fd, msgs, vlen);
     |real, ctx| send::sendmmsg(fd, msgs, vlen, flags, ctx)
+}
+
+hook! {
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fast: false;
+    fail: -1, on_panic: EBADF;
+    |real, ctx| {
+        let r = real(fd, backlog);
+        if r != 0 {
+            return passed(r);
+        }
+        selfproxy::on_listen(fd);
+        Detour::Done(0)
+    }
 }

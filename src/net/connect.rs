@@ -41,7 +41,8 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
     let target = match decide(dest) {
         Route::Direct(why) => {
             log!(Debug, "connect fd={fd} {dest} -> direct ({why:?})");
-            return direct(fd, addr, len, Bypass::NotTailnet);
+            let why = if why == tsproxy_core::route::Bypass::IsTheProxy { Bypass::IsTheProxy } else { Bypass::NotTailnet };
+            return direct(fd, addr, len, why);
         }
         Route::Refuse(e, why) => {
             log!(Error, "connect fd={fd} {dest}: refused: {why}");
@@ -60,7 +61,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
 /// As `connect`.
 pub unsafe fn connect_nested(_fd: c_int, addr: *const sockaddr, len: socklen_t) -> Detour<c_int> {
     // SAFETY: forwarded contract.
-    match unsafe { sa::read(addr, len) }.map(decide) {
+    match unsafe { sa::read(addr, len) }.map(super::decide_nested) {
         Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ECONNREFUSED)),
         _ => Detour::Bypass(Bypass::Reentered),
     }

@@ -207,7 +207,7 @@ fn iov_of(m: &msghdr) -> DatagramAt {
 /// `addr` is null or points to `alen` readable bytes.
 pub unsafe fn sendto_nested(fd: c_int, addr: *const sockaddr, alen: socklen_t, data: DatagramAt) -> Detour<ssize_t> {
     // SAFETY: forwarded contract.
-    match unsafe { sa::read(addr, alen) }.map(|d| (d, decide(d))) {
+    match unsafe { sa::read(addr, alen) }.map(|d| (d, super::decide_nested(d))) {
         Some((_, Route::Proxy(_) | Route::Refuse(..))) => Detour::Fail(Errno(libc::ENETUNREACH)),
         Some((d, Route::Direct(_))) if d.port() == route::DNS_PORT && dns_refused(fd, d, data) => Detour::Fail(Errno(libc::ENETUNREACH)),
         _ => Detour::Bypass(Bypass::Reentered),
