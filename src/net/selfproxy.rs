@@ -49,8 +49,9 @@ pub fn on_listen(fd: i32) {
 /// If `fd` listens on a proxy endpoint, this process is the proxy.
 fn check(fd: i32) {
     let st = state::get();
-    let Some(cfg) = &st.cfg else { return }; // invalid configuration: nothing is tunnelled
-                                             // SAFETY: all-zero is a valid sockaddr_storage; the kernel fills at most `len` bytes.
+    // An invalid configuration tunnels nothing: nothing to decide.
+    let Some(cfg) = &st.cfg else { return };
+    // SAFETY: all-zero is a valid sockaddr_storage; the kernel fills at most `len` bytes.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     if syscall!(SYS_getsockname, fd, &mut ss as *mut libc::sockaddr_storage, &mut len as *mut libc::socklen_t).is_err() {
