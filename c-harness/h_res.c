@@ -153,6 +153,32 @@ int main(void) {
     reset(); show("old_send", old_res_send(q, n, buf, sizeof buf), NULL);
     reset(); show("old_nsend", old_res_nsend(&st, q, n, buf, sizeof buf), NULL);
 #endif
+    /* Questions for tailnet names that are not plain host-name queries: a name under a
+     * tailnet domain that is not a host name (SRV, TXT lookups), a host name spelled with
+     * escapes, a second question, another opcode. glibc would send each as it is; tsproxy
+     * answers SERVFAIL (the escaped host name: its placeholder). */
+    reset(); show("query_srv", res_query("_http._tcp.peer-1.tail1234.ts.net", C_IN, T_SRV, buf, sizeof buf), NULL);
+    reset(); show("search_txt", res_search("_acme.peer-1.tail1234.ts.net", C_IN, T_TXT, buf, sizeof buf), NULL);
+    reset(); show("nquerydomain_srv", res_nquerydomain(&st, "_http._tcp", "peer-1.tail1234.ts.net", C_IN, T_SRV, buf, sizeof buf), &st);
+    reset(); show("query_escaped", res_query("pe\\101r-1.tail1234.ts.net", C_IN, T_A, buf, sizeof buf), NULL);
+    n = res_mkquery(QUERY, "_http._tcp.peer-1.tail1234.ts.net", C_IN, T_SRV, NULL, 0, NULL, q, sizeof q);
+    reset(); show("send_srv", res_send(q, n, buf, sizeof buf), NULL);
+    {
+        /* Two questions: web.example A, then peer-1.tail1234.ts.net A. */
+        static const unsigned char two[] = {0x12, 0x34, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0,
+            3, 'w', 'e', 'b', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0, 0, 1, 0, 1,
+            6, 'p', 'e', 'e', 'r', '-', '1', 8, 't', 'a', 'i', 'l', '1', '2', '3', '4', 2, 't', 's', 3, 'n', 'e', 't', 0, 0, 1, 0, 1};
+        reset(); show("send_two", res_send(two, sizeof two, buf, sizeof buf), NULL);
+        unsigned char notify[sizeof two];
+        memcpy(notify, two, sizeof two);
+        notify[2] = 4 << 3; /* NOTIFY, one question: the tailnet one */
+        notify[5] = 1;
+        memmove(notify + 12, two + 29, sizeof two - 29);
+        reset(); show("send_notify", res_send(notify, sizeof two - 17, buf, sizeof buf), NULL);
+    }
+    /* Not a tailnet name: glibc asks the resolver (NOERROR, no data from the meter). */
+    reset(); show("query_srv_plain", res_query("_sip._udp.web.example", C_IN, T_SRV, buf, sizeof buf), NULL);
+
     res_nclose(&st);
     printf("done=1\n");
     return 0;

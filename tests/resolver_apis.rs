@@ -126,16 +126,36 @@ fn res_query_family_answers_tailnet_names_and_never_asks_the_resolver() {
         }
     }
 
+    // Tailnet questions that are not plain host-name queries: SERVFAIL ("try again", as the
+    // supervisor's responder answers them), never the system resolver; an escaped spelling of
+    // a tailnet host name is that name.
+    let servfail = |key: &str| {
+        let m = f(key);
+        assert_eq!(m["rcode"], "2", "{key}: SERVFAIL expected: {t}");
+        m
+    };
+    for key in ["query_srv", "search_txt", "nquerydomain_srv"] {
+        let m = servfail(key);
+        assert_eq!((m["ret"].as_str(), m["h"].as_str()), ("-1", "2"), "{key}: TRY_AGAIN expected: {t}");
+    }
+    assert_eq!(f("nquerydomain_srv")["rh"], "2", "{t}");
+    v4("query_escaped");
+    for key in ["send_srv", "send_two", "send_notify"] {
+        assert!(servfail(key)["ret"].parse::<i32>().unwrap() > 0, "{key}: res_send returns the response: {t}");
+    }
+    nodata("query_srv_plain");
+
     // The system resolver heard only the names that are not tailnet names, each once.
     let names = meter_names(&k);
     let want = [
-        "web.example/1", // query_plain
-        "nxhost.prod/1", // search_composed, as is (not its tailnet expansion)
-        "web.example/1", // search_plain
-        "web.example/1", // querydomain_plain
-        "web.example/1", // send_plain
-        "web.example/1", // trunc_plain
-        "web.example/1", // cut_plain
+        "web.example/1",            // query_plain
+        "nxhost.prod/1",            // search_composed, as is (not its tailnet expansion)
+        "web.example/1",            // search_plain
+        "web.example/1",            // querydomain_plain
+        "web.example/1",            // send_plain
+        "web.example/1",            // trunc_plain
+        "web.example/1",            // cut_plain
+        "_sip._udp.web.example/33", // query_srv_plain
     ];
     assert_eq!(names, want, "{t}");
 }

@@ -282,6 +282,77 @@ pub fn query_class(id: u16, name: &str, qtype: u16, qclass: u16) -> Option<Vec<u
     Some(q)
 }
 
+/// A standard query (recursion desired) for a name in *presentation* form, as the libresolv
+/// query functions take it and glibc's `ns_name_pton` reads it: labels split at unescaped dots,
+/// `\DDD` a decimal byte, `\X` the character X itself, one trailing dot allowed, `""` and `"."`
+/// the root. So `pe\101r.tail1234.ts.net` is `peer.tail1234.ts.net` on the wire, and
+/// `_http._tcp.peer` keeps its underscores. None for what `ns_name_pton` rejects (an empty label,
+/// a label over 63 octets, a name over 255, a bad escape): glibc sends no query then.
+pub fn query_presentation(id: u16, name: &[u8], qtype: u16, qclass: u16) -> Option<Vec<u8>> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    let mut label: Vec<u8> = Vec::new();
+    let mut wire = 0usize; // octets of the name so far, length octets included
+    let mut i = 0;
+    while i < name.len() {
+        let c = name[i];
+        i += 1;
+        match c {
+            b'\\' => {
+                let e = *name.get(i)?;
+                if e.is_ascii_digit() {
+                    let d = name.get(i..i + 3)?;
+                    if !d.iter().all(u8::is_ascii_digit) {
+                        return None;
+                    }
+                    let v = d.iter().fold(0u32, |a, &b| a * 10 + (b - b'0') as u32);
+                    label.push(u8::try_from(v).ok()?);
+                    i += 3;
+                } else {
+                    label.push(e);
+                    i += 1;
+                }
+            }
+            b'.' => {
+                if label.is_empty() {
+                    // The root: only as the whole name or after the last label.
+                    if i != name.len() || wire != 0 {
+                        return None;
+                    }
+                    break;
+                }
+                if label.len() > 63 {
+                    return None;
+                }
+                q.push(label.len() as u8);
+                q.extend_from_slice(&label);
+                wire += 1 + label.len();
+                label.clear();
+            }
+            _ => label.push(c),
+        }
+        if wire + label.len() > WIRE_NAME_MAX {
+            return None;
+        }
+    }
+    if !label.is_empty() {
+        if label.len() > 63 {
+            return None;
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(&label);
+        wire += 1 + label.len();
+    }
+    if wire + 1 > WIRE_NAME_MAX {
+        return None;
+    }
+    q.push(0);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&qclass.to_be_bytes());
+    Some(q)
+}
+
 /// The first A/AAAA address of a response to query `id` (answers in the form `answer` writes:
 /// a compressed name pointer, type, class, TTL, length, data).
 pub fn first_address(r: &[u8], id: u16) -> Option<IpAddr> {
@@ -488,6 +559,26 @@ mod tests {
         assert!(!wants_address(3, TYPE_A) && !wants_address(CLASS_IN, 15));
         // No slot (none needed): no data either.
         assert_eq!(&answer_placeholder(&q, &parse_query(&q).unwrap(), None)[6..8], &[0, 0]);
+    }
+
+    #[test]
+    fn presentation_names_as_ns_name_pton_reads_them() {
+        let wire = |s: &str| super::query_presentation(7, s.as_bytes(), TYPE_A, CLASS_IN).map(|q| q[12..q.len() - 4].to_vec());
+        assert_eq!(wire("pe\\101r.ts.net"), wire("peer.ts.net"));
+        assert_eq!(wire("peer\\-1."), wire("peer-1"));
+        assert_eq!(wire("a\\.b").unwrap(), b"\x03a.b\x00", "an escaped dot is in the label");
+        assert_eq!(wire("_http._tcp.x").unwrap(), b"\x05_http\x04_tcp\x01x\x00");
+        assert_eq!(wire("").unwrap(), [0]);
+        assert_eq!(wire(".").unwrap(), [0]);
+        for bad in ["a..b", ".a", "a..", "a\\25", "a\\256", "a\\", &"x".repeat(64)] {
+            assert_eq!(wire(bad), None, "{bad:?}");
+        }
+        let long = vec!["abc"; 63].join("."); // 63 * 4 + the root = 253 octets
+        assert_eq!(wire(&format!("{long}.d")).map(|w| w.len()), Some(255));
+        assert_eq!(wire(&format!("{long}.de")), None, "over 255 octets");
+        let q = super::query_presentation(7, b"_http._tcp.peer.tail1234.ts.net", 33, CLASS_IN).unwrap();
+        let p = parse_query(&q).unwrap();
+        assert_eq!((p.name.as_str(), p.qtype, p.end), ("_http._tcp.peer.tail1234.ts.net", 33, q.len()));
     }
 
     #[test]

@@ -18,6 +18,12 @@
 //! and `TRY_AGAIN`, before anything is written; a buffer too short for the question gets its
 //! `anslen` bytes and `errno` `EMSGSIZE` (glibc's question check fails that way on it).
 //!
+//! Not only host names. glibc sends the name as `ns_name_pton` reads it, so the question it
+//! would send is judged, by the rule the sends to port 53 are refused by
+//! (`route::tailnet_question`): an escaped spelling of a tailnet host name is that name; an SRV
+//! or TXT lookup under a tailnet domain, and a `res_send` message asking a tailnet name in any
+//! question or under any opcode, get SERVFAIL (what the supervisor's responder answers them).
+//!
 //! Search lists. `res_search("peer-1")` with `search corp.example` would send
 //! `peer-1.corp.example`, then `peer-1`: a tailnet name is answered as it is, with no search,
 //! exactly as `getaddrinfo` answers it. A name that is *not* a tailnet name may still become one
@@ -143,12 +149,42 @@ fn next_id() -> u16 {
     N.fetch_add(0x9e37, std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The query glibc would send for `name` (its presentation form read as `ns_name_pton` reads
+/// it), when a question of it is a tailnet question by the rule the sends to port 53 are
+/// refused by (`route::tailnet_question`): the name, unescaped, or a name under a tailnet domain
+/// that is not a host name (`_http._tcp.peer.tail1234.ts.net`, an SRV lookup).
+fn tailnet_wire_query(name: &str, class: c_int, ty: c_int) -> Option<Vec<u8>> {
+    let q = msg::query_presentation(next_id(), name.as_bytes(), ty as u16, class as u16)?;
+    let st = state::get();
+    tsproxy_core::route::tailnet_question(st.routes(), &q, |n| st.known_locally(n))?;
+    Some(q)
+}
+
+/// Would glibc's query for `name` ask the system resolver about a tailnet name?
+fn asks_tailnet(name: &str, class: c_int, ty: c_int) -> bool {
+    is_tailnet(name) || tailnet_wire_query(name, class, ty).is_some()
+}
+
 /// tsproxy's response for `name`: None when it is not a tailnet name (glibc asks the
 /// resolver), `Some(Err(()))` when it is one without a placeholder (answer "try again"), else the
 /// response and the offset where its question ends.
+///
+/// A name whose query asks a tailnet question although the name as written is not a tailnet
+/// host name is never sent either: spelled with escapes (`pe\101r-1.tail1234.ts.net`), it is
+/// answered as the name it stands for; not a host name (an SRV or TXT lookup under a tailnet
+/// domain), it gets SERVFAIL, as the supervisor's responder answers it ("try again").
 fn synthesize(name: &str, class: c_int, ty: c_int) -> Option<Result<(Vec<u8>, usize), ()>> {
     if !is_tailnet(name) {
-        return None;
+        let q = tailnet_wire_query(name, class, ty)?;
+        if let Some(p) = msg::parse_query(&q) {
+            if is_tailnet(&p.name) {
+                return synthesize(&p.name, class, ty);
+            }
+        }
+        crate::log::log!(Debug, "res_* {name:?} class {class} type {ty} -> a question for a tailnet name; SERVFAIL from tsproxy");
+        let r = msg::error_response(&q, SERVFAIL)?;
+        let end = q.len();
+        return Some(Ok((r, end)));
     }
     let (class, ty) = (class as u16, ty as u16);
     let slot = if msg::wants_address(class, ty) {
@@ -197,10 +233,16 @@ unsafe fn query_answer(st: Statp, res: Result<(Vec<u8>, usize), ()>, answer: *mu
             Detour::Fail(e)
         }
         Ok((n, errno)) => {
-            // Our responses are NOERROR; no answer record is "no data" (the header is in the
-            // buffer: anslen >= 12).
-            if r.get(6..8) == Some(&[0, 0]) {
-                st.set_h_errno(NO_DATA);
+            // As glibc judges a response (the header is in the buffer: anslen >= 12): an
+            // error RCODE or no answer record fails, h_errno by RCODE.
+            let rcode = r.get(3).map_or(0, |b| b & 0xf);
+            if rcode != 0 || r.get(6..8) == Some(&[0, 0]) {
+                st.set_h_errno(match rcode {
+                    0 => NO_DATA,
+                    3 => HOST_NOT_FOUND,
+                    SERVFAIL => TRY_AGAIN,
+                    _ => NO_RECOVERY,
+                });
                 return match errno {
                     Some(e) => Detour::Return(-1, e),
                     None => Detour::Done(-1),
@@ -312,7 +354,7 @@ pub unsafe fn search(
     let opts = st.options();
     let searches = (dots == 0 && opts & rs::RES_DEFNAMES != 0) || (dots > 0 && opts & rs::RES_DNSRCH != 0);
     let list = if searches { st.search_list() } else { Vec::new() };
-    let tailnet_candidate = list.iter().any(|d| compose(n, Some(d.strip_prefix('.').unwrap_or(d))).is_some_and(|c| is_tailnet(&c)));
+    let tailnet_candidate = list.iter().any(|d| compose(n, Some(d.strip_prefix('.').unwrap_or(d))).is_some_and(|c| asks_tailnet(&c, class, ty)));
     if !tailnet_candidate {
         return Detour::Bypass(Bypass::NotTailnet);
     }
@@ -462,10 +504,27 @@ pub unsafe fn send(query: *const c_uchar, len: c_int, answer: *mut c_uchar, ansl
     }
     // SAFETY: the caller's query of len bytes.
     let q = unsafe { std::slice::from_raw_parts(query, len as usize) };
-    let Some(p) = msg::parse_query(q) else { return Detour::Bypass(Bypass::NotApplicable) };
-    if !is_tailnet(&p.name) {
-        return Detour::Bypass(Bypass::NotTailnet);
-    }
+    let p = match msg::parse_query(q) {
+        Some(p) if is_tailnet(&p.name) => p,
+        // Any other message that asks a tailnet question (a second question, a compressed
+        // name, another opcode, a name under a tailnet domain that is not a host name): glibc
+        // would send it as it is, so it gets SERVFAIL here, as the supervisor's responder
+        // answers it (the rule the sends to port 53 are refused by).
+        _ => {
+            let st = state::get();
+            if tsproxy_core::route::tailnet_question(st.routes(), q, |n| st.known_locally(n)).is_none() {
+                return Detour::Bypass(Bypass::NotTailnet);
+            }
+            let Some(r) = msg::error_response(q, SERVFAIL) else { return Detour::Fail(Errno(libc::ETIMEDOUT)) };
+            crate::log::log!(Debug, "res_send: a question for a tailnet name; SERVFAIL from tsproxy");
+            // SAFETY: forwarded contract.
+            return match unsafe { deliver(&r, r.len(), answer, anslen) } {
+                Err(e) => Detour::Fail(e),
+                Ok((n, None)) => Detour::Done(n),
+                Ok((n, Some(e))) => Detour::Return(n, e),
+            };
+        }
+    };
     let slot = if msg::wants_address(p.qclass, p.qtype) {
         match tailnet_slot(&p.name) {
             None => return Detour::Bypass(Bypass::NotTailnet),
