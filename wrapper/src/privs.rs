@@ -31,6 +31,11 @@ pub struct FileFacts {
     pub caps: bool,
     /// On a mount with `nosuid`.
     pub nosuid: bool,
+    /// The owner and the group have a mapping in this user namespace. In a user namespace
+    /// (`unshare -r`, a rootless container) a file of an unmapped owner shows the overflow id
+    /// (65534) and the kernel ignores its set-ID bits (`bprm_fill_uid`: no mapping, no change).
+    pub uid_mapped: bool,
+    pub gid_mapped: bool,
 }
 
 /// Who execs it.
@@ -48,10 +53,10 @@ pub fn judge(f: FileFacts, ids: Ids) -> Option<String> {
     if f.nosuid || ids.nnp {
         return None;
     }
-    if f.mode & libc::S_ISUID != 0 && f.uid != ids.uid {
+    if f.mode & libc::S_ISUID != 0 && f.uid_mapped && f.uid != ids.uid {
         return Some(if f.uid == 0 { "setuid root".into() } else { format!("setuid (uid {})", f.uid) });
     }
-    if f.mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP && f.gid != ids.gid {
+    if f.mode & (libc::S_ISGID | libc::S_IXGRP) == libc::S_ISGID | libc::S_IXGRP && f.gid_mapped && f.gid != ids.gid {
         return Some(format!("setgid (gid {})", f.gid));
     }
     if f.caps && ids.uid != 0 {
@@ -88,7 +93,26 @@ fn facts(p: &Path) -> Option<FileFacts> {
     let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is NUL-terminated, sv a valid out-pointer.
     let nosuid = unsafe { libc::statvfs(c.as_ptr(), &mut sv) } == 0 && sv.f_flag & libc::ST_NOSUID != 0;
-    Some(FileFacts { mode: m.mode(), uid: m.uid(), gid: m.gid(), caps, nosuid })
+    let (uid_mapped, gid_mapped) = (mapped("/proc/self/uid_map", m.uid()), mapped("/proc/self/gid_map", m.gid()));
+    Some(FileFacts { mode: m.mode(), uid: m.uid(), gid: m.gid(), caps, nosuid, uid_mapped, gid_mapped })
+}
+
+/// Does `id` (as this user namespace sees it) have a mapping, by `map` (/proc/self/uid_map or
+/// gid_map: lines of "inside outside count")? Unreadable: assume so (the judgement stays on
+/// the side of refusing).
+fn mapped(map: &str, id: u32) -> bool {
+    let Ok(text) = std::fs::read_to_string(map) else { return true };
+    in_map(&text, id)
+}
+
+fn in_map(text: &str, id: u32) -> bool {
+    text.lines().any(|l| {
+        let mut w = l.split_whitespace().map(|t| t.parse::<u64>().ok());
+        match (w.next().flatten(), w.next().flatten(), w.next().flatten()) {
+            (Some(inside), Some(_), Some(count)) => (inside..inside.saturating_add(count)).contains(&(id as u64)),
+            _ => false,
+        }
+    })
 }
 
 fn ids() -> Ids {
@@ -128,7 +152,7 @@ mod tests {
     const ROOT: Ids = Ids { uid: 0, gid: 0, nnp: false };
 
     fn f(mode: u32, uid: u32, gid: u32, caps: bool) -> FileFacts {
-        FileFacts { mode, uid, gid, caps, nosuid: false }
+        FileFacts { mode, uid, gid, caps, nosuid: false, uid_mapped: true, gid_mapped: true }
     }
 
     #[test]
@@ -151,6 +175,20 @@ mod tests {
         assert_eq!(judge(f(0o100755, 0, 0, false), USER), None);
         assert_eq!(judge(FileFacts { nosuid: true, ..f(0o104755, 0, 0, true) }, USER), None);
         assert_eq!(judge(f(0o104755, 0, 0, true), Ids { nnp: true, ..USER }), None);
+        // In a user namespace that does not map the owner (or group), the kernel ignores the bit.
+        assert_eq!(judge(FileFacts { uid_mapped: false, ..f(0o104755, 65534, 65534, false) }, ROOT), None);
+        assert_eq!(judge(FileFacts { gid_mapped: false, ..f(0o102755, 0, 65534, false) }, ROOT), None);
+    }
+
+    #[test]
+    fn id_maps() {
+        let init = "         0          0 4294967295\n";
+        assert!(in_map(init, 0) && in_map(init, 65534) && in_map(init, u32::MAX - 1));
+        let unshared = "         0      65534          1\n";
+        assert!(in_map(unshared, 0) && !in_map(unshared, 65534) && !in_map(unshared, 1));
+        let sub = "0 1000 1\n1 100000 65536\n";
+        assert!(in_map(sub, 0) && in_map(sub, 65536) && !in_map(sub, 65537));
+        assert!(!in_map("", 0));
     }
 
     #[test]
