@@ -9,8 +9,38 @@
  *       (or "rcode=none")
  *   dns_send gai NAME
  *       getaddrinfo(NAME, "80", AF_UNSPEC, SOCK_STREAM); prints "gai=RC" (0: success)
+ *
+ * DNS_SEND_KILL_VM_READV=1: first install a seccomp filter of the program's own that kills the
+ * process on process_vm_readv (as systemd's SystemCallFilter= without @debug does), so a
+ * library that reads the datagram that way would kill it.
  */
 #include "h_common.h"
+#ifdef __GLIBC__ /* musl-gcc has no kernel headers; the filter is only used with the library */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#endif
+
+static void kill_on_process_vm_readv(void) {
+#ifdef __GLIBC__
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { 4, f };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("seccomp");
+        exit(3);
+    }
+    printf("filter=kill_process_vm_readv\n");
+#else
+    exit(3);
+#endif
+}
 
 static size_t build(unsigned char *q, unsigned id, const char *names, unsigned qtype) {
     size_t n = 12;
@@ -47,6 +77,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc != 5 || strlen(argv[2]) > 800) return 2;
+    if (getenv("DNS_SEND_KILL_VM_READV")) kill_on_process_vm_readv();
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[4])) };
     if (inet_pton(AF_INET, argv[3], &a.sin_addr) != 1) return 2;
     unsigned char q[2][1024];

@@ -56,9 +56,6 @@ pub enum Bypass {
     /// The arguments are not ones we interpret (other families, options, NULL pointers...):
     /// libc and the kernel judge them.
     NotApplicable,
-    /// This process is the proxy (it listens on a proxy endpoint): tunnelling its own
-    /// connections would send them to itself (see net::selfproxy).
-    IsTheProxy,
 }
 
 /// A wait requested by the logic: `poll(fds, n, timeout_ms)` from the exported frame. The

@@ -218,6 +218,29 @@ fn dynamic_dns_datagrams_under_the_library() {
 }
 
 #[test]
+fn a_program_whose_own_filter_kills_process_vm_readv_is_not_killed_by_the_check() {
+    // systemd services (SystemCallFilter= without @debug) and sandboxes kill on
+    // process_vm_readv; resolved and dnsmasq send DNS with sendto/sendmsg all the same.
+    if !namespaces() {
+        return;
+    }
+    let prog = harness("dns_send");
+    for how in ["sendto", "sendmsg", "sendmmsg"] {
+        for (name, refused) in [("peer-1", true), ("public-name.example", false)] {
+            let cmd = command(Under::Library, &prog, &[how, name, "127.0.0.1", "53"]);
+            let mut c = args(&cmd);
+            let env = OsString::from("DNS_SEND_KILL_VM_READV=1");
+            c.insert(0, OsStr::new("env"));
+            c.insert(1, &env);
+            let r = in_ns(&c);
+            assert_eq!(r.kv("filter"), "kill_process_vm_readv", "{how} {name}: {}", r.text());
+            assert_eq!(r.kv("errno"), if refused { "ENETUNREACH" } else { "0" }, "{how} {name}: killed or wrong: {}", r.text());
+            assert_eq!(r.got.is_empty(), refused, "{how} {name}: {}", r.text());
+        }
+    }
+}
+
+#[test]
 fn dynamic_dns_datagrams_under_the_launcher() {
     // The library sends what it lets through with a marked raw syscall the supervisor's filter
     // does not stop: the library's own check is what holds here.

@@ -1,9 +1,10 @@
 //! No-root tier: a process that is the configured proxy never tunnels to itself.
 //!
 //! 127.0.0.5 is made a tailnet route (`TSPROXY_ROUTES`), so "dialling the tailnet directly" is a
-//! loopback connection a test peer answers: a proxy that dials it itself gets the peer's
-//! banner; one that tunnels to itself gets nothing (its own listener never answers, or it fans
-//! out). Nothing leaves loopback.
+//! loopback connection a test peer answers: a direct dial would get the peer's banner (a leak,
+//! in production); a tunnel to itself gets nothing (its own listener never answers, or it fans
+//! out). The promise: refused at once (ECONNREFUSED), with the reason logged. Nothing leaves
+//! loopback.
 mod common;
 
 use common::*;
@@ -61,26 +62,35 @@ fn selfproxy(mode: &str, proxy_port: u16, host: &str, port: u16, inherit: Option
     c.output().unwrap()
 }
 
+/// The refusal a process that listens on the proxy endpoint gets: at once, said in the log,
+/// neither a direct dial (the peer's banner) nor a tunnel to itself (a hang until the timeout).
+fn refused_as_the_proxy(what: &str, out: &std::process::Output) {
+    let k = kv(out);
+    assert_eq!(k.get("connect").map(String::as_str), Some("ECONNREFUSED"), "{what}: {}", text(out));
+    assert_eq!(k.get("reply"), None, "{what}: dialled directly: {}", text(out));
+    assert!(k["elapsed_ms"].parse::<f64>().unwrap() < 1000.0, "{what}: {}", text(out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(SELF_LINE), "{what}: the reason is logged: {}", text(out));
+}
+
+const SELF_LINE: &str = "tunnelling to itself would loop";
+
 #[test]
-fn a_process_listening_on_the_proxy_endpoint_dials_itself_never_through_itself() {
+fn a_process_listening_on_the_proxy_endpoint_never_tunnels_to_itself_nor_dials_directly() {
     let peer = route_peer("route");
     for mode in ["listen", "wild", "wild6"] {
         let out = selfproxy(mode, free_port(), "127.0.0.5", peer, None);
-        let k = kv(&out);
-        assert_eq!(k.get("listen").map(String::as_str), Some("ok"), "{mode}: {}", text(&out));
-        assert_eq!(k.get("connect").map(String::as_str), Some("ok"), "{mode}: {}", text(&out));
-        assert_eq!(k.get("reply").map(String::as_str), Some("HELLO route"), "{mode}: dialled directly, as without tsproxy: {}", text(&out));
+        assert_eq!(kv(&out).get("listen").map(String::as_str), Some("ok"), "{mode}: {}", text(&out));
+        refused_as_the_proxy(mode, &out);
     }
     // A listener made after the first tunnelled connect (the scan is done by then): listen()
     // itself tells.
     let out = selfproxy("late", free_port(), "127.0.0.5", peer, None);
-    let k = kv(&out);
-    assert_eq!(k["pre_connect"], "ECONNREFUSED", "no listener yet: tunnelled to the absent proxy: {}", text(&out));
-    assert_eq!(k.get("reply").map(String::as_str), Some("HELLO route"), "{}", text(&out));
+    assert_eq!(kv(&out)["pre_connect"], "ECONNREFUSED", "no listener yet: tunnelled to the absent proxy: {}", text(&out));
+    refused_as_the_proxy("late", &out);
     // Socket activation: the listener comes from the parent, no listen() in this process.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let out = selfproxy("inherit", l.local_addr().unwrap().port(), "127.0.0.5", peer, Some(&l));
-    assert_eq!(kv(&out).get("reply").map(String::as_str), Some("HELLO route"), "inherited listener: {}", text(&out));
+    refused_as_the_proxy("inherited listener", &out);
     // A tailnet name in the proxy itself: refused at once (a placeholder cannot be dialled).
     let out = selfproxy("listen", free_port(), "peer-1", 80, None);
     let k = kv(&out);
@@ -99,6 +109,7 @@ fn other_listeners_do_not_make_a_process_the_proxy() {
         let k = kv(&out);
         assert_eq!(k.get("listen").map(String::as_str), Some("ok"), "{mode}: {}", text(&out));
         assert_eq!(k["connect"], "ECONNREFUSED", "{mode}: tunnelled to the (absent) proxy: {}", text(&out));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(SELF_LINE), "{mode}: not the proxy: {}", text(&out));
     }
 }
 
@@ -125,7 +136,7 @@ fn microsocks_as_its_own_upstream_does_not_fan_out() {
         .env("TSPROXY_ROUTES", "127.0.0.5/32")
         .env("TSPROXY_CONNECT_TIMEOUT", "3")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     // SAFETY: setrlimit is async-signal-safe. 256 descriptors bound a fan-out, should there be one.
     unsafe {
         c.pre_exec(|| {
@@ -166,20 +177,21 @@ fn microsocks_as_its_own_upstream_does_not_fan_out() {
         (out, t.elapsed())
     };
     let proxy = format!("127.0.0.1:{port}");
-    // A tailnet address: microsocks dials it itself (as without tsproxy) and the page comes back.
+    // A tailnet address: microsocks' own dial is refused at once (never through itself, never
+    // directly), so curl gets a SOCKS failure promptly.
     let (out, took) = curl(&["--socks5", &proxy, &format!("http://127.0.0.5:{peer}/")]);
     let page = String::from_utf8_lossy(&out.stdout).to_string();
-    // A tailnet name: microsocks resolves it to a placeholder, which it cannot dial: refused
-    // promptly, not looped.
+    // A tailnet name: microsocks resolves it to a placeholder: refused promptly, not looped.
     let (named, named_took) = curl(&["--socks5-hostname", &proxy, "http://peer-1/"]);
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let max = watch.join().unwrap();
     let _ = ms.kill();
-    let _ = ms.wait();
+    let logged = ms.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).unwrap_or_default();
     assert!(max <= 8, "microsocks fanned out to {max} threads (through itself)");
-    assert_eq!(page, "hello from route\n", "{} in {took:?}", text(&out));
+    assert!(!out.status.success() && page.is_empty(), "dialled directly: {} in {took:?}", text(&out));
     assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(logged.contains(SELF_LINE), "microsocks' log: {logged}");
     assert!(!named.status.success(), "{}", text(&named));
     assert!(named_took < Duration::from_secs(2), "a prompt refusal, not a loop: {named_took:?} {}", text(&named));
 }

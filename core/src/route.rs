@@ -12,9 +12,6 @@ pub enum Bypass {
     NotTailnet,
     /// A tailnet address that NO_PROXY lists: the user asked for a direct dial.
     NoProxy,
-    /// This process is the proxy (it listens on a configured proxy endpoint): tunnelling to
-    /// itself would loop, every hop a new connection. It dials as it would without tsproxy.
-    IsTheProxy,
 }
 
 /// The decision for one destination.
@@ -81,13 +78,14 @@ pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&st
 /// The decision `r` (from [`decide`]) in a process that is itself a configured proxy, which
 /// must never tunnel to itself: a proxy's connection to a tailnet address through itself is
 /// accepted by itself, which dials the same address through itself again — one request fans out
-/// until threads or descriptors run out. A tailnet address is dialled as the program would
-/// dial it without tsproxy (it *is* the way to the tailnet); a placeholder cannot be (it is
-/// routed nowhere, and only the name it stands for could be asked for), so it is refused.
+/// until threads or descriptors run out. It is refused (`ECONNREFUSED`, at once), never dialled
+/// directly: "listens on a proxy endpoint" is also true of an unrelated server on `[::1]:1080`
+/// beside a proxy on 127.0.0.1:1080, or of any program on port 1080 while the proxy is down,
+/// and a direct dial from those would be a leak. A real proxy that must reach the tailnet
+/// itself does not load tsproxy (tailscaled does not: it is a static Go binary).
 pub fn in_proxy(r: Route) -> Route {
     match r {
-        Route::Proxy(Target::Ip(_)) => Route::Direct(Bypass::IsTheProxy),
-        Route::Proxy(Target::Name(..)) => Route::Refuse(ECONNREFUSED, "this process is the proxy: a tailnet name cannot be tunnelled to itself"),
+        Route::Proxy(_) => Route::Refuse(ECONNREFUSED, "this process listens on the proxy's address: tunnelling to itself would loop; refused"),
         other => other,
     }
 }
@@ -210,8 +208,8 @@ mod tests {
     fn a_proxy_never_tunnels_to_itself() {
         let slot = names::try_intern("route-self-peer").unwrap();
         let c = cfg(&[]);
-        assert_eq!(in_proxy(d(&c, "100.64.0.2:80")), Route::Direct(Bypass::IsTheProxy));
-        assert_eq!(in_proxy(d(&c, "[fd7a:115c:a1e0::2]:80")), Route::Direct(Bypass::IsTheProxy));
+        assert!(matches!(in_proxy(d(&c, "100.64.0.2:80")), Route::Refuse(ECONNREFUSED, _)), "never a direct dial");
+        assert!(matches!(in_proxy(d(&c, "[fd7a:115c:a1e0::2]:80")), Route::Refuse(ECONNREFUSED, _)));
         assert!(matches!(in_proxy(decide(&c, SocketAddr::new(IpAddr::V4(names::v4(slot)), 80))), Route::Refuse(ECONNREFUSED, _)));
         assert_eq!(in_proxy(d(&c, "127.0.0.1:80")), Route::Direct(Bypass::NotTailnet));
         let r = Route::Refuse(ECONNREFUSED, "x");

@@ -41,8 +41,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
     let target = match decide(dest) {
         Route::Direct(why) => {
             log!(Debug, "connect fd={fd} {dest} -> direct ({why:?})");
-            let why = if why == tsproxy_core::route::Bypass::IsTheProxy { Bypass::IsTheProxy } else { Bypass::NotTailnet };
-            return direct(fd, addr, len, why);
+            return direct(fd, addr, len, Bypass::NotTailnet);
         }
         Route::Refuse(e, why) => {
             log!(Error, "connect fd={fd} {dest}: refused: {why}");

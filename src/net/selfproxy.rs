@@ -4,10 +4,11 @@
 //! which accepts them and dials again: one request fans out until threads or descriptors run out.
 //!
 //! Rule (core: `route::serves_endpoint`, `route::in_proxy`): a process that owns a listening TCP
-//! socket on a configured proxy endpoint **is the proxy**; its connects to tailnet addresses go
-//! to the kernel, as they would without tsproxy (for a proxy that is the way to the tailnet),
-//! and a placeholder is refused (only its name could be asked for, and only of a proxy). Said
-//! once in the log.
+//! socket on a configured proxy endpoint **is the proxy**; its connects to tailnet destinations
+//! are refused at once (`ECONNREFUSED`), never tunnelled to itself and never dialled directly:
+//! "listens on the endpoint" is also true of an unrelated server on `[::1]:1080` beside a proxy
+//! on 127.0.0.1:1080, or of any program on that port while the proxy is down, and a direct
+//! dial from those would leak. Said once in the log, and in each refusal's line.
 //!
 //! Detection, at no cost to other calls:
 //! - `listen()` (hooked; not a hot call) compares the socket's address with the proxy
@@ -72,7 +73,7 @@ fn check(fd: i32) {
     if FLAGS.fetch_or(IS_PROXY, Ordering::Relaxed) & IS_PROXY == 0 {
         crate::log::log!(
             Info,
-            "this process listens on {bound}, the proxy endpoint {endpoint}: it is the proxy, so its own connections to tailnet addresses go to the kernel (never through itself) and placeholders are refused"
+            "this process listens on {bound}, the proxy endpoint {endpoint}: it is the proxy, so its own connections to tailnet destinations are refused (never tunnelled to itself, never dialled directly)"
         );
     }
 }

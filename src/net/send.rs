@@ -24,13 +24,15 @@ enum Plan {
 /// A datagram to port 53 asking a tailnet name (`route::tailnet_question`, the rule the
 /// supervisor applies too): refused, never sent to that server (dig, c-ares and libuv send
 /// their own queries with sendto/sendmsg/sendmmsg). Only called for port 53, so every other
-/// send pays one compare. The bytes are read with process_vm_readv on ourselves: a bad buffer
-/// pointer is then the kernel's EFAULT (the send goes on to libc and fails there), not a fault
-/// in tsproxy. Stream sockets are not inspected (DNS over TCP: README, Limitations).
-fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -> bool {
-    // SAFETY: getpid has no preconditions.
-    let me = unsafe { libc::getpid() };
-    let Some(bytes) = sys::read_datagram(me, data) else { return false };
+/// send pays one compare. Stream sockets are not inspected (DNS over TCP: README, Limitations).
+///
+/// # Safety
+/// `data` describes the buffers of the send being made (sendto's `buf`/`len`, or a msghdr's
+/// `msg_iov`/`msg_iovlen`), which the caller promises readable, as the kernel is about to read
+/// them.
+unsafe fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -> bool {
+    // SAFETY: forwarded contract.
+    let Some(bytes) = (unsafe { read_own(data) }) else { return false };
     let st = state::get();
     let Some(name) = route::tailnet_question(st.routes(), &bytes, |n| st.known_locally(n)) else { return false };
     match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
@@ -42,8 +44,43 @@ fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -> bool 
     }
 }
 
+/// The first `sys::DATAGRAM_MAX` bytes of the datagram the program is sending, copied from its
+/// own buffers. Read directly, not with process_vm_readv on ourselves: a program may run under
+/// a seccomp filter of its own that kills on process_vm_readv (systemd's `SystemCallFilter=`
+/// without `@debug`, sandboxes), and send DNS queries all the same (resolved, dnsmasq). The
+/// price: a program that passes an unreadable buffer faults here where the kernel would have
+/// said EFAULT — undefined in POSIX, and no legal use.
+///
 /// # Safety
-/// `addr` is null or points to `alen` readable bytes.
+/// As `dns_refused`: the buffers `at` describes are readable for their lengths.
+unsafe fn read_own(at: DatagramAt) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut take = |p: u64, n: u64| {
+        let n = (n as usize).min(sys::DATAGRAM_MAX - out.len());
+        if p != 0 && n > 0 {
+            // SAFETY: the caller's contract: p holds at least n readable bytes.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
+        }
+    };
+    match at {
+        DatagramAt::Buf(p, n) => take(p, n),
+        DatagramAt::Iov(p, n) => {
+            if p == 0 || n as usize > 1024 {
+                return None; // the kernel refuses more than UIO_MAXIOV iovecs itself
+            }
+            for i in 0..n as usize {
+                // SAFETY: the caller's contract: msg_iov holds msg_iovlen readable iovecs.
+                let v = unsafe { std::ptr::read_unaligned((p as *const libc::iovec).add(i)) };
+                take(v.iov_base as u64, v.iov_len as u64);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// # Safety
+/// `addr` is null or points to `alen` readable bytes; `data` describes the buffers of this
+/// very send (readable, as the kernel is about to read them).
 unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, data: DatagramAt) -> Plan {
     // SAFETY: forwarded contract.
     let Some(dest) = (unsafe { sa::read(addr, alen) }).or_else(|| {
@@ -62,7 +99,8 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, 
         return Plan::Libc;
     };
     let target = match decide(dest) {
-        Route::Direct(_) if dest.port() == route::DNS_PORT && dns_refused(fd, dest, data) => return Plan::Fail(Errno(libc::ENETUNREACH)),
+        // SAFETY: forwarded contract (`data` is this send's own buffers).
+        Route::Direct(_) if dest.port() == route::DNS_PORT && unsafe { dns_refused(fd, dest, data) } => return Plan::Fail(Errno(libc::ENETUNREACH)),
         Route::Direct(_) => return Plan::Libc,
         Route::Refuse(e, why) => {
             log!(Error, "send fd={fd} {dest}: refused: {why}");
@@ -204,12 +242,14 @@ fn iov_of(m: &msghdr) -> DatagramAt {
 /// DNS question for a tailnet name, is refused. Takes no lock (the outer frame may hold one).
 ///
 /// # Safety
-/// `addr` is null or points to `alen` readable bytes.
+/// `addr` is null or points to `alen` readable bytes; `data` describes the buffers of this
+/// very send (readable, as the kernel is about to read them).
 pub unsafe fn sendto_nested(fd: c_int, addr: *const sockaddr, alen: socklen_t, data: DatagramAt) -> Detour<ssize_t> {
     // SAFETY: forwarded contract.
     match unsafe { sa::read(addr, alen) }.map(|d| (d, super::decide_nested(d))) {
         Some((_, Route::Proxy(_) | Route::Refuse(..))) => Detour::Fail(Errno(libc::ENETUNREACH)),
-        Some((d, Route::Direct(_))) if d.port() == route::DNS_PORT && dns_refused(fd, d, data) => Detour::Fail(Errno(libc::ENETUNREACH)),
+        // SAFETY: forwarded contract (`data` is this send's own buffers).
+        Some((d, Route::Direct(_))) if d.port() == route::DNS_PORT && unsafe { dns_refused(fd, d, data) } => Detour::Fail(Errno(libc::ENETUNREACH)),
         _ => Detour::Bypass(Bypass::Reentered),
     }
 }
