@@ -18,6 +18,7 @@
 //! nothing here can stop that), with SA_RESTART the kernel issues the connect again — a second
 //! notification for a socket a worker is dialing on, which `inflight` answers with EALREADY
 //! instead of a second handshake on the same socket.
+use super::selfproxy::SelfProxy;
 use super::{dns, log, resolve_host};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -76,6 +77,8 @@ pub(super) struct Sup {
     pub root: i32,
     /// Sockets (inode) a worker is dialing on.
     inflight: Mutex<HashSet<u64>>,
+    /// Which supervised processes are a configured proxy themselves.
+    selfproxy: SelfProxy,
 }
 
 /// A dial for a worker. `sock` is our duplicate of the program's socket.
@@ -94,7 +97,8 @@ enum Step {
 }
 
 pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
-    let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let ups: Vec<Resolved> = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let selfproxy = SelfProxy::new(ups.iter().flat_map(|u| u.addrs.iter().copied()).collect());
     let Ok(dns_addr) = responder.local_addr() else { return };
     let sup = Arc::new(Sup {
         ups,
@@ -105,6 +109,7 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
         root,
         cfg,
         listener,
+        selfproxy,
     });
     {
         let s2 = sup.clone();
@@ -263,6 +268,16 @@ impl Sup {
         lock(&self.inflight).remove(&ino);
     }
 
+    /// The one routing policy for `dest`, asked by thread `tid`. In a process that is itself a
+    /// configured proxy, what would be tunnelled is not (`selfproxy`: never to itself).
+    fn decide(&self, tid: i32, dest: SocketAddr) -> Route {
+        let r = route::decide(&self.cfg, dest);
+        if matches!(r, Route::Proxy(_)) && tgid_of(tid).is_some_and(|tgid| self.selfproxy.is_proxy(&self.cfg, tgid)) {
+            return route::in_proxy(r);
+        }
+        r
+    }
+
     fn triage(&self, n: &libc::seccomp_notif) -> Step {
         let a = n.data.args;
         let tid = n.pid as i32;
@@ -294,7 +309,9 @@ impl Sup {
         }
         // SAFETY: raw holds len initialized bytes.
         let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return Step::Answer(Verdict::Continue) };
-        let target = match route::decide(&self.cfg, dest) {
+        let target = match self.decide(n.pid as i32, dest) {
+            // The proxy itself dialling a tailnet address: the kernel does, DNS servers included.
+            Route::Direct(route::Bypass::IsTheProxy) => return Step::Answer(Verdict::Continue),
             Route::Direct(_) if dest.port() == 53 => return Step::Answer(self.dns_redirect(n, fd, dest)),
             Route::Direct(_) => return Step::Answer(Verdict::Continue),
             Route::Refuse(e, why) => {
@@ -399,7 +416,8 @@ impl Sup {
                 unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }
             };
             let Some(dest) = dest else { continue };
-            let why = match route::decide(&self.cfg, dest) {
+            let why = match self.decide(n.pid as i32, dest) {
+                Route::Direct(route::Bypass::IsTheProxy) => continue,
                 Route::Direct(_) if dest.port() == route::DNS_PORT => {
                     // A DNS question to any server, sent without connect() (musl's resolver, dig,
                     // c-ares, libuv): it must not carry a tailnet name (`route::tailnet_question`).
