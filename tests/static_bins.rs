@@ -448,7 +448,7 @@ fn socks_connect(proxy: u16, dest: &str, port: u16) -> (Option<u8>, String) {
 }
 
 #[test]
-fn a_static_socks_proxy_that_is_its_own_upstream_dials_tailnet_itself_and_never_fans_out() {
+fn a_static_socks_proxy_that_is_its_own_upstream_refuses_tailnet_and_never_fans_out() {
     let Some(socks) = static_harness("sup_socks") else { return };
     let peer = route_peer("route");
     let port = free_port();
@@ -476,9 +476,12 @@ fn a_static_socks_proxy_that_is_its_own_upstream_dials_tailnet_itself_and_never_
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert_eq!(first.trim(), "listen=ok");
-    // A tailnet address, twice: the proxy dials it itself (as without tsproxy).
+    // A tailnet address, twice: the proxy's own dial is refused at once (never through itself,
+    // never directly: the peer's banner would be a leak).
+    let t = Instant::now();
     let a = socks_connect(port, "127.0.0.5", peer);
     let b = socks_connect(port, "127.0.0.5", peer);
+    let ab_took = t.elapsed();
     // A tailnet name: the proxy resolves it to a placeholder, which it cannot dial: refused
     // promptly, not tunnelled to itself.
     let t = Instant::now();
@@ -491,8 +494,9 @@ fn a_static_socks_proxy_that_is_its_own_upstream_dials_tailnet_itself_and_never_
     let stderr = err.join().unwrap();
     let report = format!("--- stdout\n{first}{rest}--- stderr\n{stderr}");
     let accepted: usize = rest.lines().find_map(|l| l.strip_prefix("accepted=")).and_then(|v| v.parse().ok()).unwrap_or(0);
-    assert_eq!(a, (Some(0), "HELLO route".to_string()), "{report}");
-    assert_eq!(b, (Some(0), "HELLO route".to_string()), "{report}");
+    assert_eq!(a, (Some(5), String::new()), "refused (SOCKS5 reply 5), not dialled: {report}");
+    assert_eq!(b, (Some(5), String::new()), "{report}");
+    assert!(ab_took < Duration::from_secs(1), "{ab_took:?}: {report}");
     assert_eq!(named.0, Some(5), "the placeholder refused (SOCKS5 reply 5): {report}");
     assert!(named_took < Duration::from_secs(1), "{named_took:?}: {report}");
     assert_eq!(accepted, 3, "one connection per request, none from itself: {report}");
@@ -519,7 +523,9 @@ fn a_static_process_listening_on_the_proxy_endpoint_is_the_proxy_and_others_are_
     for mode in ["listen", "wild", "wild6"] {
         let (k, t, said) = run(mode);
         assert_eq!(k.get("listen").map(String::as_str), Some("ok"), "{mode}: {t}");
-        assert_eq!(k.get("reply").map(String::as_str), Some("HELLO route"), "{mode}: dialled directly, as without tsproxy: {t}");
+        assert_eq!(k.get("connect").map(String::as_str), Some("ECONNREFUSED"), "{mode}: {t}");
+        assert_eq!(k.get("reply"), None, "{mode}: dialled directly: {t}");
+        assert!(k["elapsed_ms"].parse::<f64>().unwrap() < 1000.0, "{mode}: not tunnelled to itself: {t}");
         assert_eq!(said, 1, "{mode}: {t}");
     }
     // Another port, and an IPv6-only wildcard on the proxy port (no IPv4 connection reaches

@@ -310,8 +310,6 @@ impl Sup {
         // SAFETY: raw holds len initialized bytes.
         let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return Step::Answer(Verdict::Continue) };
         let target = match self.decide(n.pid as i32, dest) {
-            // The proxy itself dialling a tailnet address: the kernel does, DNS servers included.
-            Route::Direct(route::Bypass::IsTheProxy) => return Step::Answer(Verdict::Continue),
             Route::Direct(_) if dest.port() == 53 => return Step::Answer(self.dns_redirect(n, fd, dest)),
             Route::Direct(_) => return Step::Answer(Verdict::Continue),
             Route::Refuse(e, why) => {
@@ -417,7 +415,6 @@ impl Sup {
             };
             let Some(dest) = dest else { continue };
             let why = match self.decide(n.pid as i32, dest) {
-                Route::Direct(route::Bypass::IsTheProxy) => continue,
                 Route::Direct(_) if dest.port() == route::DNS_PORT => {
                     // A DNS question to any server, sent without connect() (musl's resolver, dig,
                     // c-ares, libuv): it must not carry a tailnet name (`route::tailnet_question`).

@@ -109,7 +109,7 @@ impl SelfProxy {
                 cfg,
                 LogLevel::Info,
                 format_args!(
-                    "process {tgid} listens on {}, the proxy endpoint {}: it is the proxy, so its own connections to tailnet addresses go to the kernel (never through itself) and placeholders are refused (supervisor)",
+                    "process {tgid} listens on {}, the proxy endpoint {}: it is the proxy, so its own connections to tailnet destinations are refused (never tunnelled to itself, never dialled directly) (supervisor)",
                     c.bound, c.endpoint
                 ),
             );
