@@ -19,6 +19,9 @@ have chpasswd || need+=(passwd)
 have go || need+=(golang-go)
 have musl-gcc || need+=(musl-tools)
 have setcap || need+=(libcap2-bin)
+have ps || need+=(procps)
+have chroot || need+=(coreutils)
+[ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0

@@ -2,6 +2,9 @@
 //! servers on 127.0.0.1 (a recording SOCKS5 proxy, an HTTP CONNECT proxy, peers).
 #![allow(dead_code)]
 
+/// The root tier's namespaces with per-uid leak and DNS meters, for the adversarial tests.
+pub mod world;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -23,6 +23,15 @@
 #   topology.sh counters   print leak, dns, dns_other, public_direct, public_via_proxy
 set -euo pipefail
 
+# The peers and proxies started below outlive this script; they must not inherit the caller's
+# descriptors. Under `flock /run/tsproxy-netns.lock cargo test ...` one of those is the lock:
+# held open by a daemon, it would never be released after the tests end (every other
+# worktree then waits forever). 255 is bash's own descriptor of this script.
+for fd in /proc/$$/fd/*; do
+    n=${fd##*/}
+    if [ "$n" -gt 2 ] && [ "$n" != 255 ]; then eval "exec $n>&-"; fi
+done
+
 WS=tsp-ws TN=tsp-tn PXUSER=tsproxy-px PXPASS=px-pass-4711
 RUN=/run/tsproxy-test
 PEERS_PORT=8080
