@@ -18,7 +18,7 @@ test: test-deps
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 	$(CARGO) build --workspace
 	@if [ "$(ROOT)" = 0 ]; then \
-		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 $(CARGO) test --workspace; rc=$$?; \
+		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 TSPROXY_REQUIRE_GRPC=1 $(CARGO) test --workspace; rc=$$?; \
 		bash tests/netns/topology.sh down; exit $$rc; \
 	else \
 		echo "make test: not root, the namespace tier will be skipped"; \

@@ -14,7 +14,7 @@ LIB = f"{ROOT}/target/release/libtsproxy.so"
 TSPROXY = f"{ROOT}/target/release/tsproxy"
 CB = f"{ROOT}/target/release/c-harness/connbench"
 PC_CONF = "/run/tsproxy-test/proxychains.conf"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
 
 
 def sh(*args, check=True, env=None, ns="tsp-ws"):
@@ -56,6 +56,10 @@ def fmt(vals, unit, digits=1):
 
 
 def ratio(a, b):
+    """Median of the per-round ratios: both contenders ran in the same round, back to back, so
+    a slow round (another process, a frequency change) moves both and cancels out."""
+    if len(a) == len(b) and all(y > 0 for y in b):
+        return statistics.median(x / y for x, y in zip(a, b))
     return statistics.median(a) / statistics.median(b)
 
 
@@ -217,7 +221,8 @@ def write(rows):
         "",
         "Written by `make bench` (`bench/bench.py`). Each figure is the median over "
         f"{ROUNDS} rounds with the spread (min..max) in brackets; contenders run interleaved in "
-        "the same invocation, order rotating each round, so ratios compare like with like. The "
+        "the same invocation, order rotating each round; a ratio is the median of the per-round "
+        "ratios (each round's two figures were taken back to back), so ratios compare like with like. The "
         "proxy is microsocks on 127.0.0.1:1080 in the test topology's workspace namespace; peers "
         "are in the tailnet namespace behind a veth pair. The floor is `c-harness/connbench.c`'s "
         "hand-written SOCKS5 client (blocking, or a nonblocking epoll state machine).",

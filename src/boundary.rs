@@ -173,7 +173,10 @@ pub fn to_libc<T>() -> Detour<T> {
 }
 
 /// Export a hook through [`run`]. `fast` is checked first (a relaxed load or two) and sends the
-/// call straight to libc; `logic` sees the real function as `$real`.
+/// call straight to libc; `logic` sees the real function as `$real`. An optional `real: NAME;`
+/// takes the real function from another symbol first, then from its own (glibc's pre-2.34
+/// `__res_query` is a non-default version since 2.34, which `dlsym` does not return, and the
+/// same function as `res_query`; before 2.34 `__res_nquery` was the only name of its function).
 ///
 /// ```ignore
 /// hook! {
@@ -191,9 +194,16 @@ macro_rules! hook {
         // SAFETY: as for the logic.
         || -> $crate::boundary::Detour<$ret> { #[allow(unused_unsafe)] unsafe { $nested } }
     };
+    (@real $name:ident; $($f:tt)*) => {
+        real!($name: $($f)*)
+    };
+    (@real $name:ident $other:ident; $($f:tt)*) => {
+        real!($other | $name: $($f)*)
+    };
     (
         $(#[$m:meta])*
         fn $name:ident($($a:ident : $t:ty),* $(,)?) -> $ret:ty;
+        $(real: $other:ident;)?
         fast: $fast:expr;
         fail: $fail:expr, on_panic: $on_panic:ident;
         $(nested: $nested:expr;)?
@@ -202,7 +212,7 @@ macro_rules! hook {
         $(#[$m])*
         #[no_mangle]
         pub unsafe extern "C-unwind" fn $name($($a: $t),*) -> $ret {
-            let $real = real!($name: fn($($t),*) -> $ret);
+            let $real = hook!(@real $name $($other)?; fn($($t),*) -> $ret);
             if $fast {
                 // SAFETY: the caller's arguments, passed on unchanged to the function they were
                 // meant for.

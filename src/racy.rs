@@ -40,5 +40,6 @@ impl<T> Racy<T> {
 // SAFETY: the cell only hands out shared references to a value published once; that is sound
 // exactly when T itself may be shared between threads.
 unsafe impl<T: Send + Sync> Sync for Racy<T> {}
-// SAFETY: as above.
+// SAFETY: moving the cell moves a value that is itself Send, and a published value is only
+// ever read, so sending it is sound when T is Send + Sync.
 unsafe impl<T: Send + Sync> Send for Racy<T> {}

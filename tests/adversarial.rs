@@ -2,6 +2,9 @@
 //! or another local user could abuse tsproxy. Each test runs its attack programs as its own
 //! numeric uid with its own leak meter and DNS meter (tests/common/world.rs), and:
 //!
+//! Items 6, 7, 9 and 10 also have tests in their own namespaces (launcher.rs, self_proxy.rs,
+//! static_bins.rs, resolver_apis.rs, dns_leak.rs); here they are measured on the meters too.
+//!
 //! 1. runs the attack **without tsproxy** first, wherever that is possible, and asserts the
 //!    uid's meter moved: the attack is real and the meter sees it (the "control");
 //! 2. runs the same attack under tsproxy (bare `LD_PRELOAD` and/or the launcher, as the item
@@ -135,6 +138,117 @@ fn item05_i386_int80_connect_is_refused_under_the_launcher() {
     for prog in [&st, &dy] {
         let r = m.attack(Via::Launcher, &[s(prog), "int80", "100.64.0.2", "8080"]).run().expect_clean();
         assert_eq!(r.get("errno"), "ENOSYS", "{}", r.text());
+    }
+}
+
+// ---------------------------------------------------------------- 6. setcap with the supervisor off
+
+#[test]
+fn item06_setcap_program_with_the_supervisor_off_is_refused_never_run_unprotected() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(dy) = probe() else { return };
+    // A file-capability copy of the probe (as `ping` is on Debian): the loader drops LD_PRELOAD
+    // for it, so nothing but the supervisor could intercept it.
+    let capped = dy.with_file_name(format!("a_probe-setcap-{}", m.uid));
+    std::fs::copy(&dy, &capped).unwrap();
+    let ok = std::process::Command::new("setcap").arg("cap_net_raw+ep").arg(&capped).status().is_ok_and(|st| st.success());
+    if !ok {
+        let _ = std::fs::remove_file(&capped);
+        assert!(std::env::var("TSPROXY_REQUIRE_NETNS").as_deref() != Ok("1"), "setcap (libcap2-bin) is required");
+        return;
+    }
+    let argv = [s(&capped), "raw0", "100.64.0.2", "0"];
+    // Control: the program alone, its capability from the file, pings the tailnet directly.
+    m.attack(Via::Plain, &argv).run().expect_leak();
+    // The supervisor off: the launcher refuses to start it (exit 126) rather than run it
+    // unprotected.
+    let r = m.attack(Via::Launcher, &argv).launcher_args(&["--supervisor=off"]).run().expect_clean();
+    assert_eq!(r.run.code(), Some(126), "{}", r.text());
+    // The supervisor on: no_new_privs, so no capability (the raw socket is refused) and the
+    // supervisor stands between it and the tailnet anyway.
+    let r = m.attack(Via::Launcher, &argv).run().expect_clean();
+    assert!(matches!(r.get("errno").as_str(), "socket:EPERM" | "ENETUNREACH"), "{}", r.text());
+    let _ = std::fs::remove_file(&capped);
+}
+
+// ---------------------------------------------------------------- 7. a proxy as its own upstream
+
+#[test]
+fn item07_a_dynamic_proxy_as_its_own_upstream_never_loops_and_never_dials_directly() {
+    let Some(m) = Meter::fresh() else { return };
+    let port = (20000 + m.uid % 20000).to_string();
+    let curl = || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", "tsp-ws", "curl", "-sS", "--max-time", "5", "--socks5", &format!("127.0.0.1:{port}"), "http://100.64.0.2:8080/"])
+            .output()
+            .unwrap()
+    };
+    let start = |via: Via| {
+        let r = m.attack(via, &["microsocks", "-i", "127.0.0.1", "-p", &port]).env("TSPROXY_PROXY", &format!("socks5://127.0.0.1:{port}")).secs(30).spawn();
+        let t0 = std::time::Instant::now();
+        while !std::process::Command::new("ip")
+            .args(["netns", "exec", "tsp-ws", "bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|st| st.success())
+        {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(5), "microsocks did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        r
+    };
+    // Control: microsocks alone dials the tailnet itself, as this uid: the meter sees it.
+    let ms = start(Via::Plain);
+    let l0 = m.leak();
+    let _ = curl();
+    ms.stop();
+    assert!(m.leak() > l0, "control: microsocks alone dials 100.64.0.2 directly");
+    // With the library and itself as the upstream: its own dial is refused at once — no loop
+    // (threads stay few), no direct packet.
+    let ms = start(Via::Preload);
+    let pid = ms.pid();
+    let (l0, d0) = (m.leak(), m.dns());
+    let t0 = std::time::Instant::now();
+    let out = curl();
+    let took = t0.elapsed();
+    // The process is microsocks itself (ip netns exec, setpriv and env each exec the next).
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+    let run = ms.stop();
+    assert!(!out.status.success(), "the request cannot succeed: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(took < std::time::Duration::from_secs(3), "refused promptly, not looped: {took:?}");
+    assert!(threads <= 8, "microsocks fanned out: {threads} threads");
+    assert_eq!((m.leak() - l0, m.dns() - d0), (0, 0), "a direct packet or a name: {}", run.text());
+    eprintln!("[adv] item07: refused in {took:?}, {threads} threads");
+}
+
+// ---------------------------------------------------------------- 9. res_query, getaddrinfo_a
+
+#[test]
+fn item09_res_query_res_search_getaddrinfo_a_never_send_tailnet_names() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(p) = build("a_resolv", "a_resolv", false, &["-lresolv", "-lanl"]) else { return };
+    for (api, name) in [("res_query", "peer-1.tail1234.ts.net"), ("res_search", "peer-1"), ("srv", "_http._tcp.peer-1.tail1234.ts.net"), ("gai_a", "peer-1")] {
+        // Control: without tsproxy the name goes to the system resolver.
+        m.attack(Via::Plain, &[s(&p), api, name]).secs(10).run().expect_dns();
+        let r = m.attack(Via::Preload, &[s(&p), api, name]).run().expect_clean();
+        match api {
+            "gai_a" => assert_eq!((r.get("gai").as_str(), r.get("placeholder").as_str()), ("0", "1"), "{}", r.text()),
+            "srv" => assert_eq!(r.get("ret"), "-1", "SERVFAIL, never asked: {}", r.text()),
+            _ => assert!(r.get("ret").parse::<i32>().unwrap_or(-1) > 0, "a synthesized answer: {}", r.text()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- 10. static musl lookups
+
+#[test]
+fn item10_static_musl_lookups_under_the_launcher_never_reach_the_resolver() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(ns) = build("a_names", "a_names-musl", true, &[]) else { return };
+    for name in ["peer-1", "peer-1.tail1234.ts.net"] {
+        // Control: musl's resolver asks the system resolver with sendto (no connect).
+        m.attack(Via::Plain, &[s(&ns), "gai", name, "8080"]).secs(15).run().expect_dns();
+        m.attack(Via::Launcher, &[s(&ns), "gai", name, "8080"]).secs(15).run().expect_clean();
     }
 }
 

@@ -113,3 +113,118 @@ except socket.timeout:
     assert!(!err.lines().any(|l| l.starts_with("INJECTED") || l.starts_with("injected")), "{}", text(&out));
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{}", text(&out));
 }
+
+// ---- setuid / setgid / setcap commands (issue 10, item 6). Root only: making such a file
+// needs root; the command then runs as uid 65534 (setpriv), for whom it is secure execution.
+
+/// The directory of `privileged_probes`, removed when dropped — also when an assertion fails:
+/// a setuid-root copy must not stay behind.
+struct Probes(std::path::PathBuf);
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for Probes {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+/// A temporary directory with a copy of the launcher and the library (so uid 65534 can run
+/// them), c-harness/privprobe as `probe` (plain), `probe-suid` (setuid root) and `probe-cap`
+/// (cap_net_raw+ep). None (skip) without root or setcap, unless TSPROXY_REQUIRE_NETNS=1.
+fn privileged_probes() -> Option<Probes> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setcap = Command::new("sh").args(["-c", "command -v setcap && command -v setpriv"]).output().is_ok_and(|o| o.status.success());
+    if !root || !setcap {
+        let why = if root { "setcap (libcap2-bin) or setpriv missing" } else { "not root" };
+        assert!(std::env::var("TSPROXY_REQUIRE_NETNS").as_deref() != Ok("1"), "setuid/setcap tests: {why} (TSPROXY_REQUIRE_NETNS=1)");
+        eprintln!("setuid/setcap tests skipped: {why}");
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tsp-privs-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = Probes(dir);
+    std::fs::set_permissions(&*dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::copy(launcher(), dir.join("tsproxy")).unwrap();
+    std::fs::copy(lib(), dir.join("libtsproxy.so")).unwrap();
+    let probe = harness("privprobe");
+    for (name, mode) in [("probe", 0o755), ("probe-suid", 0o4755), ("probe-cap", 0o755)] {
+        std::fs::copy(&probe, dir.join(name)).unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let st = Command::new("setcap").arg("cap_net_raw+ep").arg(dir.join("probe-cap")).status().unwrap();
+    assert!(st.success(), "setcap");
+    Some(dir)
+}
+
+/// `tsproxy ARGS` as uid 65534, with 127.0.0.1 made a "tailnet" route.
+fn as_nobody(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(dir.join("tsproxy"))
+        .args(args)
+        .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+        .env("TSPROXY_ROUTES", "127.0.0.1/32")
+        .env_remove("TSPROXY_PROXY")
+        .env_remove("TSPROXY_LOG")
+        .env_remove("TSPROXY_SUPERVISOR")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn setuid_and_setcap_commands_are_refused_without_the_supervisor() {
+    let Some(dir) = privileged_probes() else { return };
+    for (prog, why) in [("probe-suid", "setuid root"), ("probe-cap", "file capabilities")] {
+        let full = dir.join(prog).to_string_lossy().into_owned();
+        // By path and by PATH lookup.
+        for cmd in [full.as_str(), prog] {
+            let out = as_nobody(&dir, &["--supervisor=off", cmd]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(126), "{cmd}: {}", text(&out));
+            assert!(out.stdout.is_empty(), "{cmd} ran: {}", text(&out));
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains(why) && err.contains("--allow-unprotected") && err.contains(&full), "{err}");
+        }
+    }
+    // With the opt-in it runs, with one warning — and shows what the refusal prevents: the
+    // loader dropped the library (secure execution), nothing intercepts it.
+    let out = as_nobody(&dir, &["--supervisor=off", "--allow-unprotected", "probe-suid"]);
+    let k = kv(&out);
+    assert_eq!((out.status.code(), k["secure"].as_str(), k["preloaded"].as_str(), k["euid"].as_str()), (Some(0), "1", "0", "0"), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().count() == 1 && err.contains("warning") && err.contains("unprotected"), "{err}");
+    // A plain program: no refusal, no warning.
+    let out = as_nobody(&dir, &["--supervisor=off", "probe"]);
+    assert_eq!((out.status.code(), kv(&out)["preloaded"].as_str()), (Some(0), "1"), "{}", text(&out));
+    assert!(out.stderr.is_empty(), "{}", text(&out));
+}
+
+#[test]
+fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
+    let Some(dir) = privileged_probes() else { return };
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+    let port = u.local_addr().unwrap().port().to_string();
+    for (prog, euid) in [("probe-suid", "65534"), ("probe-cap", "65534")] {
+        let out = as_nobody(&dir, &["--supervisor=on", prog, "127.0.0.1", &port]);
+        let k = kv(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // One warning line from the launcher (the library may log its refusal too).
+        let warnings: Vec<&str> = err.lines().filter(|l| l.starts_with("tsproxy: ")).collect();
+        assert!(warnings.len() == 1 && warnings[0].contains("warning") && warnings[0].contains("without those privileges"), "{prog}: {}", text(&out));
+        // No privilege gained (no raw socket), and the "tailnet" datagram is refused: by the
+        // library (setuid: no longer secure execution under no_new_privs) or by the supervisor
+        // alone (file capabilities: the exec still sets AT_SECURE, the loader drops the library).
+        assert_eq!((k["euid"].as_str(), k["raw"].as_str(), k["sendto"].as_str()), (euid, "EPERM", "ENETUNREACH"), "{prog}: {}", text(&out));
+        let mut b = [0u8; 8];
+        assert!(u.recv(&mut b).is_err(), "{prog}: a datagram reached the tailnet route");
+    }
+}

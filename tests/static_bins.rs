@@ -374,3 +374,166 @@ fn dns_responder_answers_only_the_supervised_tree() {
     assert!(outsider.is_err(), "an outsider got an answer");
     assert!(matches!(insider, Ok(Some(ip)) if tsproxy_core::names::is_placeholder(&ip)), "{insider:?}");
 }
+
+// ---- A static proxy never tunnels to itself (the supervisor's half of the self-proxy rule). ----
+
+/// c-harness/NAME.c linked with -static (and -pthread), once per test process, as NAME-static
+/// (the dynamic build of the same harness lives next to it under NAME).
+fn static_harness(name: &str) -> Option<PathBuf> {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return Some(p.clone());
+    }
+    if !Command::new("sh").args(["-c", "command -v cc"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        assert!(std::env::var("TSPROXY_REQUIRE_STATIC").as_deref() != Ok("1"), "cc is required (TSPROXY_REQUIRE_STATIC=1)");
+        eprintln!("{name} tests skipped: cc not installed");
+        return None;
+    }
+    let out = target_dir().join("c-harness").join(format!("{name}-static"));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("c-harness/{name}.c"));
+    let o = Command::new("cc").args(["-static", "-pthread", "-O2", "-Wall", "-o"]).arg(&tmp).arg(&src).output().expect("cc");
+    assert!(o.status.success(), "cc -static {name}.c: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::rename(&tmp, &out).unwrap();
+    built.push((name.to_string(), out.clone()));
+    Some(out)
+}
+
+/// A peer on 127.0.0.5 (made a "tailnet" address with TSPROXY_ROUTES) that greets with
+/// `HELLO <tag>`: a proxy that dials it itself gets the banner.
+fn route_peer(tag: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.5:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let _ = s.write_all(format!("HELLO {tag}\r\n").as_bytes());
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A SOCKS5 CONNECT through `proxy` to `dest` (ATYP 1 for an IPv4 address, else ATYP 3):
+/// the reply code (None: no reply) and the first line the destination sent.
+fn socks_connect(proxy: u16, dest: &str, port: u16) -> (Option<u8>, String) {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", proxy)) else { return (None, String::new()) };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = vec![5, 1, 0, 5, 1, 0];
+    match dest.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => {
+            req.push(1);
+            req.extend_from_slice(&ip.octets());
+        }
+        Err(_) => {
+            req.extend_from_slice(&[3, dest.len() as u8]);
+            req.extend_from_slice(dest.as_bytes());
+        }
+    }
+    req.extend_from_slice(&port.to_be_bytes());
+    let mut greet = [0u8; 2];
+    let mut rep = [0u8; 10];
+    if s.write_all(&req).is_err() || s.read_exact(&mut greet).is_err() || s.read_exact(&mut rep).is_err() {
+        return (None, String::new());
+    }
+    let mut line = String::new();
+    if rep[1] == 0 {
+        let _ = BufReader::new(&s).read_line(&mut line);
+    }
+    (Some(rep[1]), line.trim_end().to_string())
+}
+
+#[test]
+fn a_static_socks_proxy_that_is_its_own_upstream_refuses_tailnet_and_never_fans_out() {
+    let Some(socks) = static_harness("sup_socks") else { return };
+    let peer = route_peer("route");
+    let port = free_port();
+    // At most 10 connections accepted: a fan-out through itself stops there (and then the
+    // first client gets no answer).
+    let mut child = Command::new(launcher())
+        .args(["--supervisor=on", "--proxy", &format!("socks5://127.0.0.1:{port}")])
+        .arg(&socks)
+        .args([&port.to_string(), "10"])
+        .env("TSPROXY_ROUTES", "127.0.0.5/32")
+        .env("TSPROXY_LOG", "info")
+        .env("TSPROXY_CONNECT_TIMEOUT", "2")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert_eq!(first.trim(), "listen=ok");
+    // A tailnet address, twice: the proxy's own dial is refused at once (never through itself,
+    // never directly: the peer's banner would be a leak).
+    let t = Instant::now();
+    let a = socks_connect(port, "127.0.0.5", peer);
+    let b = socks_connect(port, "127.0.0.5", peer);
+    let ab_took = t.elapsed();
+    // A tailnet name: the proxy resolves it to a placeholder, which it cannot dial: refused
+    // promptly, not tunnelled to itself.
+    let t = Instant::now();
+    let named = socks_connect(port, "peer-1", 80);
+    let named_took = t.elapsed();
+    drop(child.stdin.take());
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let _ = child.wait();
+    let stderr = err.join().unwrap();
+    let report = format!("--- stdout\n{first}{rest}--- stderr\n{stderr}");
+    let accepted: usize = rest.lines().find_map(|l| l.strip_prefix("accepted=")).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert_eq!(a, (Some(5), String::new()), "refused (SOCKS5 reply 5), not dialled: {report}");
+    assert_eq!(b, (Some(5), String::new()), "{report}");
+    assert!(ab_took < Duration::from_secs(1), "{ab_took:?}: {report}");
+    assert_eq!(named.0, Some(5), "the placeholder refused (SOCKS5 reply 5): {report}");
+    assert!(named_took < Duration::from_secs(1), "{named_took:?}: {report}");
+    assert_eq!(accepted, 3, "one connection per request, none from itself: {report}");
+    assert_eq!(stderr.matches("it is the proxy").count(), 1, "said once per process: {report}");
+}
+
+#[test]
+fn a_static_process_listening_on_the_proxy_endpoint_is_the_proxy_and_others_are_not() {
+    let Some(h) = static_harness("h_selfproxy") else { return };
+    let peer = route_peer("route");
+    let run = |mode: &str| {
+        let pport = free_port();
+        let out = Command::new(launcher())
+            .args(["--supervisor=on", "--proxy", &format!("socks5://127.0.0.1:{pport}")])
+            .arg(&h)
+            .args([mode, &pport.to_string(), "127.0.0.5", &peer.to_string()])
+            .env("TSPROXY_ROUTES", "127.0.0.5/32")
+            .env("TSPROXY_LOG", "info")
+            .env("TSPROXY_CONNECT_TIMEOUT", "2")
+            .output()
+            .unwrap();
+        (kv(&out), text(&out), String::from_utf8_lossy(&out.stderr).matches("it is the proxy").count())
+    };
+    for mode in ["listen", "wild", "wild6"] {
+        let (k, t, said) = run(mode);
+        assert_eq!(k.get("listen").map(String::as_str), Some("ok"), "{mode}: {t}");
+        assert_eq!(k.get("connect").map(String::as_str), Some("ECONNREFUSED"), "{mode}: {t}");
+        assert_eq!(k.get("reply"), None, "{mode}: dialled directly: {t}");
+        assert!(k["elapsed_ms"].parse::<f64>().unwrap() < 1000.0, "{mode}: not tunnelled to itself: {t}");
+        assert_eq!(said, 1, "{mode}: {t}");
+    }
+    // Another port, and an IPv6-only wildcard on the proxy port (no IPv4 connection reaches
+    // it), are not the proxy: tunnelled to the absent proxy, refused.
+    for mode in ["other", "v6only"] {
+        let (k, t, said) = run(mode);
+        assert_eq!(k.get("listen").map(String::as_str), Some("ok"), "{mode}: {t}");
+        assert_eq!(k.get("connect").map(String::as_str), Some("ECONNREFUSED"), "{mode}: {t}");
+        assert_eq!(said, 0, "{mode}: {t}");
+    }
+}

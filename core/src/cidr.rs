@@ -1,6 +1,7 @@
 //! CIDR ranges: parse and test membership.
 use std::net::IpAddr;
 
+/// An address range: a network address and a prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
     addr: IpAddr,
@@ -8,10 +9,12 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// An IPv4 range, usable in constants.
     pub const fn v4(a: [u8; 4], prefix: u8) -> Cidr {
         Cidr { addr: IpAddr::V4(std::net::Ipv4Addr::new(a[0], a[1], a[2], a[3])), prefix }
     }
 
+    /// An IPv6 range from its eight 16-bit segments, usable in constants.
     pub const fn v6(segs: [u16; 8], prefix: u8) -> Cidr {
         let s = segs;
         Cidr { addr: IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])), prefix }
@@ -33,6 +36,8 @@ impl Cidr {
         (prefix <= max).then_some(Cidr { addr, prefix })
     }
 
+    /// Is `ip` inside the range? (An address of the other family never is: callers `unmap`
+    /// IPv4-mapped IPv6 first.)
     pub fn contains(&self, ip: &IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {

@@ -248,6 +248,16 @@ impl Config {
         self.short_names && !n.contains('.') && n != "localhost" && !known_locally(&n)
     }
 
+    /// Is `name` at or under a tailnet domain (`ts.net`, `TSPROXY_DOMAINS`) that `NO_PROXY` does
+    /// not exempt, whatever its other labels hold? Part of the rule for DNS questions on the wire
+    /// (`route::tailnet_question`), where `_http._tcp.peer.tail1234.ts.net` (an SRV lookup) asks
+    /// about a tailnet host although it is not a host name. Name lookups (`is_tailnet_name`)
+    /// take only host names, because the name then goes into a proxy request.
+    pub fn is_under_tailnet_domain(&self, name: &str) -> bool {
+        let n = normalize_name(name);
+        self.domains.iter().any(|d| suffix_match(&n, d)) && !self.name_no_proxy(&n)
+    }
+
     /// Does `NO_PROXY` exempt name `n` (normalized) or a domain above it?
     pub fn name_no_proxy(&self, n: &str) -> bool {
         self.no_proxy.iter().any(|e| matches!(e, NoProxy::Domain(d) if suffix_match(n, d)))

@@ -6,23 +6,17 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod cidr;
 pub mod config;
 pub mod dns;
 pub mod errno;
-#[allow(missing_docs)] // TODO(docs)
 pub mod hosts;
 pub mod http;
-#[allow(missing_docs)] // TODO(docs)
 pub mod logline;
 pub mod names;
-#[allow(missing_docs)] // TODO(docs)
 pub mod route;
-#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod sockaddr;
 pub mod socks5;
-#[allow(missing_docs)] // TODO(docs): owned by another branch; document after the merge.
 pub mod sys;
 pub mod tunnel;
 

@@ -2,8 +2,8 @@
 //! library (`src/net`) and by the seccomp supervisor (`wrapper/`), so both layers decide alike.
 use crate::config::{Config, IpClass};
 use crate::errno::codes::ECONNREFUSED;
-use crate::{cidr, names, Errno, Target};
-use std::net::SocketAddr;
+use crate::{cidr, dns, names, Errno, Target};
+use std::net::{IpAddr, SocketAddr};
 
 /// Why a destination goes straight to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,79 @@ pub fn decide(cfg: &Config, dest: SocketAddr) -> Route {
     }
 }
 
+/// The port of DNS: a datagram sent to it is checked with [`tailnet_question`].
+pub const DNS_PORT: u16 = 53;
+
+/// QTYPEs asked of zones, not hosts: NS, SOA, RRSIG, NSEC, DNSKEY, NSEC3, NSEC3PARAM, DS, CDS,
+/// CDNSKEY. A validating resolver asks them of top-level domains (`com DS`), which are single
+/// labels; a tailnet short name is a host and is never asked so.
+const ZONE_TYPES: [u16; 10] = [2, 6, 46, 47, 48, 50, 51, 43, 59, 60];
+
+/// The never-leak rule for a datagram a program sends to port 53 ([`DNS_PORT`]) of any server:
+/// the first question in `payload` that asks about a tailnet name, or None (the datagram is not
+/// ours: send it untouched). The library and the supervisor refuse the send when this says Some;
+/// the supervisor's DNS responder answers such questions itself and never forwards them.
+///
+/// A question is read from any DNS message (`dns::questions`: every question, any opcode,
+/// compressed names, lower-cased) and is a tailnet question when
+/// - its name is at or under a tailnet domain (`ts.net`, `TSPROXY_DOMAINS`) that `NO_PROXY`
+///   does not exempt, whatever its other labels hold (`_http._tcp.peer.tail1234.ts.net`); or
+/// - its name is a tailnet name by the rule `getaddrinfo` uses (`Config::is_tailnet_name`:
+///   host names only; an unknown single label is a short name), unless the QTYPE is one asked
+///   of zones (NS, SOA, DS, DNSKEY...: `com DS` from a validating resolver is not a host).
+///
+/// A name expanded by the stub resolver's search list does **not** count: `peer-1.example.com`
+/// with `search example.com` in resolv.conf is what a stub sends for `peer-1` (musl, Go and
+/// c-ares try the search list first for a name without a dot), but also exactly what it sends
+/// for `peer-1.example.com`, a real name of the user's own domain. The wire cannot tell the two
+/// apart, and counting it would refuse every `host.<search domain>` lookup — glibc's own, under
+/// the launcher, for `curl http://www.example.com/`. The library decides on the name the program
+/// asked (`getaddrinfo("peer-1")` is answered before any expansion); a program that expands
+/// short names itself can send `peer-1.<search domain>` first (README, Limitations).
+pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&str) -> bool) -> Option<String> {
+    dns::questions(payload)
+        .find(|q| cfg.is_under_tailnet_domain(&q.name) || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally)))
+        .map(|q| q.name)
+}
+
+/// The decision `r` (from [`decide`]) in a process that is itself a configured proxy, which
+/// must never tunnel to itself: a proxy's connection to a tailnet address through itself is
+/// accepted by itself, which dials the same address through itself again — one request fans out
+/// until threads or descriptors run out. It is refused (`ECONNREFUSED`, at once), never dialled
+/// directly: "listens on a proxy endpoint" is also true of an unrelated server on `[::1]:1080`
+/// beside a proxy on 127.0.0.1:1080, or of any program on port 1080 while the proxy is down,
+/// and a direct dial from those would be a leak. A real proxy that must reach the tailnet
+/// itself does not load tsproxy (tailscaled does not: it is a static Go binary).
+pub fn in_proxy(r: Route) -> Route {
+    match r {
+        Route::Proxy(_) => Route::Refuse(ECONNREFUSED, "this process listens on the proxy's address: tunnelling to itself would loop; refused"),
+        other => other,
+    }
+}
+
+/// Does a listening TCP socket bound to `bound` accept the connections made to the proxy
+/// endpoint `proxy` (so that its process is that proxy)? The same port and the same address
+/// (an IPv4-mapped one counts as IPv4), or a wildcard bind that covers the endpoint: `0.0.0.0`
+/// covers IPv4 endpoints, `::` IPv6 ones and, unless `v6only`, IPv4 ones too — when the
+/// endpoint is an address of this machine (loopback always; others as `is_local` says: a
+/// wildcard listener here is not a proxy on another host).
+pub fn serves_endpoint(bound: SocketAddr, v6only: bool, proxy: SocketAddr, is_local: impl Fn(IpAddr) -> bool) -> bool {
+    if bound.port() != proxy.port() || bound.port() == 0 {
+        return false;
+    }
+    let (b, p) = (cidr::unmap(bound.ip()), cidr::unmap(proxy.ip()));
+    if b == p {
+        return true;
+    }
+    let covers = match (b, p) {
+        (IpAddr::V4(b), IpAddr::V4(_)) => b.is_unspecified(),
+        (IpAddr::V6(b), IpAddr::V6(_)) => b.is_unspecified(),
+        (IpAddr::V6(b), IpAddr::V4(_)) => b.is_unspecified() && !v6only,
+        (IpAddr::V4(_), IpAddr::V6(_)) => false,
+    };
+    covers && (p.is_loopback() || is_local(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +141,108 @@ mod tests {
         assert_eq!(d(&c, "10.9.3.4:5"), ip("10.9.3.4:5"));
         // v4-mapped: decided, and asked for, as IPv4.
         assert_eq!(d(&c, "[::ffff:100.64.0.2]:80"), ip("100.64.0.2:80"));
+    }
+
+    #[test]
+    fn dns_questions_for_tailnet_names() {
+        let c = cfg(&[("TSPROXY_DOMAINS", "corp.example"), ("NO_PROXY", "skip.ts.net,direct")]);
+        let hosts = |n: &str| n == "known" || n == "localhost";
+        let q = |name: &str, t: u16| dns::query(7, name, t).unwrap();
+        let tq = |m: &[u8]| tailnet_question(&c, m, hosts);
+        // Tailnet names, any case, with a trailing dot or not, A, AAAA, TXT, MX, ANY...
+        for (n, t) in [("peer-1", 1), ("PEER-1.", 28), ("peer-1", 16), ("peer-1", 15), ("peer-1", 255), ("Peer.Tail1234.TS.net", 1), ("db.corp.example", 1)] {
+            assert_eq!(tq(&q(n, t)).as_deref(), Some(crate::config::normalize_name(n).as_str()), "{n} {t}");
+        }
+        // Under a tailnet domain, whatever the other labels and the type.
+        let mut srv = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in ["_http", "_tcp", "peer", "tail1234", "ts", "net"] {
+            srv.push(l.len() as u8);
+            srv.extend_from_slice(l.as_bytes());
+        }
+        srv.extend_from_slice(&[0, 0, 33, 0, 1]);
+        assert_eq!(tq(&srv).as_deref(), Some("_http._tcp.peer.tail1234.ts.net"));
+        assert!(tq(&q("ts.net", 2)).is_some(), "the tailnet domain itself");
+        // Not tailnet names: public, NO_PROXY, /etc/hosts, localhost, address-like, zone queries
+        // of single labels (a validating resolver's `com DS`), the root.
+        for (n, t) in [
+            ("example.com", 1),
+            ("a.skip.ts.net", 1),
+            ("direct", 1),
+            ("known", 1),
+            ("localhost", 28),
+            ("127", 1),
+            ("com", 43),
+            ("com", 48),
+            ("org", 2),
+            ("net", 6),
+        ] {
+            assert_eq!(tq(&q(n, t)), None, "{n} {t}");
+        }
+        assert_eq!(tq(&[0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]), None, "the root");
+        // A search-list expansion of a short name is a name of that domain: not ours.
+        assert_eq!(tq(&q("peer-1.example.com", 1)), None);
+        // Any question of several; a compressed one.
+        let mut two = q("example.com", 1);
+        two[5] = 2;
+        two.extend_from_slice(&[6, b'p', b'e', b'e', b'r', b'-', b'9', 0, 0, 1, 0, 1]);
+        assert_eq!(tq(&two).as_deref(), Some("peer-9"));
+        let mut ptr = q("peer.tail1234.ts.net", 1);
+        ptr[5] = 2;
+        ptr.extend_from_slice(&[3, b'w', b'w', b'w', 0xc0, 12 + 5, 0, 1, 0, 1]);
+        assert_eq!(tq(&ptr).as_deref(), Some("peer.tail1234.ts.net"));
+        // A dot inside a label does not make a tailnet name out of a public one.
+        let mut dotted = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7];
+        dotted.extend_from_slice(b"peer.ts");
+        dotted.extend_from_slice(&[3, b'n', b'e', b't', 0, 0, 1, 0, 1]);
+        assert_eq!(tq(&dotted), None);
+        // Garbage.
+        assert_eq!(tq(b"STOP"), None);
+        assert_eq!(tq(&[]), None);
+        // Short names off: only domains count.
+        let off = cfg(&[("TSPROXY_SHORT_NAMES", "off")]);
+        assert_eq!(tailnet_question(&off, &q("peer-1", 1), hosts), None);
+        assert!(tailnet_question(&off, &q("peer-1.tail1234.ts.net", 1), hosts).is_some());
+    }
+
+    #[test]
+    fn a_proxy_never_tunnels_to_itself() {
+        let slot = names::try_intern("route-self-peer").unwrap();
+        let c = cfg(&[]);
+        assert!(matches!(in_proxy(d(&c, "100.64.0.2:80")), Route::Refuse(ECONNREFUSED, _)), "never a direct dial");
+        assert!(matches!(in_proxy(d(&c, "[fd7a:115c:a1e0::2]:80")), Route::Refuse(ECONNREFUSED, _)));
+        assert!(matches!(in_proxy(decide(&c, SocketAddr::new(IpAddr::V4(names::v4(slot)), 80))), Route::Refuse(ECONNREFUSED, _)));
+        assert_eq!(in_proxy(d(&c, "127.0.0.1:80")), Route::Direct(Bypass::NotTailnet));
+        let r = Route::Refuse(ECONNREFUSED, "x");
+        assert_eq!(in_proxy(r.clone()), r);
+    }
+
+    #[test]
+    fn proxy_endpoints() {
+        let a = |s: &str| -> SocketAddr { s.parse().unwrap() };
+        let nowhere = |_: IpAddr| false;
+        let here = |ip: IpAddr| ip == "10.1.2.3".parse::<IpAddr>().unwrap() || ip == "fd00::5".parse::<IpAddr>().unwrap();
+        let p = a("127.0.0.1:1080");
+        // Exact, mapped, wildcard (v4, dual-stack v6), and what does not match.
+        assert!(serves_endpoint(a("127.0.0.1:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("[::ffff:127.0.0.1]:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("0.0.0.0:1080"), false, p, nowhere));
+        assert!(serves_endpoint(a("[::]:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("[::]:1080"), true, p, nowhere), "an IPv6-only wildcard does not take IPv4 connections");
+        assert!(!serves_endpoint(a("127.0.0.1:1081"), false, p, nowhere));
+        assert!(!serves_endpoint(a("127.0.0.2:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("[::1]:1080"), false, p, nowhere));
+        assert!(!serves_endpoint(a("0.0.0.0:0"), false, a("0.0.0.0:0"), nowhere), "port 0 is no endpoint");
+        let p6 = a("[::1]:1080");
+        assert!(serves_endpoint(a("[::1]:1080"), true, p6, nowhere));
+        assert!(serves_endpoint(a("[::]:1080"), true, p6, nowhere));
+        assert!(!serves_endpoint(a("0.0.0.0:1080"), false, p6, nowhere));
+        // A proxy on another address: only a wildcard on this machine's own address covers it.
+        let far = a("10.1.2.3:1080");
+        assert!(!serves_endpoint(a("0.0.0.0:1080"), false, far, nowhere), "a proxy on another host");
+        assert!(serves_endpoint(a("0.0.0.0:1080"), false, far, here));
+        assert!(serves_endpoint(a("10.1.2.3:1080"), false, far, nowhere));
+        assert!(serves_endpoint(a("[::]:3128"), false, a("[fd00::5]:3128"), here));
+        assert!(!serves_endpoint(a("[::]:3128"), false, a("[fd00::6]:3128"), here));
     }
 
     #[test]

@@ -148,7 +148,7 @@ mod tests {
             assert_eq!(back, a);
         }
         let (st, len) = encode("127.0.0.1:1080".parse().unwrap(), libc::AF_INET6).unwrap();
-        // SAFETY: as above.
+        // SAFETY: st is a live sockaddr_storage holding len valid bytes (encode wrote them).
         let back = unsafe { read(std::ptr::addr_of!(st).cast(), len) }.unwrap();
         assert_eq!(back, "[::ffff:127.0.0.1]:1080".parse().unwrap());
         assert!(encode("[::1]:1".parse().unwrap(), libc::AF_INET).is_none());

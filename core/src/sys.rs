@@ -27,28 +27,35 @@ pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
     unsafe { libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5)) }
 }
 
+/// The calling thread's errno.
 pub fn errno() -> i32 {
     // SAFETY: __errno_location always returns a valid pointer to this thread's errno.
     unsafe { *libc::__errno_location() }
 }
 
+/// Set the calling thread's errno (the boundary does this last, after everything of ours ran).
 pub fn set_errno(e: i32) {
-    // SAFETY: as above.
+    // SAFETY: __errno_location returns a valid, aligned pointer to this thread's own errno,
+    // which no other thread writes.
     unsafe { *libc::__errno_location() = e }
 }
 
+/// The errno inside an `io::Error` (EIO for an error that carries none).
 pub fn code(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// `fcntl(fd, F_GETFL)`: the file status flags (O_NONBLOCK...).
 pub fn fcntl_getfl(fd: i32) -> io::Result<i32> {
     syscall!(SYS_fcntl, fd, libc::F_GETFL).map(|r| r as i32)
 }
 
+/// `fcntl(fd, F_SETFL, fl)`.
 pub fn fcntl_setfl(fd: i32, fl: i32) -> io::Result<()> {
     syscall!(SYS_fcntl, fd, libc::F_SETFL, fl).map(|_| ())
 }
 
+/// An `int`-valued socket option (SO_TYPE, SO_ERROR, SO_DOMAIN...).
 pub fn getsockopt_int(fd: i32, level: i32, opt: i32) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -75,6 +82,8 @@ fn marked(len: libc::socklen_t) -> i64 {
     (len as u64 | SECCOMP_MARK) as i64
 }
 
+/// connect(2) as a raw syscall, marked (see `SECCOMP_MARK`): the library's own connects to the
+/// proxy and its pass-through connects under the supervisor.
 pub fn connect_raw(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> io::Result<()> {
     syscall!(SYS_connect, fd, addr, marked(len)).map(|_| ())
 }
@@ -100,10 +109,12 @@ pub fn disconnect(fd: i32) {
     let _ = connect_raw(fd, &sa, std::mem::size_of::<libc::sockaddr>() as libc::socklen_t);
 }
 
+/// send(2) with MSG_NOSIGNAL (a closed proxy connection is an error, never SIGPIPE).
 pub fn send(fd: i32, buf: &[u8]) -> io::Result<usize> {
     syscall!(SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, 0usize, 0usize).map(|r| r as usize)
 }
 
+/// recv(2) into `buf`.
 pub fn recv(fd: i32, buf: &mut [u8], flags: i32) -> io::Result<usize> {
     syscall!(SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), flags, 0usize, 0usize).map(|r| r as usize)
 }
@@ -122,6 +133,8 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> io::Result<i16> {
     Ok(if n == 0 { 0 } else { p.revents })
 }
 
+/// Write all of `buf` to `fd`, retrying on EINTR; gives up silently on any other error (used
+/// for log lines, which must never fail the call they describe).
 pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
     while !buf.is_empty() {
         match syscall!(SYS_write, fd, buf.as_ptr(), buf.len()) {
@@ -132,6 +145,7 @@ pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
     }
 }
 
+/// epoll_ctl(2) with an event built from `events` and `data`.
 pub fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32, data: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: data };
     syscall!(SYS_epoll_ctl, epfd, op, fd, &mut ev as *mut libc::epoll_event).map(|_| ())
@@ -216,6 +230,7 @@ pub fn pid() -> i32 {
     p
 }
 
+/// Forget the cached pid (a fork child has its own).
 pub fn forget_pid() {
     PID.store(0, std::sync::atomic::Ordering::Relaxed);
 }
@@ -233,6 +248,31 @@ pub fn is_epoll(fd: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datagrams_are_read_without_faulting() {
+        let me = std::process::id() as i32;
+        let a = b"header".to_vec();
+        let b = vec![7u8; 70_000];
+        assert_eq!(read_datagram(me, DatagramAt::Buf(a.as_ptr() as u64, a.len() as u64)), Some(a.clone()));
+        assert_eq!(read_datagram(me, DatagramAt::Buf(0, 0)), Some(vec![]));
+        // Gathered from iovecs, cut at DATAGRAM_MAX; empty iovecs skipped.
+        let iov = [
+            libc::iovec { iov_base: a.as_ptr() as *mut libc::c_void, iov_len: a.len() },
+            libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
+            libc::iovec { iov_base: b.as_ptr() as *mut libc::c_void, iov_len: b.len() },
+        ];
+        let got = read_datagram(me, DatagramAt::Iov(iov.as_ptr() as u64, 3)).unwrap();
+        assert_eq!(got.len(), DATAGRAM_MAX);
+        assert_eq!(&got[..6], b"header");
+        assert!(got[6..].iter().all(|&x| x == 7));
+        // Bad pointers: None (EFAULT), never a fault; too many iovecs: None.
+        assert_eq!(read_datagram(me, DatagramAt::Buf(8, 16)), None);
+        assert_eq!(read_datagram(me, DatagramAt::Iov(8, 1)), None);
+        let bad = [libc::iovec { iov_base: 8 as *mut libc::c_void, iov_len: 4 }];
+        assert_eq!(read_datagram(me, DatagramAt::Iov(bad.as_ptr() as u64, 1)), None);
+        assert_eq!(read_datagram(me, DatagramAt::Iov(iov.as_ptr() as u64, 1025)), None);
+    }
 
     #[test]
     fn fdinfo_parsing() {
@@ -260,4 +300,63 @@ mod tests {
             libc::close(p[1]);
         }
     }
+}
+
+/// Where a datagram's bytes are in a process's memory, as numbers (never dereferenced here).
+#[derive(Clone, Copy, Debug)]
+pub enum DatagramAt {
+    /// sendto's `(buf, len)`.
+    Buf(u64, u64),
+    /// A msghdr's `(msg_iov, msg_iovlen)`.
+    Iov(u64, u64),
+}
+
+/// Bytes of a datagram [`read_datagram`] reads at most: the largest UDP payload is 65,507
+/// (IPv4) or 65,527 bytes (IPv6 without jumbograms); a larger send fails in the kernel.
+pub const DATAGRAM_MAX: usize = 65536;
+
+/// The kernel's limit on iovecs per message (UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
+
+/// The first [`DATAGRAM_MAX`] bytes of a datagram in the memory of process (or thread) `pid`,
+/// gathered from its iovecs, with `process_vm_readv`: a bad pointer gives None (the kernel's
+/// EFAULT), never a fault — so the library can read its caller's buffers (pid = its own) for
+/// a send the kernel would fail with EFAULT, and the supervisor the target's. None also when
+/// the send would fail anyway (more than UIO_MAXIOV iovecs).
+pub fn read_datagram(pid: i32, at: DatagramAt) -> Option<Vec<u8>> {
+    let mut remote: Vec<libc::iovec> = Vec::new();
+    let read = |local: &mut [u8], remote: &[libc::iovec]| -> Option<()> {
+        if local.is_empty() {
+            return Some(());
+        }
+        let l = libc::iovec { iov_base: local.as_mut_ptr().cast(), iov_len: local.len() };
+        let n = syscall!(SYS_process_vm_readv, pid, &l as *const libc::iovec, 1, remote.as_ptr(), remote.len(), 0).ok()?;
+        (n as usize == local.len()).then_some(())
+    };
+    match at {
+        DatagramAt::Buf(p, n) => remote.push(libc::iovec { iov_base: p as *mut libc::c_void, iov_len: n as usize }),
+        DatagramAt::Iov(p, n) => {
+            if n as usize > IOV_MAX {
+                return None;
+            }
+            let size = std::mem::size_of::<libc::iovec>();
+            let len = n as usize * size;
+            let mut raw = vec![0u8; len];
+            read(&mut raw, &[libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len }])?;
+            for c in raw.chunks_exact(size) {
+                // SAFETY: c holds size_of::<iovec>() initialized bytes and every bit pattern is
+                // a valid iovec; its pointer only goes to process_vm_readv, as a number.
+                remote.push(unsafe { std::ptr::read_unaligned(c.as_ptr().cast()) });
+            }
+        }
+    }
+    let mut left = DATAGRAM_MAX;
+    remote.retain_mut(|v| {
+        v.iov_len = v.iov_len.min(left);
+        left -= v.iov_len;
+        v.iov_len > 0
+    });
+    let mut buf = vec![0u8; DATAGRAM_MAX - left];
+    read(&mut buf, &remote)?;
+    Some(buf)
 }

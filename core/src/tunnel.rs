@@ -9,7 +9,7 @@
 //! Reads are exact: not one byte past the proxy's reply is consumed, so data the peer sends
 //! first (SSH banners, SMTP greetings) stays in the socket for the application.
 use crate::config::{LogLevel, Scheme, Upstream};
-use crate::sys::{self, code};
+use crate::sys;
 use crate::{http, socks5, Errno, Target};
 use std::io;
 use std::net::SocketAddr;
@@ -51,7 +51,6 @@ enum Fail {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum St {
     Idle,
-    Connecting,
     SendGreeting,
     ReadMethod,
     SendAuth,
@@ -79,8 +78,6 @@ pub struct Handshake<'a> {
     out: Vec<u8>,
     buf: Vec<u8>,
     need: usize,
-    /// The caller saw the socket writable without an error: the connect to the proxy is done.
-    hint_connected: bool,
 }
 
 /// Result of one nonblocking I/O attempt.
@@ -92,13 +89,7 @@ enum Io {
 impl<'a> Handshake<'a> {
     /// `fd` is a TCP socket of `family`, not connected, in nonblocking mode.
     pub fn new(fd: i32, family: i32, ups: &'a [Resolved], target: Target, pipeline: bool) -> Self {
-        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0, hint_connected: false }
-    }
-
-    /// Tell the machine that epoll/poll reported the socket writable with no error (saves the
-    /// kernel a question while connecting to the proxy). Used by the next `resume` only.
-    pub fn writable_hint(&mut self) {
-        self.hint_connected = true;
+        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
     }
 
     /// The destination asked for (for logs of callers that drive the machine).
@@ -108,12 +99,6 @@ impl<'a> Handshake<'a> {
 
     /// Start, or continue after the wanted readiness (a spurious call is harmless).
     pub fn resume(&mut self, log: Log<'_>) -> Step {
-        let step = self.resume_inner(log);
-        self.hint_connected = false;
-        step
-    }
-
-    fn resume_inner(&mut self, log: Log<'_>) -> Step {
         loop {
             let r = match self.st {
                 St::Done => return Step::Done(Err(Errno(libc::EALREADY))),
@@ -187,8 +172,18 @@ impl<'a> Handshake<'a> {
                         }
                     }
                     Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-                        self.st = St::Connecting;
-                        return Some(Step::Want(libc::POLLOUT));
+                        // Go on at once: a proxy on loopback has usually completed the TCP
+                        // handshake before connect() returned (the SYN and SYN-ACK are handled
+                        // inline), so the greeting can go now, saving a wait and a wake-up. A
+                        // socket still in SYN_SENT answers the nonblocking send with EAGAIN and
+                        // we wait for POLLOUT as before; a refused one answers with the
+                        // connect's error, which fails over like a failed connect.
+                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why)) = self.start_protocol() {
+                            log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, r.up));
+                            sys::disconnect(self.fd);
+                            self.st = St::Done;
+                            return Some(Step::Done(Err(Errno(e))));
+                        }
                     }
                     // The socket's own state, not the proxy's: already connected, or a connect
                     // of the application's still in progress. The kernel's answer, untouched.
@@ -251,18 +246,6 @@ impl<'a> Handshake<'a> {
     /// One state's work. Ok(None): moved on; Ok(Some(ev)): blocked on ev.
     fn advance(&mut self) -> Result<Option<i16>, Fail> {
         match self.st {
-            St::Connecting => {
-                // Connected to the proxy? (A spurious wake-up finds it still in progress.)
-                if std::mem::take(&mut self.hint_connected) || sys::is_connected(self.fd) {
-                    self.start_protocol()?;
-                } else {
-                    match sys::getsockopt_int(self.fd, libc::SOL_SOCKET, libc::SO_ERROR) {
-                        Ok(0) => return Ok(Some(libc::POLLOUT)),
-                        Ok(e) => return Err(Fail::Proxy(e, format!("connect: {}", io::Error::from_raw_os_error(e)))),
-                        Err(e) => return Err(Fail::Proxy(code(&e), format!("SO_ERROR: {e}"))),
-                    }
-                }
-            }
             St::SendGreeting => {
                 if let Io::Blocked(ev) = self.flush(true)? {
                     return Ok(Some(ev));

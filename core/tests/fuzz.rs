@@ -71,6 +71,74 @@ fn host_name() -> impl Strategy<Value = String> {
     "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?){0,4}"
 }
 
+/// Queries with several questions, compression pointers (backward, forward, looping), a
+/// tailnet name in the second question, an SRV name under ts.net.
+pub fn dns_question_seeds() -> Vec<Vec<u8>> {
+    let mut two = dns::query(1, "example.com", dns::TYPE_A).unwrap();
+    two[5] = 2;
+    two.extend_from_slice(&[6, b'p', b'e', b'e', b'r', b'-', b'2', 0xc0, 20, 0, 1, 0, 1]);
+    let mut srv = vec![0, 9, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in ["_http", "_tcp", "peer", "tail1234", "ts", "net"] {
+        srv.push(l.len() as u8);
+        srv.extend_from_slice(l.as_bytes());
+    }
+    srv.extend_from_slice(&[0, 0, 33, 0, 1]);
+    vec![
+        dns::query(0x1234, "peer-1", dns::TYPE_A).unwrap(),
+        dns::query(7, "Peer.Tail1234.ts.net", dns::TYPE_AAAA).unwrap(),
+        two,
+        srv,
+        vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 18, 0, 1, 0, 1, 4, b'p', b'e', b'e', b'r', 0],
+        vec![0, 1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 1, b'a', 0xc0, 16, 1, b'b', 0xc0, 12, 0, 1, 0, 1],
+    ]
+}
+
+/// What must hold for any bytes: no panic, bounded names, the leak rule names one of the
+/// questions, an error response carries the same questions, and the responder's first-question
+/// parser agrees with the wire reader.
+pub fn check_dns_questions(b: &[u8], short: bool) -> Result<(), TestCaseError> {
+    let qs: Vec<dns::WireQuestion> = dns::questions(b).collect();
+    let qdcount = if b.len() >= 12 { u16::from_be_bytes([b[4], b[5]]) as usize } else { 0 };
+    prop_assert!(qs.len() <= qdcount);
+    for q in &qs {
+        // 255 octets on the wire: at most 254 characters of labels and dots (U+FFFD takes 3
+        // bytes in UTF-8 for 1 octet).
+        prop_assert!(q.name.chars().count() <= 254, "{}", q.name.len());
+        prop_assert!(!q.name.bytes().any(|c| c.is_ascii_uppercase()));
+    }
+    let c = Config::from_lookup(|k| match k {
+        "TSPROXY_SHORT_NAMES" => Some(if short { "on" } else { "off" }.into()),
+        "TSPROXY_DOMAINS" => Some("corp.example".into()),
+        _ => None,
+    })
+    .unwrap();
+    if let Some(n) = tsproxy_core::route::tailnet_question(&c, b, |n| n == "localhost") {
+        prop_assert!(qs.iter().any(|q| q.name == n));
+        prop_assert!(c.is_under_tailnet_domain(&n) || c.is_tailnet_name(&n, |_| false));
+    }
+    if let Some(r) = dns::error_response(b, 2) {
+        prop_assert!(r[2] & 0x80 != 0 && r[3] & 0x0f == 2);
+        let mut all = dns::questions(b);
+        let n = all.by_ref().count();
+        let back: Vec<dns::WireQuestion> = dns::questions(&r).collect();
+        if all.complete() {
+            // The same questions, or none when a pointer led past the question section.
+            prop_assert!(back == qs || back.is_empty(), "{back:?} {qs:?}");
+            prop_assert_eq!(back.len() == n, back == qs);
+        } else {
+            prop_assert!(back.is_empty());
+        }
+    }
+    if let Some(p) = dns::parse_query(b) {
+        let first = qs.first();
+        prop_assert!(first.is_some(), "parse_query read a question the wire reader did not");
+        let first = first.unwrap();
+        prop_assert_eq!(&first.name, &p.name);
+        prop_assert_eq!(first.qtype, p.qtype);
+    }
+    Ok(())
+}
+
 fn socks_seeds() -> Vec<Vec<u8>> {
     vec![
         vec![5, 0, 0, 1, 127, 0, 0, 1, 0, 80],
@@ -216,6 +284,12 @@ proptest! {
 
     #[test]
     #[ignore]
+    fn fuzz_dns_questions_and_the_leak_rule(b in input(dns_question_seeds(), 700), short in any::<bool>()) {
+        check_dns_questions(&b, short)?;
+    }
+
+    #[test]
+    #[ignore]
     fn fuzz_dns_query_roundtrip(name in prop_oneof![host_name(), "\\PC{0,80}"], id: u16, qtype: u16) {
         if let Some(q) = dns::query(id, &name, qtype) {
             let p = dns::parse_query(&q).unwrap();
@@ -344,7 +418,7 @@ proptest! {
                 sent = data.len();
             }
             let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: as above.
+            // SAFETY: pfd is one live pollfd, and 1 is the count passed.
             unsafe { libc::poll(&mut pfd, 1, 1000) };
             let mut rest = [0u8; 256];
             // SAFETY: writable buffer.
@@ -360,5 +434,16 @@ proptest! {
         }
         // SAFETY: our fd.
         unsafe { libc::close(fd) };
+    }
+}
+
+proptest! {
+    // A short run in every `cargo test` (the long one is `fuzz_dns_questions_and_the_leak_rule`):
+    // the wire reader is on the send path of every datagram to port 53.
+    #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dns_questions_never_panic(b in input(dns_question_seeds(), 700), short in any::<bool>()) {
+        check_dns_questions(&b, short)?;
     }
 }

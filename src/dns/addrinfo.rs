@@ -74,7 +74,7 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
         p = unsafe { (*p).ai_next };
     }
     nodes.sort_by_key(|&n| {
-        // SAFETY: as above.
+        // SAFETY: n is a node of the list glibc just returned, not yet freed.
         (unsafe { (*n).ai_family } != libc::AF_INET) as u8
     });
     for (i, &n) in nodes.iter().enumerate() {

@@ -193,7 +193,8 @@ fn fill_static(n: &str, af: c_int, addr: &[u8]) -> Detour<*mut hostent> {
         match r {
             Ok(()) => {
                 set_h_errno(0);
-                // SAFETY: as above.
+                // SAFETY: s points to this thread's own static storage (thread-local), alive for
+                // the thread's lifetime; only a pointer to a field is formed.
                 Detour::Done(unsafe { std::ptr::addr_of_mut!((*s).he) })
             }
             Err(()) => {

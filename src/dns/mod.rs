@@ -1,8 +1,10 @@
 //! Names: which are tailnet names (never sent to the system resolver), and the lookups tsproxy
 //! itself needs.
 pub mod addrinfo;
+pub mod gai_a;
 pub mod hostent;
 pub mod nameinfo;
+pub mod resolv;
 
 use crate::state;
 use std::collections::HashSet;

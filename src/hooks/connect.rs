@@ -1,5 +1,7 @@
-//! connect, getpeername, getsockopt(SO_ERROR), and the sends that carry an address.
-use crate::net::{connect as c, io, pending, send};
+//! connect, getpeername, getsockopt(SO_ERROR), the sends that carry an address, and listen
+//! (a process listening on a proxy endpoint is the proxy: see net::selfproxy).
+use crate::boundary::{passed, Detour};
+use crate::net::{connect as c, io, pending, selfproxy, send};
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
 
 hook! {
@@ -28,7 +30,7 @@ hook! {
     fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
     fast: addr.is_null() && !pending::active();
     fail: -1, on_panic: ECONNREFUSED;
-    nested: send::sendto_nested(addr, alen);
+    nested: send::sendto_nested(fd, addr, alen, tsproxy_core::sys::DatagramAt::Buf(buf as u64, n as u64));
     |real, ctx| send::sendto(fd, buf, n, flags, addr, alen, ctx)
 }
 
@@ -36,7 +38,7 @@ hook! {
     fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t;
     fast: false;
     fail: -1, on_panic: ECONNREFUSED;
-    nested: send::sendmsg_nested(msg);
+    nested: send::sendmsg_nested(fd, msg);
     |real, ctx| send::sendmsg(fd, msg, flags, ctx)
 }
 
@@ -44,5 +46,20 @@ hook! {
     fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int) -> c_int;
     fast: false;
     fail: -1, on_panic: ECONNREFUSED;
+    nested: send::sendmmsg_nested(fd, msgs, vlen);
     |real, ctx| send::sendmmsg(fd, msgs, vlen, flags, ctx)
+}
+
+hook! {
+    fn listen(fd: c_int, backlog: c_int) -> c_int;
+    fast: false;
+    fail: -1, on_panic: EBADF;
+    |real, ctx| {
+        let r = real(fd, backlog);
+        if r != 0 {
+            return passed(r);
+        }
+        selfproxy::on_listen(fd);
+        Detour::Done(0)
+    }
 }

@@ -60,7 +60,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
 /// As `connect`.
 pub unsafe fn connect_nested(_fd: c_int, addr: *const sockaddr, len: socklen_t) -> Detour<c_int> {
     // SAFETY: forwarded contract.
-    match unsafe { sa::read(addr, len) }.map(decide) {
+    match unsafe { sa::read(addr, len) }.map(super::decide_nested) {
         Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ECONNREFUSED)),
         _ => Detour::Bypass(Bypass::Reentered),
     }

@@ -7,8 +7,10 @@ use super::pending::{self, Gate};
 use super::{decide, Route};
 use crate::boundary::{Bypass, Ctx, Detour};
 use crate::log::log;
+use crate::state;
 use libc::{c_int, c_uint, c_void, mmsghdr, msghdr, sockaddr, socklen_t, ssize_t};
-use tsproxy_core::{sockaddr as sa, sys, Errno};
+use tsproxy_core::sys::DatagramAt;
+use tsproxy_core::{route, sockaddr as sa, sys, Errno};
 
 /// What to do with a send that names a destination.
 enum Plan {
@@ -19,9 +21,67 @@ enum Plan {
     Fail(Errno),
 }
 
+/// A datagram to port 53 asking a tailnet name (`route::tailnet_question`, the rule the
+/// supervisor applies too): refused, never sent to that server (dig, c-ares and libuv send
+/// their own queries with sendto/sendmsg/sendmmsg). Only called for port 53, so every other
+/// send pays one compare. Stream sockets are not inspected (DNS over TCP: README, Limitations).
+///
 /// # Safety
-/// `addr` is null or points to `alen` readable bytes.
-unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> Plan {
+/// `data` describes the buffers of the send being made (sendto's `buf`/`len`, or a msghdr's
+/// `msg_iov`/`msg_iovlen`), which the caller promises readable, as the kernel is about to read
+/// them.
+unsafe fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -> bool {
+    // SAFETY: forwarded contract.
+    let Some(bytes) = (unsafe { read_own(data) }) else { return false };
+    let st = state::get();
+    let Some(name) = route::tailnet_question(st.routes(), &bytes, |n| st.known_locally(n)) else { return false };
+    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Ok(ty) if ty != libc::SOCK_STREAM => {
+            log!(Error, "send fd={fd} {dest}: a DNS query for tailnet name {name:?}; refused (a tailnet name never goes to a DNS server)");
+            true
+        }
+        _ => false, // a stream socket, or not a socket: the kernel answers
+    }
+}
+
+/// The first `sys::DATAGRAM_MAX` bytes of the datagram the program is sending, copied from its
+/// own buffers. Read directly, not with process_vm_readv on ourselves: a program may run under
+/// a seccomp filter of its own that kills on process_vm_readv (systemd's `SystemCallFilter=`
+/// without `@debug`, sandboxes), and send DNS queries all the same (resolved, dnsmasq). The
+/// price: a program that passes an unreadable buffer faults here where the kernel would have
+/// said EFAULT — undefined in POSIX, and no legal use.
+///
+/// # Safety
+/// As `dns_refused`: the buffers `at` describes are readable for their lengths.
+unsafe fn read_own(at: DatagramAt) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut take = |p: u64, n: u64| {
+        let n = (n as usize).min(sys::DATAGRAM_MAX - out.len());
+        if p != 0 && n > 0 {
+            // SAFETY: the caller's contract: p holds at least n readable bytes.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(p as *const u8, n) });
+        }
+    };
+    match at {
+        DatagramAt::Buf(p, n) => take(p, n),
+        DatagramAt::Iov(p, n) => {
+            if p == 0 || n as usize > 1024 {
+                return None; // the kernel refuses more than UIO_MAXIOV iovecs itself
+            }
+            for i in 0..n as usize {
+                // SAFETY: the caller's contract: msg_iov holds msg_iovlen readable iovecs.
+                let v = unsafe { std::ptr::read_unaligned((p as *const libc::iovec).add(i)) };
+                take(v.iov_base as u64, v.iov_len as u64);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// # Safety
+/// `addr` is null or points to `alen` readable bytes; `data` describes the buffers of this
+/// very send (readable, as the kernel is about to read them).
+unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, data: DatagramAt) -> Plan {
     // SAFETY: forwarded contract.
     let Some(dest) = (unsafe { sa::read(addr, alen) }).or_else(|| {
         // Family 0 (never set): the kernel's datagram and raw send paths read it as the
@@ -39,6 +99,8 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t) 
         return Plan::Libc;
     };
     let target = match decide(dest) {
+        // SAFETY: forwarded contract (`data` is this send's own buffers).
+        Route::Direct(_) if dest.port() == route::DNS_PORT && unsafe { dns_refused(fd, dest, data) } => return Plan::Fail(Errno(libc::ENETUNREACH)),
         Route::Direct(_) => return Plan::Libc,
         Route::Refuse(e, why) => {
             log!(Error, "send fd={fd} {dest}: refused: {why}");
@@ -96,7 +158,7 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
         return pending::gate(fd, ctx, Gate::Io);
     }
     // SAFETY: forwarded contract.
-    match unsafe { plan(fd, flags, addr, alen) } {
+    match unsafe { plan(fd, flags, addr, alen, DatagramAt::Buf(buf as u64, n as u64)) } {
         Plan::Libc => direct(fd, buf, n, flags, addr, alen),
         Plan::Fail(e) => Detour::Fail(e),
         Plan::FastOpen(target) => {
@@ -122,7 +184,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
         return pending::gate(fd, ctx, Gate::Io);
     }
     // SAFETY: msg_name points to msg_namelen bytes (sendmsg's contract).
-    match unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen) } {
+    match unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen, iov_of(m)) } {
         Plan::Libc => Detour::Bypass(Bypass::NotTailnet),
         Plan::Fail(e) => Detour::Fail(e),
         // TCP Fast Open through sendmsg: rare enough to refuse rather than emulate (the
@@ -149,7 +211,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
         }
         named = true;
         // SAFETY: msg_name points to msg_namelen bytes (contract).
-        match unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen) } {
+        match unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen, iov_of(m)) } {
             Plan::Libc => {}
             other => {
                 if i == 0 {
@@ -170,14 +232,24 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
     pending::gate(fd, ctx, Gate::Io)
 }
 
-/// Inside tsproxy: libc, except that a datagram to a tailnet destination is refused.
+/// Where a msghdr's bytes are.
+fn iov_of(m: &msghdr) -> DatagramAt {
+    DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64)
+}
+
+/// Inside tsproxy (libc's work on our behalf, or a signal handler of the program's that runs
+/// while this thread is in a hook): libc, except that a datagram to a tailnet destination, or a
+/// DNS question for a tailnet name, is refused. Takes no lock (the outer frame may hold one).
 ///
 /// # Safety
-/// `addr` is null or points to `alen` readable bytes.
-pub unsafe fn sendto_nested(addr: *const sockaddr, alen: socklen_t) -> Detour<ssize_t> {
+/// `addr` is null or points to `alen` readable bytes; `data` describes the buffers of this
+/// very send (readable, as the kernel is about to read them).
+pub unsafe fn sendto_nested(fd: c_int, addr: *const sockaddr, alen: socklen_t, data: DatagramAt) -> Detour<ssize_t> {
     // SAFETY: forwarded contract.
-    match unsafe { sa::read(addr, alen) }.map(decide) {
-        Some(Route::Proxy(_) | Route::Refuse(..)) => Detour::Fail(Errno(libc::ENETUNREACH)),
+    match unsafe { sa::read(addr, alen) }.map(|d| (d, super::decide_nested(d))) {
+        Some((_, Route::Proxy(_) | Route::Refuse(..))) => Detour::Fail(Errno(libc::ENETUNREACH)),
+        // SAFETY: forwarded contract (`data` is this send's own buffers).
+        Some((d, Route::Direct(_))) if d.port() == route::DNS_PORT && unsafe { dns_refused(fd, d, data) } => Detour::Fail(Errno(libc::ENETUNREACH)),
         _ => Detour::Bypass(Bypass::Reentered),
     }
 }
@@ -186,11 +258,30 @@ pub unsafe fn sendto_nested(addr: *const sockaddr, alen: socklen_t) -> Detour<ss
 ///
 /// # Safety
 /// `msg` is null or a valid msghdr.
-pub unsafe fn sendmsg_nested(msg: *const msghdr) -> Detour<ssize_t> {
+pub unsafe fn sendmsg_nested(fd: c_int, msg: *const msghdr) -> Detour<ssize_t> {
     // SAFETY: contract.
     match unsafe { msg.as_ref() } {
         // SAFETY: msg_name points to msg_namelen bytes (contract).
-        Some(m) if !m.msg_name.is_null() => unsafe { sendto_nested(m.msg_name.cast(), m.msg_namelen) },
+        Some(m) if !m.msg_name.is_null() => unsafe { sendto_nested(fd, m.msg_name.cast(), m.msg_namelen, iov_of(m)) },
         _ => Detour::Bypass(Bypass::Reentered),
     }
+}
+
+/// As `sendto_nested`, for sendmmsg: any message refused fails the whole call.
+///
+/// # Safety
+/// `msgs` is null or holds `vlen` valid mmsghdrs.
+pub unsafe fn sendmmsg_nested(fd: c_int, msgs: *const mmsghdr, vlen: c_uint) -> Detour<c_int> {
+    if msgs.is_null() {
+        return Detour::Bypass(Bypass::Reentered);
+    }
+    for i in 0..vlen.min(1024) as usize {
+        // SAFETY: msgs holds vlen entries (contract).
+        let m = unsafe { &(*msgs.add(i)).msg_hdr };
+        // SAFETY: m is a valid msghdr (contract).
+        if let Detour::Fail(e) = unsafe { sendmsg_nested(fd, m) } {
+            return Detour::Fail(e);
+        }
+    }
+    Detour::Bypass(Bypass::Reentered)
 }

@@ -27,12 +27,13 @@ fn inode(fd: i32) -> Option<u64> {
     super::pending::table::inode(fd)
 }
 
-/// Remember that `fd` is tunnelled to the address the application passed.
+/// Remember that `fd` is tunnelled to the address the application passed. `ino`: the socket's
+/// inode when the caller has just read it (saves the fstat).
 ///
 /// # Safety
 /// `addr` points to `len` readable bytes.
-pub unsafe fn record(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) {
-    let Some(ino) = inode(fd) else { return };
+pub unsafe fn record(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t, ino: Option<u64>) {
+    let Some(ino) = ino.or_else(|| inode(fd)) else { return };
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());

@@ -51,6 +51,11 @@ pub fn launcher() -> PathBuf {
 
 /// Compile c-harness/NAME.c once per test process into target/<profile>/c-harness/.
 pub fn harness(name: &str) -> PathBuf {
+    harness_with(name, &[])
+}
+
+/// As [`harness`], with extra compiler/linker arguments (`-lresolv`...).
+pub fn harness_with(name: &str, extra: &[&str]) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("c-harness").join(format!("{name}.c"));
@@ -60,7 +65,7 @@ pub fn harness(name: &str) -> PathBuf {
     let fresh = out.metadata().and_then(|o| Ok(o.modified()? >= src.metadata()?.modified()?)).unwrap_or(false);
     if !fresh {
         let tmp = dir.join(format!(".{name}.{}", std::process::id()));
-        let st = Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&tmp).arg(&src).status().expect("cc");
+        let st = Command::new("cc").args(["-O2", "-Wall", "-o"]).arg(&tmp).arg(&src).args(extra).status().expect("cc");
         assert!(st.success(), "compiling {name}.c failed");
         std::fs::rename(&tmp, &out).unwrap();
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use tsproxy_core::config::{self, Config};
 
+mod privs;
 mod supervisor;
 
 const LIB: &str = "libtsproxy.so";
@@ -27,7 +28,14 @@ options:
       --supervisor=auto|on|off
                       seccomp supervisor for static binaries (Go, musl) and raw syscalls;
                       auto (default): on when the kernel has it (Linux >= 5.6). It sets
-                      no_new_privs: setuid programs (sudo) in the tree do not gain privileges
+                      no_new_privs: setuid/setcap programs (sudo, ping) in the tree run
+                      without their privileges (a warning says so for CMD itself)
+      --allow-unprotected
+                      run CMD even if it is setuid, setgid or has file capabilities and the
+                      supervisor is off: the loader then ignores LD_PRELOAD for it, so nothing
+                      intercepts it (its tailnet packets and names leak). Without this flag
+                      tsproxy refuses such a command (exit 126) when the supervisor is off.
+                      Only CMD itself is checked, not the programs it starts
   -h, --help          this text
   -V, --version       print the version
 
@@ -45,16 +53,21 @@ struct Opts {
     log: Option<&'static str>,
     proxy: Option<String>,
     supervisor: Option<String>,
+    /// `--allow-unprotected`: run a secure-execution command without the supervisor anyway.
+    /// A flag only, no environment variable: an inherited variable must not switch protection
+    /// off for every command of a tree.
+    allow_unprotected: bool,
     cmd: Vec<OsString>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
-    let mut o = Opts { log: None, proxy: None, supervisor: None, cmd: Vec::new() };
+    let mut o = Opts { log: None, proxy: None, supervisor: None, allow_unprotected: false, cmd: Vec::new() };
     while let Some(a) = args.next() {
         let s = a.to_string_lossy();
         match s.as_ref() {
             "--" => break,
             "-q" | "--quiet" => o.log = Some("off"),
+            "--allow-unprotected" => o.allow_unprotected = true,
             "-v" | "--verbose" => o.log = Some("debug"),
             "-h" | "--help" => {
                 print!("{HELP}");
@@ -131,17 +144,43 @@ fn main() {
     let Some(mode) = supervisor::parse_mode(&mode_text) else { die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)")) };
     let Some(lib) = find_lib() else { die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")) };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
+    // Judged before the supervisor sets no_new_privs (after that no exec is secure execution).
+    let secure = privs::secure_exec(&o.cmd[0]);
+    let mut supervised = false;
     if mode != supervisor::Mode::Off {
         match supervisor::install(&cfg) {
             Ok(h) => {
                 std::env::set_var("TSPROXY_SUPERVISOR_DNS", h.dns.to_string());
                 std::env::set_var("TSPROXY_SUPERVISOR_DNS_KEY", h.key);
+                supervised = true;
             }
             Err(e) => {
                 if cfg.log >= config::LogLevel::Error {
                     eprintln!("tsproxy: supervisor off ({e}); static binaries will not be proxied");
                 }
             }
+        }
+    }
+    if let Some((path, why)) = &secure {
+        let path = path.display();
+        if supervised {
+            // With file capabilities the exec stays secure execution under no_new_privs (the
+            // file's effective bit: the kernel grants nothing but still sets AT_SECURE), so the
+            // loader ignores LD_PRELOAD and the supervisor alone intercepts the program.
+            let alone = if why.contains("capabilities") { "; the loader still ignores LD_PRELOAD for it, the supervisor alone intercepts it" } else { "" };
+            if cfg.log >= config::LogLevel::Error {
+                eprintln!("tsproxy: warning: {path} {why}: under the supervisor (no_new_privs) it runs without those privileges{alone}");
+            }
+        } else if !o.allow_unprotected {
+            die(
+                126,
+                format!(
+                    "{path} {why}: the loader ignores LD_PRELOAD for it, so without the supervisor nothing would keep its tailnet packets and names from leaking; \
+                     run it with the supervisor (it then runs without those privileges), or pass --allow-unprotected"
+                ),
+            );
+        } else if cfg.log >= config::LogLevel::Error {
+            eprintln!("tsproxy: warning: {path} {why} and runs unprotected (--allow-unprotected): its tailnet packets and names are not intercepted");
         }
     }
     let err = Command::new(&o.cmd[0]).args(&o.cmd[1..]).env("LD_PRELOAD", preload).exec();
@@ -172,6 +211,10 @@ mod tests {
         assert_eq!(o.cmd, vec!["-weird-cmd"]);
         let o = args(&["--proxy=http://p", "true"]);
         assert_eq!(o.proxy.as_deref(), Some("http://p"));
+        assert!(!o.allow_unprotected);
+        let o = args(&["--supervisor=off", "--allow-unprotected", "ping", "--allow-unprotected"]);
+        assert!(o.allow_unprotected);
+        assert_eq!(o.cmd, vec!["ping", "--allow-unprotected"]);
     }
 
     #[test]

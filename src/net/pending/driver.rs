@@ -58,7 +58,7 @@ fn spawn(ep: i32) -> Result<(), Errno> {
     // put ours back.
     // SAFETY: sigset_t is plain data; sigfillset/pthread_sigmask only touch the sets given.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: sigset_t is plain data for which all-zero is a valid (empty) set.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: valid sets, valid how.
     unsafe {
@@ -129,7 +129,7 @@ fn run(ep: i32) {
             }
         };
         for e in evs.iter().take(n) {
-            advance(e.u64, e.events, ep);
+            advance(e.u64, ep);
         }
     }
 }
@@ -138,12 +138,11 @@ fn run(ep: i32) {
 /// handshake out and to put it back — its syscalls (connect, send, recv to the proxy) run
 /// without it, so the program's threads, which need the table for every hooked call while
 /// something is pending, never wait for a proxy round of ours.
-fn advance(tok: u64, events: u32, ep: i32) {
-    let writable = events & libc::EPOLLOUT as u32 != 0 && events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 == 0;
+fn advance(tok: u64, ep: i32) {
     let Some((slot, mut hs)) = ({
         let mut t = TABLE.lock();
         // None: a conn that ended meanwhile (its socket left our set when it did).
-        t.by_token(tok).and_then(|slot| t.take(slot, writable).map(|(hs, _, _)| (slot, hs)))
+        t.by_token(tok).and_then(|slot| t.take(slot).map(|(hs, _, _)| (slot, hs)))
     }) else {
         return;
     };

@@ -74,7 +74,7 @@ pub unsafe fn start(
         Step::Done(Ok(via)) => {
             restore();
             // SAFETY: forwarded contract.
-            unsafe { crate::net::tunnels::record(fd, addr, len) };
+            unsafe { crate::net::tunnels::record(fd, addr, len, Some(ino)) };
             crate::log::log!(Debug, "connect fd={fd} {} -> proxy {via} -> ok at once", hs.target());
             return Detour::Done(0);
         }
@@ -82,6 +82,14 @@ pub unsafe fn start(
             restore();
             // The address does not fit the socket: the kernel rejects it, sending nothing.
             return Detour::Bypass(Bypass::NotApplicable);
+        }
+        Step::Done(Err(Errno(libc::ECONNREFUSED))) if !inline => {
+            // Every proxy refused before the first wait (a dead local proxy refuses inside
+            // connect()). A kernel socket connecting somewhere says EINPROGRESS and then reports
+            // the refusal through SO_ERROR/EPOLLERR; so does this one: the socket is put in the
+            // kernel's own refused state, and nothing of ours needs to remember it.
+            table::make_refused(fd, family);
+            return Detour::Fail(Errno(libc::EINPROGRESS));
         }
         Step::Done(Err(e)) => {
             restore();
@@ -168,8 +176,6 @@ pub unsafe fn start(
 /// finish. A signal does not interrupt the handshake (as with SA_RESTART); a cancellation
 /// request acts inside the boundary's poll.
 pub fn resume_inline(fd: i32, ctx: &mut Ctx) -> Detour<c_int> {
-    let rev = wake::one_revents();
-    let writable = rev & libc::POLLOUT != 0 && rev & (libc::POLLERR | libc::POLLHUP) == 0;
     let timed_out = matches!(ctx.woke, Some((0, _)));
     let mut t = TABLE.lock();
     // Closed (or replaced) behind our back meanwhile: lookup_any forgets it; EBADF as for a
@@ -182,7 +188,7 @@ pub fn resume_inline(fd: i32, ctx: &mut Ctx) -> Detour<c_int> {
         // proxy's answer (SO_RCVTIMEO) ran out.
         t.expire(slot, Errno(libc::ETIMEDOUT), -1);
     } else {
-        t.step(slot, writable, -1);
+        t.step(slot, -1);
     }
     let Some(c) = t.conn(slot) else { return Detour::Fail(Errno(libc::EBADF)) };
     match c.result {

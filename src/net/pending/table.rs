@@ -239,11 +239,12 @@ impl Table {
             .collect()
     }
 
-    /// Advance the handshake of `slot` (with the lock held: the inline path); true when it has
-    /// ended (and was finalized). `writable`: the wait that woke us saw the socket writable
-    /// without error. `driver_ep`: the driver's epoll set, to follow the handshake's interest.
-    pub fn step(&mut self, slot: usize, writable: bool, driver_ep: i32) -> bool {
-        let Some((mut hs, _, _)) = self.take(slot, writable) else { return true };
+    /// Advance the handshake of `slot` (with the lock held: the inline path, in the caller's
+    /// thread, which validated the socket's identity under this same lock hold with
+    /// `lookup_any`: no second fstat); true when it has ended (and was finalized).
+    /// `driver_ep`: the driver's epoll set, to follow the handshake's interest.
+    pub fn step(&mut self, slot: usize, driver_ep: i32) -> bool {
+        let Some((mut hs, _, _)) = self.take_checked(slot, true) else { return true };
         let step = hs.resume(&mut |l, a| crate::log::write(l, a));
         self.apply(slot, hs, step, driver_ep)
     }
@@ -252,22 +253,24 @@ impl Table {
     /// socket is still the same: the driver runs the handshake's syscalls without the lock,
     /// which the program's threads need meanwhile. Also returns the fd and the socket's inode.
     /// None: ended, or closed behind our back (then forgotten).
-    pub fn take(&mut self, slot: usize, writable: bool) -> Option<(Handshake<'static>, i32, u64)> {
+    pub fn take(&mut self, slot: usize) -> Option<(Handshake<'static>, i32, u64)> {
+        self.take_checked(slot, false)
+    }
+
+    /// `take`; `checked`: the caller has just validated the socket's identity under this lock.
+    fn take_checked(&mut self, slot: usize, checked: bool) -> Option<(Handshake<'static>, i32, u64)> {
         let c = self.conn(slot)?;
         if c.result.is_some() {
             return None;
         }
-        if inode(c.fd) != Some(c.ino) {
+        if !checked && inode(c.fd) != Some(c.ino) {
             // Closed (or replaced) behind our back: nothing left to drive.
             let fd = c.fd;
             self.forget_fd(fd);
             return None;
         }
         let placeholder = Handshake::new(-1, libc::AF_INET, &[], tsproxy_core::Target::Ip(([0, 0, 0, 0], 0).into()), false);
-        let mut hs = std::mem::replace(&mut c.hs, placeholder);
-        if writable && c.want == libc::POLLOUT {
-            hs.writable_hint();
-        }
+        let hs = std::mem::replace(&mut c.hs, placeholder);
         Some((hs, c.fd, c.ino))
     }
 
@@ -330,8 +333,10 @@ impl Table {
             _ if !alive => {}
             Ok(()) => {
                 for &f in &c.fds {
+                    // `fd` itself was just seen to be this socket; its dups are checked.
+                    let ino = (f == fd).then_some(c.ino);
                     // SAFETY: addr holds len bytes (copied from the application's connect).
-                    unsafe { tunnels::record(f, std::ptr::addr_of!(c.addr).cast(), c.len) };
+                    unsafe { tunnels::record(f, std::ptr::addr_of!(c.addr).cast(), c.len, ino) };
                 }
                 crate::log::log!(Debug, "connect fd={fd} {} -> proxy {} -> ok {us}us", c.hs.target(), c.hs.via().map(|a| a.to_string()).unwrap_or_default());
             }
@@ -368,7 +373,7 @@ impl Table {
 /// to port 0 on loopback is answered with RST, which sets the socket error, EPOLLERR and
 /// EPOLLHUP exactly as a refused dial does. An AF_INET6 socket uses [::1] first (an
 /// IPV6_V6ONLY socket cannot reach a v4-mapped address), then ::ffff:127.0.0.1.
-fn make_refused(fd: i32, family: i32) {
+pub fn make_refused(fd: i32, family: i32) {
     let fl = sys::fcntl_getfl(fd).unwrap_or(libc::O_NONBLOCK);
     if fl & libc::O_NONBLOCK == 0 {
         let _ = sys::fcntl_setfl(fd, fl | libc::O_NONBLOCK);

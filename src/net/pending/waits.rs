@@ -172,7 +172,7 @@ pub unsafe fn select(nfds: c_int, sets: [*mut libc::fd_set; 3], timeout: Option<
         let Some(wake) = wake::mine() else { return Detour::Bypass(Bypass::NotOurs) };
         let mut v: Vec<pollfd> = Vec::new();
         for fd in 0..nfds {
-            // SAFETY: as above.
+            // SAFETY: fd < nfds, so its word lies inside every non-null set (select's contract).
             let has = |s: *mut libc::fd_set| unsafe { fdset::isset(s, fd) };
             let ev = if has(sets[0]) { libc::POLLIN } else { 0 } | if has(sets[1]) { libc::POLLOUT } else { 0 } | if has(sets[2]) { libc::POLLPRI } else { 0 };
             if ev != 0 {

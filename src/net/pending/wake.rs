@@ -76,12 +76,6 @@ pub fn one(fd: i32, events: i16) -> *mut libc::pollfd {
     })
 }
 
-/// revents of the last `one` wait.
-pub fn one_revents() -> i16 {
-    // SAFETY: as in `one`.
-    ONE.with(|p| unsafe { (*p.get()).revents })
-}
-
 impl super::table::Table {
     /// Remove `wake` from every conn's waiters.
     pub fn drop_waiter(&mut self, wake: i32) {

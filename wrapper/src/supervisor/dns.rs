@@ -27,7 +27,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 use tsproxy_core::config::LogLevel;
-use tsproxy_core::{cidr, dns, names, syscall};
+use tsproxy_core::{cidr, dns, names, route, syscall};
 
 pub const KEY_LEN: usize = 16;
 /// A keyed datagram: KEY_MAGIC, the key as 32 lower-case hex digits, then the DNS query.
@@ -192,6 +192,16 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
             let _ = sock.send_to(&answer, from);
             return None;
         }
+    }
+    // Any other question for a tailnet name (in a second question, compressed, under a tailnet
+    // domain but not a host name: `route::tailnet_question`, the rule the sends to port 53 are
+    // refused by) is never forwarded: SERVFAIL.
+    if let Some(name) = route::tailnet_question(&sup.cfg, query, |n| sup.local_names.contains(n)) {
+        log(&sup.cfg, LogLevel::Info, format_args!("dns: a question for tailnet name {name:?} that is not a plain query: SERVFAIL, not forwarded"));
+        if let Some(r) = dns::error_response(query, 2) {
+            let _ = sock.send_to(&r, from);
+        }
+        return None;
     }
     // Forward only for redirected sockets, to the server they asked.
     let server = route?.server;

@@ -19,6 +19,7 @@ mod dns;
 mod fdpass;
 pub mod filter;
 mod notify;
+mod selfproxy;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -1,7 +1,8 @@
 //! The notification loop, the verdicts, and the worker pool that dials through the proxy.
 //!
 //! The loop answers at once everything that needs no waiting: connects that are not ours
-//! (CONTINUE), refusals, datagrams to tailnet destinations (ENETUNREACH), DNS redirects. Only
+//! (CONTINUE), refusals, datagrams to tailnet destinations and DNS questions for tailnet names
+//! sent to port 53 (ENETUNREACH), DNS redirects. Only
 //! a tailnet TCP connect, which waits on the proxy, goes to a worker: a bounded pool
 //! (`WORKERS` threads, started on demand, and a queue of `QUEUE`). When the queue is full the
 //! connect fails closed with EAGAIN and one log line, instead of a thread per connect; a
@@ -17,6 +18,7 @@
 //! nothing here can stop that), with SA_RESTART the kernel issues the connect again — a second
 //! notification for a socket a worker is dialing on, which `inflight` answers with EALREADY
 //! instead of a second handshake on the same socket.
+use super::selfproxy::SelfProxy;
 use super::{dns, log, resolve_host};
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -29,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::route::{self, Route};
+use tsproxy_core::sys::DatagramAt;
 use tsproxy_core::tunnel::{self, Opts, Resolved};
 use tsproxy_core::{cidr, hosts, sockaddr, sys, syscall, Errno, Target};
 
@@ -74,6 +77,8 @@ pub(super) struct Sup {
     pub root: i32,
     /// Sockets (inode) a worker is dialing on.
     inflight: Mutex<HashSet<u64>>,
+    /// Which supervised processes are a configured proxy themselves.
+    selfproxy: SelfProxy,
 }
 
 /// A dial for a worker. `sock` is our duplicate of the program's socket.
@@ -92,7 +97,8 @@ enum Step {
 }
 
 pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
-    let ups = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let ups: Vec<Resolved> = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let selfproxy = SelfProxy::new(ups.iter().flat_map(|u| u.addrs.iter().copied()).collect());
     let Ok(dns_addr) = responder.local_addr() else { return };
     let sup = Arc::new(Sup {
         ups,
@@ -103,6 +109,7 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
         root,
         cfg,
         listener,
+        selfproxy,
     });
     {
         let s2 = sup.clone();
@@ -261,24 +268,32 @@ impl Sup {
         lock(&self.inflight).remove(&ino);
     }
 
+    /// The one routing policy for `dest`, asked by thread `tid`. In a process that is itself a
+    /// configured proxy, what would be tunnelled is not (`selfproxy`: never to itself).
+    fn decide(&self, tid: i32, dest: SocketAddr) -> Route {
+        let r = route::decide(&self.cfg, dest);
+        if matches!(r, Route::Proxy(_)) && tgid_of(tid).is_some_and(|tgid| self.selfproxy.is_proxy(&self.cfg, tgid)) {
+            return route::in_proxy(r);
+        }
+        r
+    }
+
     fn triage(&self, n: &libc::seccomp_notif) -> Step {
         let a = n.data.args;
         let tid = n.pid as i32;
         match n.data.nr as i64 {
             libc::SYS_connect => self.on_connect(n),
-            libc::SYS_sendto => Step::Answer(self.on_send(n, &[(a[4], a[5] as u32)], a[3] as i32)),
+            libc::SYS_sendto => Step::Answer(self.on_send(n, &[Msg { name: (a[4], a[5] as u32), data: DatagramAt::Buf(a[1], a[2]) }], a[3] as i32)),
             libc::SYS_sendmsg => {
-                let mut names = Vec::new();
-                if let Some(nm) = msg_name(tid, a[1]) {
-                    names.push(nm);
-                }
-                Step::Answer(self.on_send(n, &names, a[2] as i32))
+                let msgs: Vec<Msg> = read_msghdr(tid, a[1]).into_iter().collect();
+                Step::Answer(self.on_send(n, &msgs, a[2] as i32))
             }
             libc::SYS_sendmmsg => {
                 let vlen = (a[2] as u32 as usize).min(UIO_MAXIOV);
                 let size = std::mem::size_of::<libc::mmsghdr>() as u64;
-                let names: Vec<_> = (0..vlen as u64).map_while(|i| msg_name_or_none(tid, a[1].wrapping_add(i * size))).flatten().collect();
-                Step::Answer(self.on_send(n, &names, a[3] as i32))
+                // The kernel stops at the first message it cannot read: so do we.
+                let msgs: Vec<Msg> = (0..vlen as u64).map_while(|i| read_msghdr(tid, a[1].wrapping_add(i * size))).collect();
+                Step::Answer(self.on_send(n, &msgs, a[3] as i32))
             }
             _ => Step::Answer(Verdict::Continue),
         }
@@ -294,7 +309,7 @@ impl Sup {
         }
         // SAFETY: raw holds len initialized bytes.
         let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return Step::Answer(Verdict::Continue) };
-        let target = match route::decide(&self.cfg, dest) {
+        let target = match self.decide(n.pid as i32, dest) {
             Route::Direct(_) if dest.port() == 53 => return Step::Answer(self.dns_redirect(n, fd, dest)),
             Route::Direct(_) => return Step::Answer(Verdict::Continue),
             Route::Refuse(e, why) => {
@@ -368,8 +383,8 @@ impl Sup {
         Verdict::Return(0)
     }
 
-    /// sendto/sendmsg/sendmmsg with these (address, length) pairs.
-    fn on_send(&self, n: &libc::seccomp_notif, names: &[(u64, u32)], flags: i32) -> Verdict {
+    /// sendto/sendmsg/sendmmsg of these messages.
+    fn on_send(&self, n: &libc::seccomp_notif, msgs: &[Msg], flags: i32) -> Verdict {
         let fd = n.data.args[0] as i32;
         let mut sock: Option<Option<Sock>> = None;
         let take_once = |sock: &mut Option<Option<Sock>>| -> bool {
@@ -378,7 +393,8 @@ impl Sup {
             }
             matches!(sock, Some(Some(_)))
         };
-        for &(ptr, len) in names {
+        for m in msgs {
+            let (ptr, len) = m.name;
             let len = (len as usize).min(ADDR_MAX);
             let mut raw = [0u8; ADDR_MAX];
             if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
@@ -398,7 +414,26 @@ impl Sup {
                 unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }
             };
             let Some(dest) = dest else { continue };
-            let why = match route::decide(&self.cfg, dest) {
+            let why = match self.decide(n.pid as i32, dest) {
+                Route::Direct(_) if dest.port() == route::DNS_PORT => {
+                    // A DNS question to any server, sent without connect() (musl's resolver, dig,
+                    // c-ares, libuv): it must not carry a tailnet name (`route::tailnet_question`).
+                    let Some(payload) = sys::read_datagram(n.pid as i32, m.data) else { continue };
+                    let Some(name) = route::tailnet_question(&self.cfg, &payload, |q| self.local_names.contains(q)) else { continue };
+                    if !take_once(&mut sock) {
+                        return Verdict::Fail(Errno(libc::ENETUNREACH));
+                    }
+                    let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+                    if s.ty & 0xf == libc::SOCK_STREAM {
+                        continue; // DNS over TCP is not inspected (README, Limitations)
+                    }
+                    log(
+                        &self.cfg,
+                        LogLevel::Info,
+                        format_args!("dns query for tailnet name {name:?} to {dest}: refused, it would reach that server (ENETUNREACH)"),
+                    );
+                    return Verdict::Fail(Errno(libc::ENETUNREACH));
+                }
                 Route::Direct(_) => continue,
                 Route::Proxy(t) => t.to_string(),
                 Route::Refuse(_, why) => format!("{dest} ({why})"),
@@ -422,21 +457,24 @@ impl Sup {
     }
 }
 
-/// (msg_name, msg_namelen) of the msghdr at `addr` in the target, None when unreadable or
-/// without a name.
-fn msg_name(tid: i32, addr: u64) -> Option<(u64, u32)> {
-    msg_name_or_none(tid, addr).flatten()
+/// One message of a send, as addresses in the target's memory.
+#[derive(Clone, Copy)]
+struct Msg {
+    /// (msg_name, msg_namelen); (0, 0) without a destination.
+    name: (u64, u32),
+    data: DatagramAt,
 }
 
-/// Some(None): a readable msghdr without a name; None: unreadable (the kernel stops there too).
-fn msg_name_or_none(tid: i32, addr: u64) -> Option<Option<(u64, u32)>> {
+/// The msghdr at `addr` in the target, None when unreadable (the kernel stops there too).
+fn read_msghdr(tid: i32, addr: u64) -> Option<Msg> {
     let mut raw = [0u8; std::mem::size_of::<libc::msghdr>()];
     read_mem(tid, addr, &mut raw).ok()?;
     // SAFETY: raw is a fully initialized msghdr-sized buffer; every bit pattern is a valid
     // msghdr (pointers are only compared and passed back as numbers, never dereferenced here).
     let m: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
     let (p, l) = (m.msg_name as u64, m.msg_namelen);
-    Some((p != 0 && l != 0).then_some((p, l)))
+    let name = if p != 0 && l != 0 { (p, l) } else { (0, 0) };
+    Some(Msg { name, data: DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64) })
 }
 
 fn local_addr(fd: i32) -> Option<SocketAddr> {
