@@ -39,6 +39,11 @@ def rounds(contenders, run):
     """contenders: {name: arg}; run(arg) -> dict of floats. Returns {name: [dict per round]}."""
     names = list(contenders)
     out = {n: [] for n in names}
+    # One untimed warm-up run of each: the first run after a section starts pays for cold
+    # caches, neighbour resolution and the proxy's first threads (up to a SYN retransmission,
+    # 1 s, when 1000 connects arrive at once), whichever contender happens to go first.
+    for n in names:
+        run(contenders[n])
     for r in range(ROUNDS):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
