@@ -402,8 +402,39 @@ fn drain(rx: mpsc::Receiver<Vec<u8>>) -> String {
 }
 
 fn kill_group(pid: u32) {
+    // Every descendant first: `ip netns exec` forks, and what it runs may have a process group
+    // of its own, so killing the group alone can orphan a server (which then holds the pipes
+    // and any lock the test process inherited).
+    for d in descendants(pid) {
+        // SAFETY: kill(2) on a process found under our own child; a pid reused meanwhile
+        // would be another descendant-free process of the test's uid at worst.
+        unsafe { libc::kill(d as i32, libc::SIGKILL) };
+    }
     // SAFETY: kill(2) on the process group of a child we started (process_group(0)).
     unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+}
+
+/// The processes below `pid` (children, their children...), from /proc/*/stat; bounded.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten().take(1 << 16) {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|v| v.parse::<u32>().ok()) else { continue };
+            parent_of.push((p, ppid));
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 4096 {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    out.remove(0);
+    out
 }
 
 /// Wait for `child` until `deadline`, then kill its process group.

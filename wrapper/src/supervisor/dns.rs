@@ -203,6 +203,19 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
         }
         return None;
     }
+    // A question section that cannot be read whole (a label over 63 octets, an obsolete label
+    // type, a pointer loop, cut short) is not a query any server answers but with FORMERR, and
+    // the rule above cannot judge the names in it (one may end in `.ts.net`): answered FORMERR
+    // here, never forwarded.
+    let mut qs = dns::questions(query);
+    qs.by_ref().for_each(drop);
+    if !qs.complete() {
+        log(&sup.cfg, LogLevel::Debug, format_args!("dns: a question section that cannot be read; FORMERR, not forwarded"));
+        if let Some(r) = dns::error_response(query, 1) {
+            let _ = sock.send_to(&r, from);
+        }
+        return None;
+    }
     // Forward only for redirected sockets, to the server they asked.
     let server = route?.server;
     let bind: SocketAddr = if server.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
