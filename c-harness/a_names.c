@@ -15,17 +15,7 @@
  *                              SERVER:53 over a connected UDP socket; prints answer=<first A,
  *                              or none> rcode=
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
+#include "h_common.h"
 
 /* Decode the escapes in place; returns the decoded length (may contain NUL). */
 static size_t unescape(char *s) {
@@ -92,18 +82,12 @@ static int tcp_to(const char *ip, int port) {
     return fd;
 }
 
-static double now_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
-}
-
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "many") && argc == 4) {
         int n = atoi(argv[2]), ok = 0, again = 0, other = 0, ph = 0;
-        double t0 = now_ms();
+        double t0 = h_now_ms();
         char name[256];
         for (int i = 0; i < n; i++) {
             snprintf(name, sizeof name, argv[3], i);
@@ -116,7 +100,7 @@ int main(int argc, char **argv) {
             } else if (r == EAI_AGAIN) again++;
             else other++;
         }
-        printf("ok=%d\nagain=%d\nother=%d\nplaceholder=%d\nms=%.0f\n", ok, again, other, ph, now_ms() - t0);
+        printf("ok=%d\nagain=%d\nother=%d\nplaceholder=%d\nms=%.0f\n", ok, again, other, ph, h_now_ms() - t0);
         return 0;
     }
     if (!strcmp(cmd, "gai") && argc == 4) {

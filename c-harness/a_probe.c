@@ -22,59 +22,12 @@
  *                              accepted peer is this socket itself, HOST=proxied when it is
  *                              somebody else (a proxy dialled for us), or HOST=<error>
  */
-#define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
+#include "h_common.h"
 #include <netinet/icmp6.h>
 #include <netinet/in.h>
 #include <netinet/ip_icmp.h>
-#include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/mman.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <unistd.h>
-
-static const char *en(int e) {
-    switch (e) {
-    case 0: return "0";
-    case ENOSYS: return "ENOSYS";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case EAFNOSUPPORT: return "EAFNOSUPPORT";
-    case EINVAL: return "EINVAL";
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case EINPROGRESS: return "EINPROGRESS";
-    case EFAULT: return "EFAULT";
-    default: { static char b[32]; snprintf(b, sizeof b, "E%d", e); return b; }
-    }
-}
-
-#define GET "GET / HTTP/1.0\r\n\r\n"
-
-/* Read the reply (at most 3 s) and print its first line. */
-static void reply(int fd) {
-    char buf[2048];
-    size_t have = 0;
-    while (have < sizeof buf - 1) {
-        struct pollfd p = {fd, POLLIN, 0};
-        if (poll(&p, 1, 3000) <= 0) break;
-        ssize_t n = recv(fd, buf + have, sizeof buf - 1 - have, 0);
-        if (n <= 0) break;
-        have += n;
-    }
-    buf[have] = 0;
-    char *nl = strpbrk(buf, "\r\n");
-    if (nl) *nl = 0;
-    printf("reply=%s\n", buf);
-}
 
 static void v4(struct sockaddr_in *a, const char *ip, int port) {
     memset(a, 0, sizeof *a);
@@ -96,7 +49,7 @@ static int numeric(int argc, char **argv) {
     v4(&la, "127.0.0.1", atoi(argv[2]));
     int one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(l, (struct sockaddr *)&la, sizeof la) || listen(l, 16)) { printf("listen=%s\n", en(errno)); return 1; }
+    if (bind(l, (struct sockaddr *)&la, sizeof la) || listen(l, 16)) { printf("listen=%s\n", h_en(errno)); return 1; }
     socklen_t ll = sizeof la;
     getsockname(l, (struct sockaddr *)&la, &ll);
     char port[16];
@@ -106,7 +59,7 @@ static int numeric(int argc, char **argv) {
         int r = getaddrinfo(argv[i], port, &hints, &res);
         if (r) { printf("%s=gai:%s\n", argv[i], gai_strerror(r)); continue; }
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(fd, res->ai_addr, res->ai_addrlen)) { printf("%s=connect:%s\n", argv[i], en(errno)); freeaddrinfo(res); close(fd); continue; }
+        if (connect(fd, res->ai_addr, res->ai_addrlen)) { printf("%s=connect:%s\n", argv[i], h_en(errno)); freeaddrinfo(res); close(fd); continue; }
         freeaddrinfo(res);
         struct pollfd p = {l, POLLIN, 0};
         if (poll(&p, 1, 3000) != 1) { printf("%s=noaccept\n", argv[i]); close(fd); continue; }
@@ -137,16 +90,16 @@ int main(int argc, char **argv) {
         if (!strcmp(cmd, "tcp24")) {
             r = connect(fd, (struct sockaddr *)&a, 24);
             e = errno;
-            if (r == 0 && send(fd, GET, strlen(GET), 0) < 0) e = errno;
+            if (r == 0 && send(fd, H_GET, strlen(H_GET), 0) < 0) e = errno;
         } else if (!strcmp(cmd, "tfo24")) {
-            r = sendto(fd, GET, strlen(GET), MSG_FASTOPEN, (struct sockaddr *)&a, 24) < 0 ? -1 : 0;
+            r = sendto(fd, H_GET, strlen(H_GET), MSG_FASTOPEN, (struct sockaddr *)&a, 24) < 0 ? -1 : 0;
             e = errno;
         } else {
             r = sendto(fd, "hello", 5, 0, (struct sockaddr *)&a, 24) < 0 ? -1 : 0;
             e = errno;
         }
-        printf("errno=%s\n", r < 0 ? en(e) : "0");
-        if (r == 0 && tcp) reply(fd);
+        printf("errno=%s\n", r < 0 ? h_en(e) : "0");
+        if (r == 0 && tcp) h_reply(fd, "reply");
         return 0;
     }
     if (!strcmp(cmd, "udp0") || !strcmp(cmd, "udpmsg0")) {
@@ -168,7 +121,7 @@ int main(int argc, char **argv) {
         v4(&a, ip, 0);
         a.sin_family = 0;
         int fd = socket(AF_INET, SOCK_RAW, IPPROTO_ICMP);
-        if (fd < 0) { printf("errno=socket:%s\n", en(errno)); return 0; }
+        if (fd < 0) { printf("errno=socket:%s\n", h_en(errno)); return 0; }
         struct icmphdr h = {0};
         h.type = ICMP_ECHO;
         h.un.echo.id = htons(4242);
@@ -187,7 +140,7 @@ int main(int argc, char **argv) {
         v6(&a, ip, 0);
         a.sin6_family = 0;
         int fd = socket(AF_INET6, SOCK_RAW, IPPROTO_ICMPV6);
-        if (fd < 0) { printf("errno=socket:%s\n", en(errno)); return 0; }
+        if (fd < 0) { printf("errno=socket:%s\n", h_en(errno)); return 0; }
         struct icmp6_hdr h = {0};
         h.icmp6_type = ICMP6_ECHO_REQUEST; /* the kernel fills in the ICMPv6 checksum */
         h.icmp6_id = htons(4242);
@@ -232,6 +185,6 @@ int main(int argc, char **argv) {
     } else {
         return 2;
     }
-    printf("errno=%s\n", r < 0 ? en(e) : "0");
+    printf("errno=%s\n", r < 0 ? h_en(e) : "0");
     return 0;
 }

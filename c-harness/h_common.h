@@ -33,6 +33,12 @@ static inline const char *h_en(int e) {
     case EPIPE: return "EPIPE";
     case EBADF: return "EBADF";
     case EINVAL: return "EINVAL";
+    case ENOSYS: return "ENOSYS";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    case EAFNOSUPPORT: return "EAFNOSUPPORT";
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case EFAULT: return "EFAULT";
     default: { static char b[32]; snprintf(b, sizeof b, "errno%d", e); return b; }
     }
 }

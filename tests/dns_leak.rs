@@ -106,18 +106,7 @@ fn in_ns(cmd: &[&OsStr]) -> Run {
     let mut c = Command::new("unshare");
     c.args(["-r", "-n", "-m", "sh", "-c", NS_SCRIPT, "sh"]).args(cmd);
     c.env("TSP_RESOLV", &resolv).env("TSP_SINK", harness("dns_sink")).env("TSP_OUT", &sink_out);
-    for k in [
-        "TSPROXY_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "TSPROXY_ROUTES",
-        "TSPROXY_DOMAINS",
-        "TSPROXY_LOG",
-        "TSPROXY_SHORT_NAMES",
-        "LD_PRELOAD",
-    ] {
+    for k in TSPROXY_ENV.iter().chain(&["LD_PRELOAD"]) {
         c.env_remove(k);
     }
     let out = c.output().unwrap();

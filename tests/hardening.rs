@@ -4,122 +4,16 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------- bounded runs
 
-/// The outcome of a child run under a time bound.
-struct Run {
-    status: Option<ExitStatus>,
-    timed_out: bool,
-    secs: f64,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn kv(&self) -> HashMap<String, String> {
-        self.stdout.lines().filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
-    }
-    fn code(&self) -> Option<i32> {
-        self.status.and_then(|s| s.code())
-    }
-    fn signal(&self) -> Option<i32> {
-        self.status.and_then(|s| s.signal())
-    }
-    fn text(&self) -> String {
-        format!("status={:?} timed_out={} secs={:.2}\n--- stdout\n{}--- stderr\n{}", self.status, self.timed_out, self.secs, self.stdout, self.stderr)
-    }
-    /// Exited normally with status 0 (not killed by a signal or by the time bound).
-    fn ok(&self) -> bool {
-        !self.timed_out && self.code() == Some(0)
-    }
-}
-
-/// Run `c` in its own process group; after `secs` kill the group (SIGKILL) and mark the run
-/// as timed out. Output is collected for at most 3 s after the child ends (a grandchild that
-/// keeps the pipes open cannot hang the test).
-fn run(mut c: Command, secs: u64) -> Run {
-    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
-    let t0 = Instant::now();
-    let mut child = c.spawn().expect("spawn");
-    let pid = child.id() as i32;
-    let collect = |mut r: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = r.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                v.extend_from_slice(&buf[..n]);
-                let _ = tx.send(v.clone());
-            }
-            let _ = tx.send(v);
-        });
-        rx
-    };
-    let out = collect(Box::new(child.stdout.take().unwrap()));
-    let err = collect(Box::new(child.stderr.take().unwrap()));
-    let deadline = t0 + Duration::from_secs(secs);
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break Some(st);
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            // SAFETY: kill(2) on the process group of the child we started.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            break child.wait().ok();
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let secs_taken = t0.elapsed().as_secs_f64();
-    // SAFETY: as above; whatever of the group is left (a forked child) goes too.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    let drain = |rx: mpsc::Receiver<Vec<u8>>| {
-        let end = Instant::now() + Duration::from_secs(3);
-        let mut last = Vec::new();
-        while let Ok(v) = rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
-            last = v;
-        }
-        String::from_utf8_lossy(&last).into_owned()
-    };
-    let stdout = drain(out);
-    let mut stderr = drain(err);
-    if timed_out {
-        stderr.push_str(&format!("\n[hardening: killed after {secs} s]\n"));
-    }
-    Run { status, timed_out, secs: secs_taken, stdout, stderr }
-}
-
-const CLEAN_ENV: [&str; 15] = [
-    "TSPROXY_PROXY",
-    "ALL_PROXY",
-    "all_proxy",
-    "NO_PROXY",
-    "no_proxy",
-    "TSPROXY_ROUTES",
-    "TSPROXY_DOMAINS",
-    "TSPROXY_LOG",
-    "TSPROXY_LOG_FILE",
-    "http_proxy",
-    "https_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "TSPROXY_CONNECT_TIMEOUT",
-    "TSPROXY_SUPERVISOR",
-];
+use common::child::{bounded as run, Run};
 
 /// How a program gets the library.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +44,7 @@ fn under(via: Via, proxy: &str, prog: impl AsRef<std::ffi::OsStr>) -> Command {
             c
         }
     };
-    for k in CLEAN_ENV {
+    for k in TSPROXY_ENV {
         if k != "TSPROXY_PROXY" || !matches!(via, Via::Preload) {
             c.env_remove(k);
         }
@@ -797,7 +691,7 @@ fn forced_panic_fails_closed() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let lo = listener.local_addr().unwrap().port().to_string();
     let mut c = Command::new(harness("h_panic"));
-    for k in CLEAN_ENV {
+    for k in TSPROXY_ENV {
         c.env_remove(k);
     }
     c.args(["100.64.0.2", "80", &lo]).env("LD_PRELOAD", &lib).env("TSPROXY_PROXY", socks_url()).env("TSPROXY_TEST_PANIC", "1");

@@ -331,8 +331,8 @@ pub unsafe fn search(
     let Some(n) = utf8(name) else { return Detour::Bypass(Bypass::NotApplicable) };
     if let Some(r) = synthesize(n, class, ty) {
         // The name itself: answered, no search (as getaddrinfo answers it). glibc's search
-        // starts with errno 0 and HOST_NOT_FOUND, which a success leaves in place.
-        tsproxy_core::sys::set_errno(0);
+        // starts with errno 0 and HOST_NOT_FOUND, which a success leaves in place (errno 0 is
+        // set by the boundary, from the Return below).
         st.set_h_errno(HOST_NOT_FOUND);
         // SAFETY: forwarded contract.
         return match unsafe { query_answer(st, r, answer, anslen) } {

@@ -2,6 +2,8 @@
 //! servers on 127.0.0.1 (a recording SOCKS5 proxy, an HTTP CONNECT proxy, peers).
 #![allow(dead_code)]
 
+/// Children under a time bound.
+pub mod child;
 /// The root tier's namespaces with per-uid leak and DNS meters, for the adversarial tests.
 pub mod world;
 
@@ -81,24 +83,32 @@ pub fn text(out: &Output) -> String {
     format!("status={:?}\n--- stdout\n{}--- stderr\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
+/// Every variable that configures tsproxy (or the proxy it uses): removed from a child's
+/// environment so the tests' own settings are the only ones.
+pub const TSPROXY_ENV: [&str; 17] = [
+    "TSPROXY_PROXY",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "TSPROXY_ROUTES",
+    "TSPROXY_DOMAINS",
+    "TSPROXY_SHORT_NAMES",
+    "TSPROXY_LOG",
+    "TSPROXY_LOG_FILE",
+    "TSPROXY_CONNECT_TIMEOUT",
+    "TSPROXY_SOCKS_PIPELINE",
+    "TSPROXY_SUPERVISOR",
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+];
+
 /// A command with LD_PRELOAD=libtsproxy.so and a clean tsproxy environment.
 pub fn preloaded(prog: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut c = Command::new(prog);
-    for k in [
-        "TSPROXY_PROXY",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-        "TSPROXY_ROUTES",
-        "TSPROXY_DOMAINS",
-        "TSPROXY_LOG",
-        "TSPROXY_LOG_FILE",
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-    ] {
+    for k in TSPROXY_ENV {
         c.env_remove(k);
     }
     c.env("LD_PRELOAD", lib());
