@@ -53,7 +53,7 @@ fn every_wait_api_sees_syn_sent_then_connected() {
         assert!(hex(&k, "events") & 0x8 == 0, "no error: {ctx}");
         assert!(!k.contains_key("bad_data"), "epoll data must be the application's: {ctx}");
         assert_eq!(k["soerr"], "0", "{ctx}");
-        assert!(k["peer"].starts_with("240.0."), "{ctx}");
+        assert!(k["peer"].starts_with("240."), "{ctx}");
         assert_eq!(k["again"], "EISCONN", "{ctx}");
         assert_eq!(k["reply"], "HTTP/1.0 200 OK", "bytes flow on the app's socket: {ctx}");
         if mode.starts_with("epoll") {

@@ -181,7 +181,7 @@ async def main():
 print("ok", asyncio.run(main())[0])
 "#;
     let out = ts(&["python3", "-c", py]);
-    assert!(stdout(&out).starts_with("ok 240.0."), "{}", text(&out));
+    assert!(stdout(&out).starts_with("ok 240."), "{}", text(&out));
     no_leak();
 }
 

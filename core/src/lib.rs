@@ -14,6 +14,7 @@ pub mod hosts;
 pub mod http;
 pub mod logline;
 pub mod names;
+pub mod registry;
 pub mod route;
 pub mod sockaddr;
 pub mod socks5;

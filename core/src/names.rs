@@ -7,20 +7,25 @@
 //!
 //! # The table
 //!
-//! The table is lock-free (a fixed array of atomic pointers, filled by compare-and-swap, never
-//! emptied), so it is safe from any thread, in a forked child (no lock can be inherited held, no
-//! lazy initialisation can be half done) and in a signal handler that only reads. The slot is
-//! chosen by hashing the name, so a process and its exec'd children usually agree on the
-//! address of a name even without sharing memory.
+//! A name's slot is a hash of the name into 2^24 - 1 slots (so every process computes the same
+//! slot for it, and two names collide rarely); on a collision the next slot is tried. The
+//! placeholder of slot `s` is `240.0.0.0 + s + 1` (inside 240.0.0.0/8) and `100::` + `s + 1`.
+//! Which name a slot holds is decided once for every process of the user by the per-user
+//! [`registry`](crate::registry) (a shared, user-private file): the first process to give a
+//! slot a name wins, and every other process that meets that placeholder — resolved there or
+//! not — reads the name from it. Without a registry a process decides alone (still by hash, so
+//! usually the same). Each process also keeps the names it has met in a local table: lock-free
+//! (a fixed array of atomic pointers, filled by compare-and-swap, never emptied), so it is safe
+//! from any thread, in a forked child (no lock can be inherited held, no lazy initialisation can
+//! be half done) and in a signal handler that only reads.
 //!
 //! # Exhaustion never leaks
 //!
-//! The table has [`SLOTS`] slots (65,535: every address of 240.0.0.0/16 but 240.0.0.0; 512 KiB
-//! of zero pages, touched only as names arrive) and takes at most [`MAX_NAMES`] names (7/8 of
-//! the slots, so linear probing always finds a free slot quickly). Past that, [`try_intern`]
-//! returns [`InternError::Full`]. It never evicts: a slot, once given out, means its name for
-//! the life of the process, because a placeholder address the application already holds (in a
-//! connection pool, a cache, another thread's `connect`) must never start meaning another name
+//! The local table holds at most [`MAX_NAMES`] names (7/8 of its [`CAPACITY`] entries, so
+//! linear probing always ends quickly); past that, [`try_intern`] returns
+//! [`InternError::Full`]. It never evicts: a slot, once given out, means its name for the life
+//! of the process (and of the registry), because a placeholder address the application already
+//! holds (in a connection pool, a cache, another process) must never start meaning another name
 //! — that would send the application's bytes to the wrong host. A full table is therefore a
 //! *temporary resolver failure* for new names: callers answer `EAI_AGAIN` (`getaddrinfo`),
 //! `TRY_AGAIN` (`gethostbyname`) or SERVFAIL (the supervisor's DNS responder), and never hand
@@ -37,20 +42,31 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// Number of slots, and so of distinct placeholder addresses: slot `s` is `240.0.0.0 + s + 1`,
-/// which keeps every placeholder inside 240.0.0.0/16 (and `100::` + `s + 1` in IPv6).
-pub const SLOTS: usize = 65535;
+/// which keeps every placeholder inside 240.0.0.0/8 (and `100::` + `s + 1` in IPv6).
+pub const SLOTS: u32 = (1 << 24) - 1;
 
-/// Most names one process can hold. Below [`SLOTS`] on purpose: a table kept at most 7/8 full
-/// keeps every probe sequence short, so `try_intern` stays cheap even on its last name.
-pub const MAX_NAMES: usize = SLOTS / 8 * 7;
-// A free slot always exists, so every probe sequence ends (see `try_intern`).
-const _: () = assert!(MAX_NAMES < SLOTS && SLOTS < u16::MAX as usize + 1);
+/// Entries of this process's table of names.
+pub const CAPACITY: usize = 65536;
+
+/// Most names one process can hold. Below [`CAPACITY`] on purpose: a table kept at most 7/8
+/// full keeps every probe sequence short, so lookups stay cheap even on its last name.
+pub const MAX_NAMES: usize = CAPACITY / 8 * 7;
+
+/// How many slots after a name's hash are tried before giving up (collisions are rare: this
+/// bound only matters for a registry filled by another process on purpose).
+const SLOT_TRIES: u32 = 64;
 
 /// Longest host name (RFC 1035 §2.3.4: 255 octets on the wire, 253 characters written out
 /// without the trailing dot).
 pub const MAX_NAME_LEN: usize = 253;
 
-static TABLE: [AtomicPtr<String>; SLOTS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; SLOTS];
+/// A name and its slot, as kept in the local table.
+struct Entry {
+    slot: u32,
+    name: String,
+}
+
+static TABLE: [AtomicPtr<Entry>; CAPACITY] = [const { AtomicPtr::new(std::ptr::null_mut()) }; CAPACITY];
 
 /// Names published or about to be (a reservation taken before the compare-and-swap).
 static USED: AtomicUsize = AtomicUsize::new(0);
@@ -110,65 +126,113 @@ fn checked(name: &str) -> Result<String, InternError> {
     Ok(n)
 }
 
-/// The slot of `name` (normalized: lower case, no trailing dot), adding it if new.
+fn index(slot: u32) -> usize {
+    (slot.wrapping_mul(0x9E37_79B1) >> 16) as usize % CAPACITY
+}
+
+/// The local table's name for `slot`.
+fn local(slot: u32) -> Option<&'static str> {
+    let i0 = index(slot);
+    for k in 0..CAPACITY {
+        let p = TABLE[(i0 + k) % CAPACITY].load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: published pointers come from Box::into_raw and are never freed.
+        let e = unsafe { &*p };
+        if e.slot == slot {
+            return Some(e.name.as_str());
+        }
+    }
+    None
+}
+
+/// Put `slot` = `n` in the local table. Ok(true): it is there now (or was); Ok(false): the
+/// slot already holds another name here; Err: the table is full.
+fn publish(slot: u32, n: &str) -> Result<bool, InternError> {
+    let i0 = index(slot);
+    let mut fresh: *mut Entry = std::ptr::null_mut();
+    let mut result = Err(InternError::Full);
+    for k in 0..CAPACITY {
+        let cell = &TABLE[(i0 + k) % CAPACITY];
+        let mut cur = cell.load(Ordering::Acquire);
+        if cur.is_null() {
+            if fresh.is_null() {
+                if !reserve() {
+                    break;
+                }
+                fresh = Box::into_raw(Box::new(Entry { slot, name: n.to_owned() }));
+            }
+            match cell.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(true),
+                Err(other) => cur = other,
+            }
+        }
+        // SAFETY: published pointers come from Box::into_raw and are never freed.
+        let e = unsafe { &*cur };
+        if e.slot == slot {
+            result = Ok(e.name == n);
+            break;
+        }
+    }
+    if !fresh.is_null() {
+        unreserve();
+        // SAFETY: `fresh` was never published; we still own it.
+        drop(unsafe { Box::from_raw(fresh) });
+    }
+    result
+}
+
+/// The slot of `name` (normalized: lower case, no trailing dot), adding it if new — in this
+/// process and in the user's registry, so other processes read the same meaning.
 ///
 /// Callers must map every error to a failed lookup (`EAI_AGAIN` for [`InternError::Full`],
 /// `EAI_NONAME` otherwise) and never fall back to the system resolver: see the module docs.
 pub fn try_intern(name: &str) -> Result<u32, InternError> {
     let n = checked(name)?;
-    let start = (fnv1a(&n) % SLOTS as u64) as usize;
-    for i in 0..SLOTS {
-        let slot = (start + i) % SLOTS;
-        let mut cur = TABLE[slot].load(Ordering::Acquire);
-        if cur.is_null() {
-            if !reserve() {
-                return Err(InternError::Full);
-            }
-            let fresh = Box::into_raw(Box::new(n.clone()));
-            match TABLE[slot].compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(slot as u32),
-                Err(other) => {
-                    unreserve();
-                    // SAFETY: `fresh` was never published; we still own it.
-                    drop(unsafe { Box::from_raw(fresh) });
-                    cur = other;
-                }
-            }
+    let h = (fnv1a(&n) % SLOTS as u64) as u32;
+    for k in 0..SLOT_TRIES {
+        let slot = (h + k) % SLOTS;
+        match local(slot) {
+            Some(m) if m == n => return Ok(slot),
+            Some(_) => continue,
+            None => {}
         }
-        // SAFETY: non-null pointers in TABLE come from Box::into_raw and are never freed.
-        if unsafe { &*cur } == &n {
-            return Ok(slot as u32);
+        match crate::registry::claim(slot, &n) {
+            crate::registry::Claim::Ours | crate::registry::Claim::Unavailable => {}
+            crate::registry::Claim::Taken(other) => {
+                // Remember it: a placeholder of that slot reaching us means `other`.
+                let _ = publish(slot, &other);
+                continue;
+            }
+            crate::registry::Claim::Unknown => continue,
+        }
+        match publish(slot, &n)? {
+            true => return Ok(slot),
+            false => continue,
         }
     }
-    // Unreachable while MAX_NAMES < SLOTS (a free slot always exists), kept as the safe answer.
     Err(InternError::Full)
 }
 
 /// Put `name` in exactly `slot` (the supervisor, another process, chose it), so both processes
-/// agree on its placeholder. False when the slot holds another name here, the name may not be
-/// interned, or the table is full.
+/// agree on its placeholder. False when the slot holds another name here or in the registry,
+/// the name may not be interned, or the table is full.
 pub fn intern_at(slot: u32, name: &str) -> bool {
     let Ok(n) = checked(name) else { return false };
-    let Some(cell) = TABLE.get(slot as usize) else { return false };
-    let cur = cell.load(Ordering::Acquire);
-    if !cur.is_null() {
-        // SAFETY: published pointers are never freed.
-        return unsafe { &*cur } == &n;
-    }
-    if !reserve() {
+    if slot >= SLOTS {
         return false;
     }
-    let fresh = Box::into_raw(Box::new(n.clone()));
-    match cell.compare_exchange(std::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => true,
-        Err(cur) => {
-            unreserve();
-            // SAFETY: `fresh` was never published; `cur` is published and never freed.
-            unsafe {
-                drop(Box::from_raw(fresh));
-                *cur == n
-            }
+    if let Some(m) = local(slot) {
+        return m == n;
+    }
+    match crate::registry::claim(slot, &n) {
+        crate::registry::Claim::Taken(other) => {
+            let _ = publish(slot, &other);
+            false
         }
+        crate::registry::Claim::Unknown => false,
+        crate::registry::Claim::Ours | crate::registry::Claim::Unavailable => publish(slot, &n) == Ok(true),
     }
 }
 
@@ -177,18 +241,24 @@ pub fn used() -> usize {
     USED.load(Ordering::Acquire).min(MAX_NAMES)
 }
 
-/// The name in `slot`, if one was interned there: what `connect()` to its placeholder asks the
-/// proxy for.
+/// The name in `slot`, if one was given to it, here or by any process of this user: what
+/// `connect()` to its placeholder asks the proxy for.
 pub fn name(slot: u32) -> Option<&'static str> {
-    let p = TABLE.get(slot as usize)?.load(Ordering::Acquire);
-    // SAFETY: published pointers are valid for the life of the process (never freed).
-    (!p.is_null()).then(|| unsafe { (*p).as_str() })
+    if slot >= SLOTS {
+        return None;
+    }
+    if let Some(n) = local(slot) {
+        return Some(n);
+    }
+    let n = crate::registry::find(slot)?;
+    let n = checked(&n).ok()?;
+    let _ = publish(slot, &n);
+    local(slot)
 }
 
-/// The IPv4 placeholder of `slot` (`240.0.x.y`), what `getaddrinfo` answers for AF_INET.
+/// The IPv4 placeholder of `slot` (`240.x.y.z`), what `getaddrinfo` answers for AF_INET.
 pub fn v4(slot: u32) -> Ipv4Addr {
-    let n = slot + 1;
-    Ipv4Addr::new(240, 0, (n >> 8) as u8, n as u8)
+    Ipv4Addr::from(0xf000_0000 | (slot + 1))
 }
 
 /// The IPv6 placeholder of `slot` (`100::x:y`), what `getaddrinfo` answers for AF_INET6.
@@ -200,11 +270,11 @@ pub fn v6(slot: u32) -> Ipv6Addr {
 pub fn slot_of(ip: &IpAddr) -> Option<u32> {
     let n = match ip {
         IpAddr::V4(a) => {
-            let o = a.octets();
-            if o[0] != 240 || o[1] != 0 {
+            let v = u32::from(*a);
+            if v >> 24 != 240 {
                 return None;
             }
-            (o[2] as u32) << 8 | o[3] as u32
+            v & 0x00ff_ffff
         }
         IpAddr::V6(a) => {
             let s = a.segments();
@@ -214,7 +284,7 @@ pub fn slot_of(ip: &IpAddr) -> Option<u32> {
             (s[6] as u32) << 16 | s[7] as u32
         }
     };
-    (1..=SLOTS as u32).contains(&n).then(|| n - 1)
+    (1..=SLOTS).contains(&n).then(|| n - 1)
 }
 
 /// Is `ip` one of our placeholders? (Such a destination is always proxied, by name.)
@@ -342,6 +412,7 @@ mod tests {
         assert_eq!(slot_of(&IpAddr::V4(v4(a))), Some(a));
         assert_eq!(slot_of(&IpAddr::V6(v6(b))), Some(b));
         assert!(v4(a).octets()[0] == 240);
+        assert_eq!(a, (fnv1a("peer-1") % SLOTS as u64) as u32, "the slot is the name's hash");
         assert_eq!(v6(b).segments()[0], 0x100);
     }
 
@@ -366,12 +437,14 @@ mod tests {
 
     #[test]
     fn not_placeholders() {
-        for ip in ["240.1.0.1", "241.0.0.1", "100.64.0.1", "0.0.0.0", "::1", "100::1:0:0:1", "fd7a:115c:a1e0::1", "240.0.0.0", "100::1:0"] {
+        for ip in ["239.255.255.255", "241.0.0.1", "100.64.0.1", "0.0.0.0", "::1", "100::1:0:0:1", "fd7a:115c:a1e0::1", "240.0.0.0", "100::1:0:0", "100::100:0"] {
             assert!(!is_placeholder(&ip.parse().unwrap()), "{ip}");
         }
-        assert!(is_placeholder(&"240.0.255.255".parse().unwrap()));
-        assert_eq!(slot_of(&"240.0.255.255".parse().unwrap()), Some(SLOTS as u32 - 1));
-        assert_eq!(slot_of(&IpAddr::V6(v6(SLOTS as u32 - 1))), Some(SLOTS as u32 - 1));
+        assert!(is_placeholder(&"240.255.255.255".parse().unwrap()));
+        assert_eq!(slot_of(&"240.255.255.255".parse().unwrap()), Some(SLOTS - 1));
+        assert_eq!(slot_of(&"240.0.0.1".parse().unwrap()), Some(0));
+        assert_eq!(slot_of(&IpAddr::V6(v6(SLOTS - 1))), Some(SLOTS - 1));
+        assert_eq!(v4(SLOTS - 1), "240.255.255.255".parse::<Ipv4Addr>().unwrap());
     }
 
     #[test]
@@ -394,10 +467,10 @@ mod tests {
         let s = try_intern("at-peer").unwrap();
         assert!(intern_at(s, "AT-PEER."));
         assert!(!intern_at(s, "other-peer"));
-        let free = (0..SLOTS as u32).rev().find(|&i| name(i).is_none()).unwrap();
+        let free = (0..SLOTS).rev().find(|&i| name(i).is_none()).unwrap();
         assert!(intern_at(free, "placed-peer"));
         assert_eq!(name(free), Some("placed-peer"));
-        assert!(!intern_at(SLOTS as u32, "x"));
+        assert!(!intern_at(SLOTS, "x"));
         assert!(used() >= 2);
     }
 

@@ -35,7 +35,14 @@ pub fn decide(cfg: &Config, dest: SocketAddr) -> Route {
         IpClass::Tailnet => Route::Proxy(Target::Ip(SocketAddr::new(ip, dest.port()))),
         IpClass::Placeholder => match names::slot_of(&ip).and_then(names::name) {
             Some(n) => Route::Proxy(Target::Name(n.to_string(), dest.port())),
-            None => Route::Refuse(ECONNREFUSED, "placeholder address of a name this process never resolved"),
+            None => Route::Refuse(
+                ECONNREFUSED,
+                if crate::registry::state().is_ok() {
+                    "placeholder address that no process of this user resolved (another user's, or from another machine or registry: README, Names)"
+                } else {
+                    "placeholder address of a name this process never resolved (no per-user name registry here: README, Names)"
+                },
+            ),
         },
     }
 }
@@ -254,7 +261,7 @@ mod tests {
         assert_eq!(decide(&c, SocketAddr::new(IpAddr::V6(names::v6(slot)), 81)), name(81));
         assert_eq!(decide(&c, SocketAddr::new(IpAddr::V6(names::v4(slot).to_ipv6_mapped()), 82)), name(82));
         // A placeholder nobody resolved: refused, never dialled.
-        let free = (0..names::SLOTS as u32).rev().find(|s| names::name(*s).is_none()).unwrap();
+        let free = (0..names::SLOTS).rev().find(|s| names::name(*s).is_none()).unwrap();
         match decide(&c, SocketAddr::new(IpAddr::V4(names::v4(free)), 80)) {
             Route::Refuse(e, why) => {
                 assert_eq!(e, ECONNREFUSED);

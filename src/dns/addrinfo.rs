@@ -5,7 +5,7 @@
 //! names and reports EAI_SERVICE/EAI_SOCKTYPE/EAI_FAMILY exactly as for any name, then write our
 //! placeholders over the loopback addresses it returned. The list is glibc's own allocation, so
 //! libc's freeaddrinfo frees it (that is why freeaddrinfo needs no hook), and AI_ADDRCONFIG
-//! decides the families as it would for any name. AF_UNSPEC gets the IPv4 placeholder only.
+//! decides the families as it would for any name. AF_UNSPEC gets both placeholders, IPv4 first.
 use crate::boundary::{passed, Bypass, Detour};
 use crate::log::log;
 use libc::{addrinfo, c_char, c_int};
@@ -49,12 +49,10 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
         Some(Ok(s)) => s,
     };
 
-    // One address per name, like a single A record: AF_UNSPEC gets the IPv4 placeholder only
-    // (both would lead to the same name at the proxy, and a second address doubles every
-    // failure for clients that try them in turn). AF_INET6 asks get the IPv6 placeholder.
-    if h.ai_family == libc::AF_UNSPEC {
-        h.ai_family = libc::AF_INET;
-    }
+    // AF_UNSPEC gets both placeholders, IPv4 first (glibc's NULL-node answer has ::1 and
+    // 127.0.0.1; AI_ADDRCONFIG drops a family the machine has no address of, as for any name).
+    // Both lead to the same name at the proxy; `net::siblings` keeps a client that tries them
+    // in turn from paying a failure twice, and happy eyeballs from opening two tunnels.
     const AI_IDN: c_int = 0x0040;
     const AI_CANONIDN: c_int = 0x0080;
     let want_canon = h.ai_flags & libc::AI_CANONNAME != 0;

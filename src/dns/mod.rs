@@ -31,10 +31,27 @@ pub fn tailnet_slot(name: &str) -> Option<Result<u32, ()>> {
             return Some(Err(()));
         }
     };
+    note_registry();
     Some(Ok(match &st.supervisor_dns {
         Some(sup) => register_with_supervisor(name, slot, *sup),
         None => slot,
     }))
+}
+
+/// Say once per process when names cannot be shared with the user's other processes (README,
+/// Names): a squatted `/tmp/tsproxy-<uid>` is an error worth seeing, anything else information.
+fn note_registry() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if let Err(why) = tsproxy_core::registry::state() {
+        if !SAID.swap(true, Ordering::Relaxed) {
+            if why.contains("another user") {
+                crate::log::log!(Error, "name registry not used: {why}; tailnet names stay within each process");
+            } else {
+                crate::log::log!(Info, "name registry not used: {why}; tailnet names stay within each process");
+            }
+        }
+    }
 }
 
 /// Under the launcher's seccomp supervisor: make sure the supervisor (a separate process that
