@@ -5,6 +5,7 @@ pub mod io;
 pub mod pending;
 pub mod selfproxy;
 pub mod send;
+pub mod siblings;
 pub mod tunnels;
 
 use crate::state;

@@ -67,9 +67,24 @@ pub unsafe fn start(
             let _ = sys::fcntl_setfl(fd, fl);
         }
     };
+    // SAFETY: forwarded contract.
+    let dest = unsafe { tsproxy_core::sockaddr::read(addr, len) };
+    if let Some(e) = dest.and_then(crate::net::siblings::fresh_failure) {
+        restore();
+        crate::log::log!(Info, "connect fd={fd} {target}: the other address of this name failed just now ({e}); same answer");
+        if e.raw() == libc::ECONNREFUSED && !inline {
+            table::make_refused(fd, family);
+            return Detour::Fail(Errno(libc::EINPROGRESS));
+        }
+        return Detour::Fail(e);
+    }
     let mut hs = Handshake::new(fd, family, st.upstreams(), target, cfg.pipeline);
     let t0 = Instant::now();
-    let want = match hs.resume(&mut |l, a| crate::log::write(l, a)) {
+    let first = hs.resume(&mut |l, a| crate::log::write(l, a));
+    if let (Step::Done(Err(e)), Some(d)) = (&first, dest) {
+        crate::net::siblings::failed(d, *e);
+    }
+    let want = match first {
         Step::Want(ev) => ev,
         Step::Done(Ok(via)) => {
             restore();

@@ -341,6 +341,10 @@ impl Table {
                 crate::log::log!(Debug, "connect fd={fd} {} -> proxy {} -> ok {us}us", c.hs.target(), c.hs.via().map(|a| a.to_string()).unwrap_or_default());
             }
             Err(e) => {
+                // SAFETY: addr holds len bytes (copied from the application's connect).
+                if let Some(dest) = unsafe { tsproxy_core::sockaddr::read(std::ptr::addr_of!(c.addr).cast(), c.len) } {
+                    crate::net::siblings::failed(dest, e);
+                }
                 make_refused(fd, c.family);
                 if e.raw() != libc::ECONNREFUSED {
                     c.sticky = Some(e);
