@@ -18,9 +18,11 @@ extern "C" fn prepare() {
     crate::net::pending::epoll::lock_for_fork();
     crate::net::pending::table::lock_for_fork();
     crate::net::tunnels::lock_for_fork();
+    crate::dns::wire::lock_for_fork();
 }
 
 extern "C" fn after() {
+    crate::dns::wire::unlock_after_fork();
     crate::net::tunnels::unlock_after_fork();
     crate::net::pending::table::unlock_after_fork();
     crate::net::pending::epoll::unlock_after_fork();

@@ -117,9 +117,14 @@ fn open() -> Option<*mut u8> {
     let private_dir = |fd: i32| -> bool {
         // SAFETY: all-zero is a valid `stat`; fstat fills it for a valid fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        syscall!(SYS_fstat, fd, &mut st as *mut libc::stat).is_ok() && st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == euid && st.st_mode & 0o077 == 0
+        syscall!(SYS_fstat, fd, &mut st as *mut libc::stat).is_ok()
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && st.st_uid == euid
+            && st.st_mode & 0o077 == 0
     };
-    let open_dir = |path: &std::ffi::CStr| syscall!(SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).ok().map(|fd| fd as i32);
+    let open_dir = |path: &std::ffi::CStr| {
+        syscall!(SYS_openat, libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC).ok().map(|fd| fd as i32)
+    };
     let run = std::ffi::CString::new(format!("/run/user/{euid}")).ok()?;
     let (dir, file) = match open_dir(&run) {
         Some(fd) if private_dir(fd) => (fd, c"tsproxy-names"),
@@ -146,7 +151,12 @@ fn open() -> Option<*mut u8> {
     };
     // SAFETY: as above.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if syscall!(SYS_fstat, f, &mut st as *mut libc::stat).is_err() || st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_uid != euid || st.st_mode & 0o077 != 0 || st.st_nlink != 1 {
+    if syscall!(SYS_fstat, f, &mut st as *mut libc::stat).is_err()
+        || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        || st.st_uid != euid
+        || st.st_mode & 0o077 != 0
+        || st.st_nlink != 1
+    {
         return done(3);
     }
     if (st.st_size as usize) < SIZE && syscall!(SYS_ftruncate, f, SIZE).is_err() {

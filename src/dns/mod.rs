@@ -5,6 +5,7 @@ pub mod gai_a;
 pub mod hostent;
 pub mod nameinfo;
 pub mod resolv;
+pub mod wire;
 
 use crate::state;
 use std::collections::HashSet;

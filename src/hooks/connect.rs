@@ -14,7 +14,7 @@ hook! {
 
 hook! {
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
-    fast: !pending::active() && !crate::net::tunnels::any();
+    fast: !pending::active() && !crate::net::tunnels::any() && !crate::dns::wire::active();
     fail: -1, on_panic: EBADF;
     |real, ctx| c::getpeername(fd, addr, len, ctx)
 }
@@ -28,7 +28,7 @@ hook! {
 
 hook! {
     fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr: *const sockaddr, alen: socklen_t) -> ssize_t;
-    fast: addr.is_null() && !pending::active();
+    fast: addr.is_null() && !pending::active() && !crate::dns::wire::active();
     fail: -1, on_panic: ECONNREFUSED;
     nested: send::sendto_nested(fd, addr, alen, tsproxy_core::sys::DatagramAt::Buf(buf as u64, n as u64));
     |real, ctx| send::sendto(fd, buf, n, flags, addr, alen, ctx)

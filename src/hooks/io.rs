@@ -4,33 +4,120 @@
 //! the program's can reach the proxy's handshake, and no byte of the proxy's reply can reach
 //! the program. sendfile and splice are here for that reason (they write to a socket without
 //! write(2)); sendmsg/sendmmsg/sendto are in `connect` (they may carry an address).
+use crate::boundary::Detour;
+use crate::dns::wire;
 use crate::net::pending::{self, Gate};
 use libc::{c_int, c_uint, c_void, iovec, loff_t, mmsghdr, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
+use std::ptr::null_mut;
 
-macro_rules! gated_io {
-    ($( $name:ident ( $fd:ident $(, $a:ident : $t:ty)* ) -> $ret:ty; )*) => {$(
-        hook! {
-            fn $name($fd: c_int $(, $a: $t)*) -> $ret;
-            fast: !pending::active();
-            fail: -1, on_panic: EIO;
-            |real, ctx| pending::gate($fd, ctx, Gate::Io)
-        }
-    )*};
+/// One iovec over a caller's buffer.
+fn one(buf: *const c_void, n: size_t) -> iovec {
+    iovec { iov_base: buf as *mut c_void, iov_len: n }
 }
 
-gated_io! {
-    read(fd, buf: *mut c_void, n: size_t) -> ssize_t;
-    write(fd, buf: *const c_void, n: size_t) -> ssize_t;
-    readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t;
-    writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t;
-    recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t;
-    send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t;
-    recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
-    recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t;
-    recvmmsg(fd, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int;
-    __read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t;
-    __recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t;
-    __recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t;
+// Each hook: one or two relaxed loads while nothing is pending and no DNS socket is ours;
+// a DNS socket of `dns::wire`'s goes there (its sends go to its server or are answered, its
+// receives report the server), anything else is gated while its handshake runs.
+macro_rules! io_hook {
+    ($name:ident ( $fd:ident $(, $a:ident : $t:ty)* ) -> $ret:ty; |$ctx:ident| $dns:expr) => {
+        hook! {
+            fn $name($fd: c_int $(, $a: $t)*) -> $ret;
+            fast: !pending::active() && !wire::active();
+            fail: -1, on_panic: EIO;
+            |real, $ctx| {
+                if wire::marked($fd) {
+                    match $dns {
+                        Some(d) => return d,
+                        None => {}
+                    }
+                }
+                pending::gate($fd, $ctx, Gate::Io)
+            }
+        }
+    };
+}
+
+/// A receive on a DNS socket: the byte count, the sender written where the caller wants it.
+///
+/// # Safety
+/// `addr`/`alen`: null, or the caller's address buffer and its length.
+unsafe fn got(fd: c_int, d: Option<Detour<wire::Got>>, addr: *mut sockaddr, alen: *mut socklen_t) -> Option<Detour<ssize_t>> {
+    d.map(|d| match d {
+        Detour::Done(g) => {
+            // SAFETY: forwarded contract.
+            unsafe { wire::write_addr(fd, g.from, addr, alen) };
+            Detour::Done(g.n as ssize_t)
+        }
+        Detour::Fail(e) => Detour::Fail(e),
+        Detour::Wait(w) => Detour::Wait(w),
+        Detour::Return(_, e) => Detour::Fail(e),
+        Detour::Bypass(b) => Detour::Bypass(b),
+    })
+}
+
+io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| wire::send(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
+io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; |ctx| recvmsg_dns(fd, msg, flags, ctx));
+io_hook!(recvmmsg(fd, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int; |ctx| recvmmsg_dns(fd, msgs, vlen, flags, ctx));
+
+/// recvmsg on a DNS socket: the caller's iovecs and control buffer, its msg_flags and
+/// msg_controllen set as the kernel sets them, the sender in msg_name.
+///
+/// # Safety
+/// recvmsg(2)'s contract.
+unsafe fn recvmsg_dns(fd: c_int, msg: *mut msghdr, flags: c_int, ctx: &mut crate::boundary::Ctx) -> Option<Detour<ssize_t>> {
+    // SAFETY: the caller's msghdr (contract); null is the kernel's EFAULT to give.
+    let m = unsafe { msg.as_mut() }?;
+    // SAFETY: the msghdr's buffers are the caller's (contract).
+    let d = unsafe { wire::recv(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags, ctx) }?;
+    Some(match d {
+        Detour::Done(g) => {
+            m.msg_flags = g.flags;
+            m.msg_controllen = g.controllen;
+            // SAFETY: msg_name has msg_namelen writable bytes (contract).
+            unsafe { wire::write_addr(fd, g.from, m.msg_name.cast(), &mut m.msg_namelen) };
+            Detour::Done(g.n as ssize_t)
+        }
+        Detour::Fail(e) | Detour::Return(_, e) => Detour::Fail(e),
+        Detour::Wait(w) => Detour::Wait(w),
+        Detour::Bypass(b) => Detour::Bypass(b),
+    })
+}
+
+/// recvmmsg on a DNS socket: the first datagram as the flags say (waiting if they do), then
+/// whatever is already queued, each reported as recvmsg would.
+///
+/// # Safety
+/// recvmmsg(2)'s contract.
+unsafe fn recvmmsg_dns(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, ctx: &mut crate::boundary::Ctx) -> Option<Detour<c_int>> {
+    if msgs.is_null() || vlen == 0 {
+        return None;
+    }
+    let mut n = 0usize;
+    while n < vlen.min(1024) as usize {
+        let f = if n == 0 { flags & !libc::MSG_WAITFORONE } else { (flags & !libc::MSG_WAITFORONE) | libc::MSG_DONTWAIT };
+        // SAFETY: msgs holds vlen entries (contract).
+        let e = unsafe { &mut *msgs.add(n) };
+        // SAFETY: forwarded contract.
+        match unsafe { recvmsg_dns(fd, &mut e.msg_hdr, f, ctx) }? {
+            Detour::Done(k) => {
+                e.msg_len = k as c_uint;
+                n += 1;
+            }
+            Detour::Wait(w) if n == 0 => return Some(Detour::Wait(w)),
+            Detour::Fail(err) if n == 0 => return Some(Detour::Fail(err)),
+            _ => break,
+        }
+    }
+    Some(Detour::Done(n as c_int))
 }
 
 // The socket is the *destination* of sendfile (out_fd) and either end of splice.

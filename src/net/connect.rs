@@ -33,12 +33,24 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
     if let Some(d) = pending::reconnect(fd) {
         return d;
     }
+    // A DNS socket of ours connected elsewhere (or AF_UNSPEC) is the kernel's again; one
+    // connected to port 53 again is taken again below.
+    crate::dns::wire::forget(fd);
     // Whatever happens next, the socket is no longer fresh from socket(2).
     let known = super::fds::get(fd);
     super::fds::connecting(fd);
     // SAFETY: forwarded from our caller's contract.
     let Some(dest) = (unsafe { sa::read(addr, len) }) else { return direct(fd, addr, len, Bypass::NotApplicable) };
     let target = match decide(dest) {
+        Route::Direct(_) if dest.port() == tsproxy_core::route::DNS_PORT && known & super::fds::FRESH_STREAM == 0 => {
+            // A datagram socket to a DNS server: its tailnet questions are answered here.
+            // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
+            let family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
+            if let Some(d) = crate::dns::wire::connect(fd, dest, family) {
+                return d;
+            }
+            return direct(fd, addr, len, Bypass::NotTailnet);
+        }
         Route::Direct(why) => {
             log!(Debug, "connect fd={fd} {dest} -> direct ({why:?})");
             return direct(fd, addr, len, Bypass::NotTailnet);
@@ -136,6 +148,12 @@ pub unsafe fn getpeername(fd: i32, addr: *mut sockaddr, len: *mut socklen_t, ctx
     }
     if addr.is_null() || len.is_null() {
         return Detour::Bypass(Bypass::NotApplicable);
+    }
+    if let Some(server) = crate::dns::wire::peer(fd) {
+        // A DNS socket whose connection is kept here: its server, as the kernel would say.
+        // SAFETY: addr has *len writable bytes (contract).
+        unsafe { crate::dns::wire::write_addr(fd, server, addr, len) };
+        return Detour::Done(0);
     }
     let Some(e) = super::tunnels::lookup(fd) else { return Detour::Bypass(Bypass::NotOurs) };
     // The capacity is what the caller says *before* any call writes the full length back.

@@ -5,7 +5,8 @@
 //! where noted: a FRESH bit is trusted to mean "this socket has never been connected".
 use std::sync::atomic::{AtomicU8, Ordering};
 
-const N: usize = 65536;
+/// Descriptors the table covers: 0..N.
+pub const N: usize = 65536;
 
 /// Created by socket() as SOCK_STREAM and never passed to connect() since.
 pub const FRESH_STREAM: u8 = 1;
@@ -22,6 +23,10 @@ pub const OURS: u8 = 8;
 /// take its lock — only for such descriptors, so a read() of a file while some socket of the
 /// process handshakes stays a relaxed load away from libc.
 pub const PENDING: u8 = 16;
+
+/// A datagram socket whose DNS tsproxy answers (`dns::wire`): its sends and receives go
+/// through that module.
+pub const DNS: u8 = 32;
 
 static FDS: [AtomicU8; N] = [const { AtomicU8::new(0) }; N];
 
@@ -151,6 +156,20 @@ pub fn set_pending(fd: i32, on: bool) {
         } else {
             s.fetch_and(!PENDING, Ordering::Relaxed);
         }
+    }
+}
+
+/// `fd` is a DNS socket of `dns::wire`'s.
+pub fn mark_dns(fd: i32) {
+    if let Some(s) = slot(fd) {
+        s.fetch_or(DNS, Ordering::Relaxed);
+    }
+}
+
+/// `fd` is no longer one.
+pub fn unmark_dns(fd: i32) {
+    if let Some(s) = slot(fd) {
+        s.fetch_and(!DNS, Ordering::Relaxed);
     }
 }
 

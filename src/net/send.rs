@@ -19,6 +19,9 @@ enum Plan {
     /// TCP Fast Open to a proxied destination: tunnel first (inline), then send.
     FastOpen(tsproxy_core::Target),
     Fail(Errno),
+    /// A DNS question for a tailnet name to this server: answered here (`dns::wire`), never
+    /// sent.
+    Answer(std::net::SocketAddr),
 }
 
 /// A datagram to port 53 asking a tailnet name (`route::tailnet_question`, the rule the
@@ -41,6 +44,35 @@ unsafe fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -
             true
         }
         _ => false, // a stream socket, or not a socket: the kernel answers
+    }
+}
+
+/// Does this send's datagram ask about a tailnet name (`route::tailnet_question`)?
+///
+/// # Safety
+/// As `dns_refused`.
+unsafe fn asks_tailnet(data: DatagramAt) -> bool {
+    // SAFETY: forwarded contract.
+    let Some(bytes) = (unsafe { read_own(data) }) else { return false };
+    let st = state::get();
+    route::tailnet_question(st.routes(), &bytes, |n| st.known_locally(n)).is_some()
+}
+
+/// Answer a DNS question for a tailnet name sent to `server` (`dns::wire`): the send's result.
+///
+/// # Safety
+/// As `dns_refused`.
+unsafe fn answer(fd: c_int, server: std::net::SocketAddr, data: DatagramAt) -> Detour<ssize_t> {
+    // SAFETY: forwarded contract.
+    let Some(bytes) = (unsafe { read_own(data) }) else { return Detour::Fail(Errno(libc::EFAULT)) };
+    match crate::dns::wire::maybe_answer(fd, server, &bytes) {
+        Some(Ok(k)) => Detour::Done(k as ssize_t),
+        Some(Err(e)) => Detour::Fail(e),
+        // Not a datagram socket after all: as before this module answered, the question is
+        // refused rather than sent.
+        // SAFETY: forwarded contract.
+        None if unsafe { dns_refused(fd, server, data) } => Detour::Fail(Errno(libc::ENETUNREACH)),
+        None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
 
@@ -100,7 +132,7 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, 
     };
     let target = match decide(dest) {
         // SAFETY: forwarded contract (`data` is this send's own buffers).
-        Route::Direct(_) if dest.port() == route::DNS_PORT && unsafe { dns_refused(fd, dest, data) } => return Plan::Fail(Errno(libc::ENETUNREACH)),
+        Route::Direct(_) if dest.port() == route::DNS_PORT && unsafe { asks_tailnet(data) } => return Plan::Answer(dest),
         Route::Direct(_) => return Plan::Libc,
         Route::Refuse(e, why) => {
             log!(Error, "send fd={fd} {dest}: refused: {why}");
@@ -155,12 +187,25 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
         };
     }
     if addr.is_null() {
+        if crate::dns::wire::marked(fd) {
+            let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
+            // SAFETY: buf holds n readable bytes (contract).
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, &v, 1, std::ptr::null_mut(), 0, flags) } {
+                return d;
+            }
+        }
         return pending::gate(fd, ctx, Gate::Io);
     }
+    let data = DatagramAt::Buf(buf as u64, n as u64);
     // SAFETY: forwarded contract.
-    match unsafe { plan(fd, flags, addr, alen, DatagramAt::Buf(buf as u64, n as u64)) } {
+    match unsafe { plan(fd, flags, addr, alen, data) } {
         Plan::Libc => direct(fd, buf, n, flags, addr, alen),
         Plan::Fail(e) => Detour::Fail(e),
+        // SAFETY: forwarded contract.
+        Plan::Answer(server) => match unsafe { answer(fd, server, data) } {
+            Detour::Bypass(_) => direct(fd, buf, n, flags, addr, alen),
+            d => d,
+        },
         Plan::FastOpen(target) => {
             let known = super::fds::get(fd);
             super::fds::connecting(fd);
@@ -181,20 +226,31 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
     // SAFETY: msg is the caller's valid msghdr (or null, which libc rejects with EFAULT).
     let Some(m) = (unsafe { msg.as_ref() }) else { return Detour::Bypass(Bypass::NotApplicable) };
     if m.msg_name.is_null() {
+        if crate::dns::wire::marked(fd) {
+            // SAFETY: the msghdr's buffers are readable (contract).
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
+                return d;
+            }
+        }
         return pending::gate(fd, ctx, Gate::Io);
     }
     // SAFETY: msg_name points to msg_namelen bytes (sendmsg's contract).
     match unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen, iov_of(m)) } {
         Plan::Libc => Detour::Bypass(Bypass::NotTailnet),
         Plan::Fail(e) => Detour::Fail(e),
+        // SAFETY: the msghdr's buffers are readable (contract).
+        Plan::Answer(server) => unsafe { answer(fd, server, iov_of(m)) },
         // TCP Fast Open through sendmsg: rare enough to refuse rather than emulate (the
         // kernel's own answer for a socket that cannot do it is EOPNOTSUPP).
         Plan::FastOpen(_) => Detour::Fail(Errno(libc::EOPNOTSUPP)),
     }
 }
 
-/// sendmmsg(2): every destination is checked; the messages before the first proxied one are
-/// sent (as the kernel reports a partial batch), a proxied first one fails the call.
+/// sendmmsg(2): every destination is checked. When every message is the kernel's, the call is;
+/// otherwise the messages are sent one by one (each `msg_len` set as the kernel sets it): a
+/// DNS question for a tailnet name answered here, a message on a DNS socket of ours to its
+/// server, the others by the kernel; the messages before the first refused one are sent (as
+/// the kernel reports a partial batch), a refused first one fails the call.
 ///
 /// # Safety
 /// sendmmsg(2)'s contract.
@@ -202,34 +258,61 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
     if msgs.is_null() || vlen == 0 {
         return Detour::Bypass(Bypass::NotApplicable);
     }
+    let ours = crate::dns::wire::marked(fd);
+    let n = vlen.min(1024) as usize;
     let mut named = false;
-    for i in 0..vlen.min(1024) as usize {
+    let mut plans = Vec::with_capacity(n);
+    for i in 0..n {
         // SAFETY: msgs holds vlen entries (contract).
         let m = unsafe { &(*msgs.add(i)).msg_hdr };
         if m.msg_name.is_null() {
+            plans.push(None);
             continue;
         }
         named = true;
         // SAFETY: msg_name points to msg_namelen bytes (contract).
-        match unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen, iov_of(m)) } {
-            Plan::Libc => {}
-            other => {
-                if i == 0 {
-                    return Detour::Fail(match other {
-                        Plan::Fail(e) => e,
-                        _ => Errno(libc::EOPNOTSUPP),
-                    });
-                }
-                let f = real!(sendmmsg: fn(c_int, *mut mmsghdr, c_uint, c_int) -> c_int);
-                // SAFETY: the caller's array, cut before the first message we refuse.
-                return crate::boundary::passed(unsafe { f(fd, msgs, i as c_uint, flags) });
+        plans.push(Some(unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen, iov_of(m)) }));
+    }
+    if plans.iter().all(|p| matches!(p, Some(Plan::Libc) | None)) && !ours {
+        if named {
+            return Detour::Bypass(Bypass::NotTailnet);
+        }
+        return pending::gate(fd, ctx, Gate::Io);
+    }
+    let mut sent = 0usize;
+    for (i, p) in plans.into_iter().enumerate() {
+        // SAFETY: msgs holds vlen entries (contract).
+        let e = unsafe { &mut *msgs.add(i) };
+        let m = &e.msg_hdr;
+        let d: Detour<ssize_t> = match p {
+            // SAFETY: the msghdr's buffers are readable (contract).
+            None if ours => unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
+                .unwrap_or(Detour::Fail(Errno(libc::EDESTADDRREQ))),
+            None | Some(Plan::Libc) => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
+                Ok(k) => Detour::Done(k as ssize_t),
+                Err(err) => Detour::Fail(Errno::of(&err)),
+            },
+            // SAFETY: the msghdr's buffers are readable (contract).
+            Some(Plan::Answer(server)) => match unsafe { answer(fd, server, iov_of(m)) } {
+                Detour::Bypass(_) => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
+                    Ok(k) => Detour::Done(k as ssize_t),
+                    Err(err) => Detour::Fail(Errno::of(&err)),
+                },
+                d => d,
+            },
+            Some(Plan::Fail(err)) => Detour::Fail(err),
+            Some(Plan::FastOpen(_)) => Detour::Fail(Errno(libc::EOPNOTSUPP)),
+        };
+        match d {
+            Detour::Done(k) => {
+                e.msg_len = k as c_uint;
+                sent += 1;
             }
+            Detour::Fail(err) if sent == 0 => return Detour::Fail(err),
+            _ => break,
         }
     }
-    if named {
-        return Detour::Bypass(Bypass::NotTailnet);
-    }
-    pending::gate(fd, ctx, Gate::Io)
+    Detour::Done(sent as c_int)
 }
 
 /// Where a msghdr's bytes are.

@@ -1,0 +1,467 @@
+//! DNS spoken by the program itself, over UDP to port 53 (c-ares in gRPC, node and aria2, dig,
+//! dnspython, libuv): a query for a tailnet name is answered here, with the placeholders
+//! `getaddrinfo` gives, and never reaches the server; every other query goes to the server
+//! unchanged, by the kernel, on the program's own socket.
+//!
+//! The answer must reach the program's socket *as the server's reply* (stub resolvers drop a
+//! reply from any other address: c-ares and musl compare it with the server's). Nothing
+//! unprivileged can send a datagram from the server's address, so the answer is sent from a
+//! socket of ours on loopback (the injector) to the program's socket — it arrives in the
+//! socket's own queue, so every poll/epoll/select sees it as it sees any datagram — and the
+//! receiving calls of such sockets report it as coming from the server it answers for.
+//!
+//! Two kinds of socket:
+//! - **unconnected** (`sendto`/`sendmsg`/`sendmmsg` to `server:53`, musl- or dnspython-style):
+//!   the socket stays the kernel's; it enters the table with the first answer, which queues the
+//!   address the answer stands for; its receiving calls rewrite the injector's address to it,
+//!   and pass every other datagram through untouched.
+//! - **connected** to `server:53` (`connect` then `send`/`write`, c-ares- and libuv-style): a
+//!   connected UDP socket takes datagrams from its peer only, so the connection is kept here
+//!   instead of in the kernel: the socket is bound (as connect would) but not connected, its
+//!   sends without an address go to the server with `sendto`, its receives take the server's
+//!   datagrams and our answers and drop any other sender's (as the kernel's filter would), and
+//!   `getpeername` names the server. Cost for the program: an ICMP "port unreachable" from the
+//!   server is no longer reported on the socket (its query times out instead).
+//!
+//! Limits (README): descriptors at 65536 and above are not kept (the per-fd byte table ends
+//! there; such a socket is connected by the kernel, and a tailnet question on it refused); a
+//! dup of a connected socket, or one inherited over exec, is the kernel's (its sends without an
+//! address fail with EDESTADDRREQ); DNS over TCP is not answered.
+use crate::boundary::{Ctx, Detour, Wait};
+use crate::net::fds;
+use crate::spin::SpinLock;
+use crate::state;
+use libc::{c_int, c_void, iovec, msghdr, sockaddr, socklen_t, ssize_t};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tsproxy_core::{dns, route, sockaddr as sa, sys, syscall, Errno};
+
+/// A socket whose DNS we answer.
+struct Sock {
+    ino: u64,
+    /// The server it is "connected" to (kept here, not in the kernel).
+    peer: Option<SocketAddr>,
+    /// For each answer still in its queue, in order: the server it answers for.
+    owed: VecDeque<SocketAddr>,
+}
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static TABLE: SpinLock<BTreeMap<i32, Sock>> = SpinLock::new(BTreeMap::new());
+/// The injectors: fd << 16 | port, 0 until made.
+static INJ4: AtomicU64 = AtomicU64::new(0);
+static INJ6: AtomicU64 = AtomicU64::new(0);
+/// Most answers remembered per socket (a program that never reads them: the oldest go).
+const OWED_MAX: usize = 64;
+
+pub fn lock_for_fork() {
+    TABLE.hold_for_fork();
+}
+
+pub fn unlock_after_fork() {
+    TABLE.release_after_fork();
+}
+
+/// Does any socket of this process have DNS answered by us? (The I/O hooks' fast check.)
+pub fn active() -> bool {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+/// Is `fd` (probably) one of ours? The byte table's flag; confirmed against the table.
+pub fn marked(fd: c_int) -> bool {
+    active() && fds::get(fd) & fds::DNS != 0
+}
+
+fn inode(fd: c_int) -> Option<u64> {
+    crate::net::pending::table::inode(fd)
+}
+
+/// The answer for a DNS message sent to port 53 that asks about a tailnet name (the rule every
+/// send to port 53 is judged by: `route::tailnet_question`), or None: the server gets it.
+/// A plain query for one tailnet name gets its placeholder (A, AAAA) or NOERROR without data
+/// (other types), as `getaddrinfo` and the supervisor's responder answer; anything else that
+/// mentions a tailnet name SERVFAIL (FORMERR when its questions cannot be read whole).
+pub fn answer_for(msg: &[u8]) -> Option<Vec<u8>> {
+    let st = state::get();
+    let name = route::tailnet_question(st.routes(), msg, |n| st.known_locally(n))?;
+    if let Some(q) = dns::parse_query(msg) {
+        if st.routes().is_tailnet_name(&q.name, |n| st.known_locally(n)) {
+            if let Some(Ok(slot)) = super::tailnet_slot(&q.name) {
+                crate::log::log!(Debug, "dns query {} type {} -> tailnet name, answered here", q.name, q.qtype);
+                return Some(dns::answer_placeholder(msg, &q, Some(slot)));
+            }
+        }
+    }
+    let mut qs = dns::questions(msg);
+    let complete = qs.by_ref().count() > 0 && qs.complete();
+    crate::log::log!(Info, "dns: a question for tailnet name {name:?} that is not a plain query: {}, not sent", if complete { "SERVFAIL" } else { "FORMERR" });
+    dns::error_response(msg, if complete { 2 } else { 1 })
+}
+
+/// The injector for answers to a socket of `family`: (fd, its address).
+fn injector(v6: bool) -> Option<(c_int, SocketAddr)> {
+    let cell = if v6 { &INJ6 } else { &INJ4 };
+    let ip = if v6 { IpAddr::V6(Ipv6Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::LOCALHOST) };
+    let v = cell.load(Ordering::Acquire);
+    if v != 0 {
+        return Some(((v >> 16) as c_int, SocketAddr::new(ip, v as u16)));
+    }
+    let fam = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+    let fd = syscall!(SYS_socket, fam, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0).ok()? as c_int;
+    let fd = fds::move_high(fd);
+    let bound = sa::encode(SocketAddr::new(ip, 0), fam)
+        .and_then(|(s, l)| syscall!(SYS_bind, fd, &s as *const libc::sockaddr_storage, l).ok())
+        .and_then(|_| local_addr(fd));
+    let Some(me) = bound else {
+        fds::release_ours(fd);
+        return None;
+    };
+    let packed = (fd as u64) << 16 | me.port() as u64;
+    match cell.compare_exchange(0, packed, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some((fd, me)),
+        Err(theirs) => {
+            fds::release_ours(fd);
+            Some(((theirs >> 16) as c_int, SocketAddr::new(ip, theirs as u16)))
+        }
+    }
+}
+
+/// Is `from` one of our injectors?
+fn from_injector(from: SocketAddr) -> bool {
+    let ip = tsproxy_core::cidr::unmap(from.ip());
+    let (cell, lo) = match ip {
+        IpAddr::V4(_) => (&INJ4, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        IpAddr::V6(_) => (&INJ6, IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    };
+    let v = cell.load(Ordering::Acquire);
+    v != 0 && ip == lo && from.port() == v as u16
+}
+
+fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut l as *mut socklen_t).ok()?;
+    // SAFETY: the kernel wrote l bytes of an address into st.
+    unsafe { sa::read((&st as *const libc::sockaddr_storage).cast(), l) }
+}
+
+/// The socket's family (its own address's: AF_INET6 for a dual-stack socket).
+fn family(fd: c_int) -> Option<c_int> {
+    sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()
+}
+
+/// Bind an unbound socket to the wildcard address of its family, port 0 (what the kernel does
+/// for a first send or a connect), so it has a port our answer can be sent to.
+fn ensure_bound(fd: c_int, fam: c_int) -> Option<SocketAddr> {
+    let me = local_addr(fd)?;
+    if me.port() != 0 {
+        return Some(me);
+    }
+    let any = if fam == libc::AF_INET6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+    let (s, l) = sa::encode(SocketAddr::new(any, 0), fam)?;
+    syscall!(SYS_bind, fd, &s as *const libc::sockaddr_storage, l).ok()?;
+    local_addr(fd)
+}
+
+/// Put `answer` in `fd`'s receive queue, to be reported as coming from `server`. False when it
+/// could not be done (the caller fails the send: the question must not go out either).
+fn inject(fd: c_int, server: SocketAddr, answer: &[u8]) -> bool {
+    let Some(fam) = family(fd) else { return false };
+    let Some(me) = ensure_bound(fd, fam) else { return false };
+    let Some(ino) = inode(fd) else { return false };
+    let v6 = fam == libc::AF_INET6;
+    let Some((inj, _)) = injector(v6) else { return false };
+    // Where to: the socket's own address, or loopback for a wildcard one.
+    let to_ip = match me.ip() {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let Some((to, tl)) = sa::encode(SocketAddr::new(to_ip, me.port()), if v6 { libc::AF_INET6 } else { libc::AF_INET }) else { return false };
+    {
+        crate::fork::arm();
+        let mut t = TABLE.lock();
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new() });
+        if s.ino != ino {
+            *s = Sock { ino, peer: None, owed: VecDeque::new() };
+        }
+        if s.owed.len() >= OWED_MAX {
+            s.owed.pop_front();
+        }
+        s.owed.push_back(server);
+    }
+    fds::mark_dns(fd);
+    ACTIVE.store(true, Ordering::Release);
+    let sent = syscall!(SYS_sendto, inj, answer.as_ptr(), answer.len(), libc::MSG_DONTWAIT, &to as *const libc::sockaddr_storage, tl);
+    if sent.is_err() {
+        if let Some(s) = TABLE.lock().get_mut(&fd) {
+            s.owed.pop_back();
+        }
+        return false;
+    }
+    true
+}
+
+/// A datagram the program sends to `server` (port 53, not a tailnet destination): answered
+/// here when it asks about a tailnet name. Some(result) when it was (the byte count, as a
+/// send reports it), None when it goes to the server.
+pub fn maybe_answer(fd: c_int, server: SocketAddr, msg: &[u8]) -> Option<Result<usize, Errno>> {
+    let answer = answer_for(msg)?;
+    match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Ok(ty) if ty == libc::SOCK_DGRAM => {}
+        // A stream socket (DNS over TCP is not answered: README, Limitations), or not a socket:
+        // the caller decides.
+        _ => return None,
+    }
+    if inject(fd, server, &answer) {
+        Some(Ok(msg.len()))
+    } else {
+        crate::log::log!(Error, "dns: could not answer a query for a tailnet name on fd={fd}; refused (it never goes to {server})");
+        Some(Err(Errno(libc::ENETUNREACH)))
+    }
+}
+
+/// connect() of a datagram socket to `server:53`: kept here (see the module docs). Some: we
+/// answered connect; None: the kernel connects (not a datagram socket, or a descriptor past
+/// the byte table).
+pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) -> Option<Detour<c_int>> {
+    if fd < 0 || fd as usize >= fds::N || server.port() != route::DNS_PORT {
+        return None;
+    }
+    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()? != libc::SOCK_DGRAM {
+        return None;
+    }
+    let sfam = family(fd)?;
+    if sfam != fam || (sfam != libc::AF_INET && sfam != libc::AF_INET6) {
+        return None; // the kernel says what is wrong with the address
+    }
+    // A connected socket first goes back to unconnected (the kernel's AF_UNSPEC connect),
+    // keeping its port: from here on the connection is ours.
+    if sys::is_connected(fd) {
+        sys::disconnect(fd);
+    }
+    ensure_bound(fd, sfam)?;
+    let ino = inode(fd)?;
+    crate::fork::arm();
+    {
+        let mut t = TABLE.lock();
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new() });
+        if s.ino != ino {
+            *s = Sock { ino, peer: None, owed: VecDeque::new() };
+        }
+        s.peer = Some(server);
+    }
+    fds::mark_dns(fd);
+    ACTIVE.store(true, Ordering::Release);
+    crate::log::log!(Debug, "connect fd={fd} {server} -> a DNS socket; tailnet questions answered here");
+    Some(Detour::Done(0))
+}
+
+/// connect() on a socket of ours to somewhere else (or AF_UNSPEC): it is the kernel's again.
+pub fn forget(fd: c_int) {
+    if marked(fd) {
+        TABLE.lock().remove(&fd);
+        fds::unmark_dns(fd);
+    }
+}
+
+/// The server `fd` is "connected" to, if it is ours and still the same socket.
+pub fn peer(fd: c_int) -> Option<SocketAddr> {
+    if !marked(fd) {
+        return None;
+    }
+    let ino = inode(fd)?;
+    let t = TABLE.lock();
+    let s = t.get(&fd)?;
+    (s.ino == ino).then_some(s.peer).flatten()
+}
+
+/// Is `fd` ours, still the same socket? (Any kind.)
+fn is_ours(fd: c_int) -> bool {
+    if !marked(fd) {
+        return false;
+    }
+    let Some(ino) = inode(fd) else { return false };
+    TABLE.lock().get(&fd).is_some_and(|s| s.ino == ino)
+}
+
+/// The bytes of a send, gathered from its iovecs (at most a datagram's worth).
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs, each of readable memory.
+unsafe fn gather(iov: *const iovec, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for i in 0..n.min(1024) {
+        // SAFETY: the caller's contract.
+        let v = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        let take = v.iov_len.min(sys::DATAGRAM_MAX.saturating_sub(out.len()));
+        if !v.iov_base.is_null() && take > 0 {
+            // SAFETY: the caller's contract: iov_base holds iov_len readable bytes.
+            out.extend_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, take) });
+        }
+    }
+    out
+}
+
+/// A send without an address on a socket of ours (write, send, writev, sendmsg with no name,
+/// sendto with none): to its server, or answered here. None: not one of our connected ones.
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs; `control`/`clen` are the caller's msghdr control data (or
+/// null/0).
+pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int) -> Option<Detour<ssize_t>> {
+    let server = peer(fd)?;
+    // SAFETY: the caller's contract.
+    let bytes = unsafe { gather(iov, n) };
+    if let Some(r) = maybe_answer(fd, server, &bytes) {
+        return Some(match r {
+            Ok(k) => Detour::Done(k as ssize_t),
+            Err(e) => Detour::Fail(e),
+        });
+    }
+    let fam = family(fd).unwrap_or(libc::AF_INET);
+    let Some((mut to, tl)) = sa::encode(server, fam) else { return Some(Detour::Fail(Errno(libc::EDESTADDRREQ))) };
+    let total: usize = (0..n.min(1024))
+        // SAFETY: the caller's contract (n readable iovecs).
+        .map(|i| unsafe { std::ptr::read_unaligned(iov.add(i)) }.iov_len)
+        .fold(0usize, |a, b| a.saturating_add(b));
+    let r = if control.is_null() && total <= bytes.len() {
+        // The whole datagram was gathered: one sendto, marked under the supervisor (its filter
+        // lets it through: decided here already).
+        let to_ptr = (&to as *const libc::sockaddr_storage).cast::<sockaddr>();
+        if state::get().supervisor_dns.is_some() {
+            sys::sendto_marked(fd, bytes.as_ptr().cast(), bytes.len(), flags, to_ptr, tl)
+        } else {
+            syscall!(SYS_sendto, fd, bytes.as_ptr(), bytes.len(), flags, to_ptr, tl).map(|k| k as usize)
+        }
+    } else {
+        // Control data, or more than a datagram's worth: sendmsg as given, with the server.
+        // SAFETY: all-zero is a valid msghdr.
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
+        m.msg_name = (&mut to as *mut libc::sockaddr_storage).cast();
+        m.msg_namelen = tl;
+        m.msg_iov = iov as *mut iovec;
+        m.msg_iovlen = n;
+        m.msg_control = control;
+        m.msg_controllen = clen;
+        syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags).map(|k| k as usize)
+    };
+    Some(match r {
+        Ok(k) => Detour::Done(k as ssize_t),
+        Err(e) => Detour::Fail(Errno::of(&e)),
+    })
+}
+
+/// What a receive on a socket of ours got.
+pub struct Got {
+    /// Bytes (or, with MSG_TRUNC, the datagram's real length), as recvmsg returns.
+    pub n: usize,
+    /// msg_flags.
+    pub flags: c_int,
+    /// Where it is reported to come from.
+    pub from: SocketAddr,
+    /// The length of the control data written.
+    pub controllen: usize,
+}
+
+/// A receive on `fd`. None: not ours (the kernel answers the caller's call as it is). Waits
+/// for a blocking socket at the boundary (a cancellation point), never in the kernel.
+///
+/// # Safety
+/// `iov` holds `n` writable iovecs; `control` has `clen` writable bytes (or is null).
+pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int, ctx: &mut Ctx) -> Option<Detour<Got>> {
+    if !is_ours(fd) {
+        return None;
+    }
+    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) {
+        return Some(Detour::Fail(Errno(libc::EINTR)));
+    }
+    let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
+    for _ in 0..1024 {
+        // SAFETY: all-zero is a valid sockaddr_storage / msghdr.
+        let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
+        m.msg_name = (&mut from as *mut libc::sockaddr_storage).cast();
+        m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+        m.msg_iov = iov as *mut iovec;
+        m.msg_iovlen = n;
+        m.msg_control = control;
+        m.msg_controllen = clen;
+        let k = match syscall!(SYS_recvmsg, fd, &mut m as *mut msghdr, flags | libc::MSG_DONTWAIT) {
+            Ok(k) => k as usize,
+            Err(e) if blocking && e.raw_os_error() == Some(libc::EAGAIN) => {
+                let timeout = sys::sock_timeout(fd, libc::SO_RCVTIMEO);
+                let start = *ctx.start.get_or_insert_with(std::time::Instant::now);
+                let left = match timeout {
+                    Some(t) => {
+                        let left = t.saturating_sub(start.elapsed());
+                        if left.is_zero() {
+                            return Some(Detour::Fail(Errno(libc::EAGAIN)));
+                        }
+                        left.as_millis().clamp(1, i32::MAX as u128) as c_int
+                    }
+                    None => -1,
+                };
+                return Some(Detour::Wait(Wait { fds: crate::net::pending::wake::one(fd, libc::POLLIN), n: 1, timeout_ms: left, sigmask: std::ptr::null() }));
+            }
+            Err(e) => return Some(Detour::Fail(Errno::of(&e))),
+        };
+        // SAFETY: the kernel wrote msg_namelen bytes of the sender's address.
+        let src = unsafe { sa::read((&from as *const libc::sockaddr_storage).cast(), m.msg_namelen) };
+        let Some(src) = src else {
+            return Some(Detour::Done(Got {
+                n: k,
+                flags: m.msg_flags,
+                from: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+                controllen: m.msg_controllen,
+            }));
+        };
+        let mut t = TABLE.lock();
+        let Some(s) = t.get_mut(&fd) else { return None };
+        if from_injector(src) {
+            let server = if flags & libc::MSG_PEEK != 0 { s.owed.front().copied() } else { s.owed.pop_front() };
+            let server = server.or(s.peer).unwrap_or(src);
+            return Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: server, controllen: m.msg_controllen }));
+        }
+        match s.peer {
+            // A "connected" socket takes its server's datagrams only, as the kernel's would.
+            Some(p) if !same(p, src) => {
+                drop(t);
+                if flags & libc::MSG_PEEK != 0 {
+                    let mut scratch = [0u8; 1];
+                    let _ = syscall!(SYS_recvfrom, fd, scratch.as_mut_ptr(), 1usize, libc::MSG_DONTWAIT, 0usize, 0usize);
+                }
+                continue;
+            }
+            _ => return Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: src, controllen: m.msg_controllen })),
+        }
+    }
+    Some(Detour::Fail(Errno(libc::EAGAIN)))
+}
+
+/// Are these the same endpoint (an IPv4 server seen through a dual-stack socket as v4-mapped)?
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && tsproxy_core::cidr::unmap(a.ip()) == tsproxy_core::cidr::unmap(b.ip())
+}
+
+/// Write `from` into a caller's address buffer of `*len` bytes as the kernel does: truncated to
+/// the buffer, the full length reported. The family of the socket decides the form (a v4
+/// server on a dual-stack socket is reported v4-mapped).
+///
+/// # Safety
+/// `addr` is null or has `*len` writable bytes; `len` is null or valid.
+pub unsafe fn write_addr(fd: c_int, from: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) {
+    if addr.is_null() || len.is_null() {
+        return;
+    }
+    let fam = family(fd).unwrap_or(libc::AF_INET);
+    let Some((st, l)) = sa::encode(from, fam) else { return };
+    // SAFETY: the caller's contract.
+    unsafe {
+        let cap = (*len as usize).min(l as usize);
+        std::ptr::copy_nonoverlapping((&st as *const libc::sockaddr_storage).cast::<u8>(), addr.cast::<u8>(), cap);
+        *len = l;
+    }
+}
