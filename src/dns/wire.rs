@@ -419,7 +419,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
             }));
         };
         let mut t = TABLE.lock();
-        let Some(s) = t.get_mut(&fd) else { return None };
+        let s = t.get_mut(&fd)?;
         if from_injector(src) {
             let server = if flags & libc::MSG_PEEK != 0 { s.owed.front().copied() } else { s.owed.pop_front() };
             let server = server.or(s.peer).unwrap_or(src);
