@@ -13,7 +13,9 @@
 //! regular file with one link): another user can neither read nor write what our placeholders
 //! mean. A `/tmp/tsproxy-<euid>` made by somebody else (squatted) is never used: the process
 //! then keeps its names to itself (`state()` says why; the library logs it once), which costs
-//! only the sharing, never a wrong destination.
+//! only the sharing, never a wrong destination. A program in secure execution (setuid, setgid,
+//! file capabilities: `AT_SECURE`) only reads an existing registry of its euid: another user
+//! running it can make it neither create nor write a file.
 //!
 //! The location depends on nothing but the euid and the file system — not on the environment,
 //! which differs between a login shell, cron and sshd — so every process of the user finds
@@ -33,7 +35,7 @@
 //! killed while writing a name leaves one entry busy for ever (that slot is then skipped).
 //! Only the same user can write the file; its contents are checked all the same (a name read
 //! back must be a host name) before anything is sent to a proxy.
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Entries in the file. 65,536 × [`ENTRY`] bytes: a 17 MiB sparse file whose pages are touched
 /// only as names arrive.
@@ -46,12 +48,14 @@ const HEADER: usize = 64;
 const SIZE: usize = HEADER + ENTRIES * ENTRY;
 const MAGIC: u64 = u64::from_le_bytes(*b"TSPXNM01");
 /// How far a slot's probe sequence goes: past it the registry counts as full for that slot.
-const PROBE: usize = 4096;
+const PROBE: usize = 256;
 
 /// The mapping: null until opened (or when unavailable: see `STATE`).
 static BASE: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 /// 0 not tried, 1 ready, 2 unavailable.
 static STATE: AtomicU8 = AtomicU8::new(0);
+/// Secure execution: the registry is read, never written or created.
+static READ_ONLY: AtomicBool = AtomicBool::new(false);
 /// Why it is unavailable (an index into `WHY`).
 static WHY_AT: AtomicU8 = AtomicU8::new(0);
 const WHY: [&str; 8] = [
@@ -112,8 +116,14 @@ fn fail(why: u8) -> Option<*mut u8> {
 /// size, setting the magic number by compare-and-swap — gives the same result done twice).
 fn open() -> Option<*mut u8> {
     use crate::syscall;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    // SAFETY: geteuid and getauxval have no preconditions and cannot fail.
+    let (euid, secure) = unsafe { (libc::geteuid(), libc::getauxval(libc::AT_SECURE) != 0) };
+    if secure {
+        // A setuid/setgid/file-capability program run by another user: that user must not make
+        // it create or write a file (README, Threat model). It reads an existing registry of
+        // its euid, and gives names of its own only in its own memory.
+        READ_ONLY.store(true, Ordering::Relaxed);
+    }
     let private_dir = |fd: i32| -> bool {
         // SAFETY: all-zero is a valid `stat`; fstat fills it for a valid fd.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -133,7 +143,9 @@ fn open() -> Option<*mut u8> {
                 let _ = syscall!(SYS_close, fd);
             }
             let tmp = std::ffi::CString::new(format!("/tmp/tsproxy-{euid}")).ok()?;
-            let _ = syscall!(SYS_mkdirat, libc::AT_FDCWD, tmp.as_ptr(), 0o700);
+            if !secure {
+                let _ = syscall!(SYS_mkdirat, libc::AT_FDCWD, tmp.as_ptr(), 0o700);
+            }
             let Some(fd) = open_dir(&tmp) else { return fail(1) };
             if !private_dir(fd) {
                 let _ = syscall!(SYS_close, fd);
@@ -142,7 +154,8 @@ fn open() -> Option<*mut u8> {
             (fd, c"names")
         }
     };
-    let f = syscall!(SYS_openat, dir, file.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600);
+    let mode = if secure { libc::O_RDONLY } else { libc::O_RDWR | libc::O_CREAT };
+    let f = syscall!(SYS_openat, dir, file.as_ptr(), mode | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600);
     let _ = syscall!(SYS_close, dir);
     let Ok(f) = f.map(|f| f as i32) else { return fail(4) };
     let done = |why: u8| {
@@ -159,18 +172,19 @@ fn open() -> Option<*mut u8> {
     {
         return done(3);
     }
-    if (st.st_size as usize) < SIZE && syscall!(SYS_ftruncate, f, SIZE).is_err() {
+    if (st.st_size as usize) < SIZE && (secure || syscall!(SYS_ftruncate, f, SIZE).is_err()) {
         return done(4);
     }
-    let p = syscall!(SYS_mmap, 0usize, SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f, 0usize);
+    let prot = if secure { libc::PROT_READ } else { libc::PROT_READ | libc::PROT_WRITE };
+    let p = syscall!(SYS_mmap, 0usize, SIZE, prot, libc::MAP_SHARED, f, 0usize);
     let _ = syscall!(SYS_close, f);
     let Ok(p) = p.map(|p| p as *mut u8) else { return fail(5) };
     // SAFETY: the mapping is SIZE bytes, page-aligned, so its first 8 bytes are an aligned u64
     // shared with other processes only through atomic operations.
     let magic = unsafe { &*(p as *const AtomicU64) };
-    let m = match magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => MAGIC,
-        Err(m) => m,
+    let m = match magic.load(Ordering::Acquire) {
+        0 if !secure => magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire).unwrap_or_else(|m| m),
+        m => m,
     };
     if m != MAGIC {
         let _ = syscall!(SYS_munmap, p, SIZE);
@@ -247,8 +261,16 @@ pub fn find(slot: u32) -> Option<String> {
 }
 
 /// Give `slot` to `name` (already normalized and checked: a host name) unless it has a name.
+/// Read-only (secure execution): what the registry says, never a new entry.
 pub fn claim(slot: u32, name: &str) -> Claim {
     let Some(base) = base() else { return Claim::Unavailable };
+    if READ_ONLY.load(Ordering::Relaxed) {
+        return match find(slot) {
+            Some(n) if n == name => Claim::Ours,
+            Some(n) => Claim::Taken(n),
+            None => Claim::Unavailable,
+        };
+    }
     let Some(key) = slot.checked_add(1).filter(|k| k & BUSY == 0) else { return Claim::Unavailable };
     if name.len() > crate::names::MAX_NAME_LEN {
         return Claim::Unavailable;
