@@ -112,6 +112,26 @@ int main(int argc, char **argv) {
     } else {
         return 2;
     }
-    printf("ret=%ld\nerrno=%s\n", ret, h_en(ret < 0 ? errno : 0));
+    int e = ret < 0 ? errno : 0;
+    printf("ret=%ld\nerrno=%s\n", ret, h_en(e));
+    if (ret > 0 && strcmp(argv[1], "connect")) {
+        /* Replies, as a stub reads them: recvfrom with the sender's address (300 ms each). */
+        for (int i = 0; i < (strcmp(argv[1], "sendmmsg") ? 1 : 2); i++) {
+            unsigned char r[1500];
+            struct sockaddr_in from;
+            socklen_t fl = sizeof from;
+            struct pollfd pf = { fd, POLLIN, 0 };
+            if (poll(&pf, 1, 300) != 1) break;
+            long k = recvfrom(fd, r, sizeof r, 0, (struct sockaddr *)&from, &fl);
+            if (k < 12) break;
+            char ip[64] = "?";
+            inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
+            int an = r[6] << 8 | r[7];
+            char addr[64] = "none";
+            if (an && k >= 18 && r[k - 6] == 0 && r[k - 5] == 4) inet_ntop(AF_INET, r + k - 4, addr, sizeof addr);
+            else if (an && k >= 30 && r[k - 18] == 0 && r[k - 17] == 16) inet_ntop(AF_INET6, r + k - 16, addr, sizeof addr);
+            printf("reply%d=id:%02x%02x rcode:%d an:%d from:%s:%d addr:%s\n", i, r[0], r[1], r[3] & 15, an, ip, ntohs(from.sin_port), addr);
+        }
+    }
     return 0;
 }

@@ -371,7 +371,6 @@ fn item11_setuid_program_with_preload_ignores_a_hostile_environment() {
         c.arg(&dir).arg(bin).args([hostile_name, "peer-1", "8080"]);
         bounded(c, 20)
     };
-    let before = tree(&dir);
     // Controls: the same program, not setuid and run by root (no secure execution), obeys the
     // environment: with the whole hostile set the tailnet name is not reached; with the log and
     // proxy variables alone the log file appears and the bogus proxy refuses.
@@ -388,6 +387,10 @@ fn item11_setuid_program_with_preload_ignores_a_hostile_environment() {
     let raw_newline = log.contains("\nTSPROXY-INJECTED");
     eprintln!("[adv] item11 control (not setuid, root): log file {} bytes, connect=ECONNREFUSED via the bogus proxy", log.len());
     std::fs::remove_file(dir.join("tmp/control.log")).unwrap();
+    // The controls (root, not secure) made root's name registry in the chroot's /tmp, as any
+    // process of root may; the setuid runs must neither create nor change any file.
+    let _ = std::fs::remove_dir_all(dir.join("tmp/tsproxy-0"));
+    let before = tree(&dir);
     // The attack: an unprivileged uid runs the setuid-root program with the same environment,
     // aiming the log at root's files.
     for target in ["/root/.bashrc", "/etc/created-by-tsproxy", "/root/new", "/tmp/user.log"] {

@@ -53,12 +53,39 @@ pub fn failed(dest: SocketAddr, e: Errno) {
     RECENT[index(slot, port)].store(w, Ordering::Relaxed);
 }
 
+/// A connect to the placeholder `dest` succeeded: a later abandonment of the other family's
+/// attempt (the loser of a happy-eyeballs race, closed by the program) speaks for nothing.
+pub fn succeeded(dest: SocketAddr) {
+    let Some((slot, port, fam)) = key(dest) else { return };
+    let w = (slot as u64) << 40 | (port as u64) << 24 | fam << 23 | (now_units() & 0x7fff);
+    RECENT[index(slot, port)].store(w, Ordering::Relaxed);
+}
+
+/// The program closed a connect to the placeholder `dest` that had been waiting at the proxy
+/// for `waited` (its own timeout ran out: Python's `create_connection(timeout=)`, curl's
+/// `--connect-timeout`). When that is long (at least half a second) and the other family's
+/// attempt has not just succeeded, the other family's placeholder would wait as long for the
+/// same name: it times out at once instead (`ETIMEDOUT`), so trying both addresses in turn
+/// does not double the program's timeout.
+pub fn abandoned(dest: SocketAddr, waited: std::time::Duration) {
+    if waited < std::time::Duration::from_millis(500) {
+        return;
+    }
+    let Some((slot, port, fam)) = key(dest) else { return };
+    let w = RECENT[index(slot, port)].load(Ordering::Relaxed);
+    let fresh = w != 0 && (w >> 40) as u32 == slot && (w >> 24) as u16 == port && (now_units().wrapping_sub(w) & 0x7fff) * UNIT_MS < WINDOW_MS;
+    if fresh && (w >> 15) & 0xff == 0 && (w >> 23) & 1 != fam {
+        return; // the other family connected just now
+    }
+    failed(dest, Errno(libc::ETIMEDOUT));
+}
+
 /// The errno a connect to the placeholder `dest` gets at once, because the other family's
 /// placeholder of the same name and port failed with it within [`WINDOW_MS`].
 pub fn fresh_failure(dest: SocketAddr) -> Option<Errno> {
     let (slot, port, fam) = key(dest)?;
     let w = RECENT[index(slot, port)].load(Ordering::Relaxed);
-    if w == 0 || (w >> 40) as u32 != slot || (w >> 24) as u16 != port || (w >> 23) & 1 == fam {
+    if w == 0 || (w >> 40) as u32 != slot || (w >> 24) as u16 != port || (w >> 23) & 1 == fam || (w >> 15) & 0xff == 0 {
         return None;
     }
     let age = (now_units().wrapping_sub(w) & 0x7fff) * UNIT_MS;
@@ -85,6 +112,18 @@ mod tests {
         failed(v6, Errno(libc::ETIMEDOUT));
         assert_eq!(fresh_failure(v4), Some(Errno(libc::ETIMEDOUT)));
         assert_eq!(fresh_failure("100.64.0.2:8080".parse().unwrap()), None);
+        // A long wait abandoned by the program: the other family times out at once; unless
+        // the other family has just connected (a happy-eyeballs loser closed).
+        let q4 = SocketAddr::new(v4.ip(), 7070);
+        let q6 = SocketAddr::new(v6.ip(), 7070);
+        abandoned(q4, std::time::Duration::from_millis(100));
+        assert_eq!(fresh_failure(q6), None, "a short wait speaks for nothing");
+        abandoned(q4, std::time::Duration::from_millis(1500));
+        assert_eq!(fresh_failure(q6), Some(Errno(libc::ETIMEDOUT)));
+        succeeded(q6);
+        assert_eq!(fresh_failure(q4), None);
+        abandoned(q4, std::time::Duration::from_millis(1500));
+        assert_eq!(fresh_failure(q6), None, "the loser of a race");
         let p = SocketAddr::new(v4.ip(), 9090);
         failed(p, Errno(libc::EAFNOSUPPORT));
         assert_eq!(fresh_failure(SocketAddr::new(v6.ip(), 9090)), None, "not about the destination");

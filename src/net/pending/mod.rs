@@ -329,6 +329,12 @@ pub fn on_close(fd: i32) {
 /// A conn removed before its end: stop watching it (only the process that drives it may touch
 /// the driver's set) and wake whoever waits on it.
 fn cancel(mut c: Conn) {
+    if c.result.is_none() {
+        // SAFETY: addr holds len bytes (copied from the application's connect).
+        if let Some(dest) = unsafe { tsproxy_core::sockaddr::read(std::ptr::addr_of!(c.addr).cast(), c.len) } {
+            crate::net::siblings::abandoned(dest, c.t0.elapsed());
+        }
+    }
     if c.in_driver && c.owner == sys::pid() {
         let _ = sys::epoll_ctl(driver::ep(), libc::EPOLL_CTL_DEL, c.fd, 0, 0);
     }

@@ -332,6 +332,10 @@ impl Table {
         match result {
             _ if !alive => {}
             Ok(()) => {
+                // SAFETY: addr holds len bytes (copied from the application's connect).
+                if let Some(dest) = unsafe { tsproxy_core::sockaddr::read(std::ptr::addr_of!(c.addr).cast(), c.len) } {
+                    crate::net::siblings::succeeded(dest);
+                }
                 for &f in &c.fds {
                     // `fd` itself was just seen to be this socket; its dups are checked.
                     let ino = (f == fd).then_some(c.ino);
