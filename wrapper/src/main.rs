@@ -13,6 +13,7 @@ mod conf;
 mod envcmd;
 mod privs;
 mod supervisor;
+mod system;
 
 const LIB: &str = "libtsproxy.so";
 
@@ -229,9 +230,18 @@ fn env_main(mut args: impl Iterator<Item = OsString>) -> ! {
 
 fn main() {
     let mut args = std::env::args_os().skip(1).peekable();
-    if args.peek().is_some_and(|a| a == "env") {
-        args.next();
-        env_main(args);
+    match args.peek().and_then(|a| a.to_str()) {
+        Some("env") => {
+            args.next();
+            env_main(args)
+        }
+        Some(verb @ ("install" | "uninstall")) => {
+            let install = verb == "install";
+            args.next();
+            let files = conf::load().map(|l| l.files).unwrap_or_default();
+            system::main(install, args, find_lib(&files))
+        }
+        _ => {}
     }
     let o = parse_args(args);
     if o.cmd.is_empty() {
