@@ -10,7 +10,9 @@ use std::process::{exit, Command};
 use tsproxy_core::config;
 
 mod conf;
+mod doctor;
 mod envcmd;
+mod json;
 mod privs;
 mod supervisor;
 mod system;
@@ -234,6 +236,10 @@ fn main() {
         Some("env") => {
             args.next();
             env_main(args)
+        }
+        Some("doctor") => {
+            args.next();
+            doctor::main(args, find_lib)
         }
         Some(verb @ ("install" | "uninstall")) => {
             let install = verb == "install";
