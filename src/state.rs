@@ -1,8 +1,10 @@
 //! Process-wide state, built on first use (never in a constructor): the configuration from the
-//! environment, the proxies' addresses, /etc/hosts names and our own hostname. Racy cells,
-//! not OnceLock: no thread ever waits for another's initialization, so fork() is always safe.
+//! environment and the configuration files (read with raw syscalls), the proxies' addresses,
+//! /etc/hosts names and our own hostname. Racy cells, not OnceLock: no thread ever waits for
+//! another's initialization, so fork() is always safe.
 use crate::racy::Racy;
 use std::collections::HashSet;
+use tsproxy_core::conffile;
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::tunnel::Resolved;
 
@@ -33,15 +35,21 @@ pub fn get() -> &'static State {
         let fallback = Config::from_lookup(|_| None).unwrap_or_else(|_| Config::from_lookup(|_| None).unwrap_or_else(|_| std::process::abort()));
         // A secure-execution process (setuid, setgid, file capabilities: sudo, su, ping) runs
         // with another user's privileges and the calling user's environment: nothing in that
-        // environment may change what it does. It gets the defaults — never a log file, a
-        // route, a proxy or a supervisor address from the caller.
+        // environment, and nothing in the user's configuration file, may change what it does.
+        // It reads /etc/tsproxy.conf only (and only if root owns it and nobody else may write
+        // it), and never logs to a file or talks to a supervisor's DNS responder.
         let secure = secure_execution();
-        let from_env = if secure { Config::from_lookup(|_| None) } else { Config::from_env() };
-        match from_env {
+        let env = |k: &str| if secure { None } else { std::env::var(k).ok() };
+        let files = conffile::load(secure, conffile::SYSTEM_PATH, env);
+        let parsed = match &files {
+            Ok(f) => Config::from_sources(env, f, secure),
+            Err(e) => Err(e.clone()),
+        };
+        match parsed {
             Ok(c) => State {
                 supervisor_dns: if secure { None } else { supervisor_dns() },
                 log_level: c.log,
-                log_file: c.log_file.clone(),
+                log_file: if secure { None } else { c.log_file.clone() },
                 cfg: Some(c),
                 fallback,
                 upstreams: Racy::new(),
@@ -49,12 +57,16 @@ pub fn get() -> &'static State {
             },
             Err(e) => {
                 err = Some(e);
+                // Where to say so: the log file as far as it can be told.
+                let log_file = env("TSPROXY_LOG_FILE")
+                    .or_else(|| files.as_ref().ok()?.iter().find_map(|f| f.get("TSPROXY_LOG_FILE").map(|(v, _)| v.to_string())))
+                    .filter(|v| !v.is_empty());
                 State {
                     supervisor_dns: if secure { None } else { supervisor_dns() },
                     cfg: None,
                     fallback,
                     log_level: LogLevel::Error,
-                    log_file: if secure { None } else { std::env::var("TSPROXY_LOG_FILE").ok().filter(|v| !v.is_empty()) },
+                    log_file: if secure { None } else { log_file },
                     upstreams: Racy::new(),
                     local_names: Racy::new(),
                 }

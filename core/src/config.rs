@@ -1,6 +1,8 @@
-//! Configuration from the environment, parsed once. Every bad value is an error that names the
-//! variable (the launcher exits 2 with it; the library logs it and fails closed).
+//! Configuration from the environment and the configuration files (`conffile`), parsed once.
+//! Every bad value is an error that names the variable, and the file and line when it came from
+//! a file (the launcher exits 2 with it; the library logs it and fails closed).
 use crate::cidr::{self, Cidr};
+use crate::conffile::ConfFile;
 use crate::names;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -106,21 +108,44 @@ pub struct Config {
     pub pipeline: bool,
 }
 
+/// Where a setting came from, when it came from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The file.
+    pub path: String,
+    /// 1-based line; 0 for the file as a whole (it cannot be read, it lists no proxy).
+    pub line: usize,
+}
+
 /// A bad configuration value: what the launcher prints before exiting 2, and what the library
 /// logs before failing closed. Safe to print: it never holds a password.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    /// The variable, named so the user knows what to fix.
-    pub var: &'static str,
+    /// The variable (or file key), named so the user knows what to fix; empty for a file line
+    /// that names no key.
+    pub var: String,
     /// Its value, with every password replaced by `***` for the proxy variables ([`redact`]).
     pub value: String,
     /// What is wrong; never quotes a proxy URL.
     pub why: String,
+    /// The file and line, when the value came from a configuration file (`None`: environment).
+    pub at: Option<Origin>,
 }
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid {}={:?}: {}", self.var, self.value, self.why)
+        match &self.at {
+            Some(o) if o.line > 0 => write!(f, "{}:{}: ", o.path, o.line)?,
+            Some(o) => write!(f, "{}: ", o.path)?,
+            None => {}
+        }
+        if self.var.is_empty() {
+            write!(f, "{}", self.why)
+        } else if self.value.is_empty() && self.at.is_some() {
+            write!(f, "{}: {}", self.var, self.why)
+        } else {
+            write!(f, "invalid {}={:?}: {}", self.var, self.value, self.why)
+        }
     }
 }
 
@@ -144,68 +169,102 @@ pub enum IpClass {
 }
 
 impl Config {
-    /// Read the process environment.
+    /// Read the process environment only (no files).
     pub fn from_env() -> Result<Config, ConfigError> {
         Config::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Parse from any lookup (tests pass a map).
+    /// Parse from any lookup (tests pass a map); no files.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let nonempty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let proxies = match nonempty("TSPROXY_PROXY") {
-            Some(v) => parse_proxy_list(&v).map_err(|why| secret_err("TSPROXY_PROXY", &v, why))?,
-            None => {
-                let (var, all) = match nonempty("ALL_PROXY") {
-                    Some(v) => ("ALL_PROXY", Some(v)),
-                    None => ("all_proxy", nonempty("all_proxy")),
-                };
-                match all {
-                    Some(v) if has_supported_scheme(&v) => parse_proxy_list(&v).map_err(|why| secret_err(var, &v, why))?,
-                    _ => parse_proxy_list(DEFAULT_PROXY).expect("default proxy parses"),
+        Config::from_sources(get, &[], false)
+    }
+
+    /// The environment (`env`) over configuration files (`files`, highest precedence first, as
+    /// [`crate::conffile::load`] returns them), per key. An empty value counts as unset. A
+    /// `TSPROXY_PROXYCHAINS_CONF` is read here (raw syscalls); with `trusted_only` it must be
+    /// owned by root and writable by nobody else.
+    pub fn from_sources(env: impl Fn(&str) -> Option<String>, files: &[ConfFile], trusted_only: bool) -> Result<Config, ConfigError> {
+        let get = |keys: &[&str]| -> Option<Val> {
+            for k in keys {
+                if let Some(v) = env(k).filter(|v| !v.trim().is_empty()) {
+                    return Some(Val { var: k.to_string(), v, at: None, layer: 0 });
                 }
             }
+            for (i, f) in files.iter().enumerate() {
+                for k in keys {
+                    if let Some((v, o)) = f.get(k).filter(|(v, _)| !v.trim().is_empty()) {
+                        return Some(Val { var: k.to_string(), v: v.to_string(), at: Some(o), layer: i + 1 });
+                    }
+                }
+            }
+            None
+        };
+        let nonempty = |k: &str| get(&[k]);
+        // The proxy list: TSPROXY_PROXY or TSPROXY_PROXYCHAINS_CONF, whichever comes from the
+        // higher source; both in the same source is ambiguous.
+        let listed = match (nonempty("TSPROXY_PROXY"), nonempty("TSPROXY_PROXYCHAINS_CONF")) {
+            (Some(p), Some(c)) if p.layer == c.layer => {
+                return Err(ConfigError {
+                    var: "TSPROXY_PROXYCHAINS_CONF".into(),
+                    value: c.v.clone(),
+                    why: "TSPROXY_PROXY is set in the same place; set only one of them".into(),
+                    at: c.at,
+                })
+            }
+            (Some(p), Some(c)) if c.layer < p.layer => Err(c),
+            (Some(p), _) => Ok(Some(p)),
+            (None, Some(c)) => Err(c),
+            (None, None) => Ok(None),
+        };
+        let proxies = match listed {
+            Err(c) => crate::conffile::load_proxychains(c.v.trim(), trusted_only)?,
+            Ok(Some(p)) => parse_proxy_list(&p.v).map_err(|why| secret_err(&p, why))?,
+            Ok(None) => match get(&["ALL_PROXY", "all_proxy"]) {
+                Some(a) if has_supported_scheme(&a.v) => parse_proxy_list(&a.v).map_err(|why| secret_err(&a, why))?,
+                _ => parse_proxy_list(DEFAULT_PROXY).expect("default proxy parses"),
+            },
         };
         let (routes, route_all) = match nonempty("TSPROXY_ROUTES") {
-            Some(v) => parse_routes(&v).map_err(|why| err("TSPROXY_ROUTES", &v, why))?,
+            Some(v) => parse_routes(&v.v).map_err(|why| err(&v, why))?,
             None => (Vec::new(), false),
         };
         let mut domains = vec!["ts.net".to_string()];
         if let Some(v) = nonempty("TSPROXY_DOMAINS") {
-            for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            for d in v.v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
                 let d = d.trim_start_matches("*.").trim_matches('.').to_ascii_lowercase();
                 // The same rule as for the names below it: a suffix no valid name can end with
                 // would be a silent no-op.
                 if !names::is_host_name(&d) {
-                    return Err(err("TSPROXY_DOMAINS", &v, format!("{d:?} is not a domain suffix")));
+                    return Err(err(&v, format!("{d:?} is not a domain suffix")));
                 }
                 domains.push(d);
             }
         }
         let short_names = match nonempty("TSPROXY_SHORT_NAMES") {
-            Some(v) => parse_bool(&v).ok_or_else(|| err("TSPROXY_SHORT_NAMES", &v, "expected on or off".into()))?,
+            Some(v) => parse_bool(&v.v).ok_or_else(|| err(&v, "expected on or off".into()))?,
             None => true,
         };
-        let no_proxy = match nonempty("NO_PROXY").or_else(|| nonempty("no_proxy")) {
-            Some(v) => parse_no_proxy(&v),
+        let no_proxy = match get(&["NO_PROXY", "no_proxy"]) {
+            Some(v) => parse_no_proxy(&v.v),
             None => Vec::new(),
         };
         let log = match nonempty("TSPROXY_LOG") {
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            Some(v) => match v.v.trim().to_ascii_lowercase().as_str() {
                 "off" | "0" | "none" | "quiet" => LogLevel::Off,
                 "error" => LogLevel::Error,
                 "info" => LogLevel::Info,
                 "debug" => LogLevel::Debug,
-                _ => return Err(err("TSPROXY_LOG", &v, "expected off, error, info or debug".into())),
+                _ => return Err(err(&v, "expected off, error, info or debug".into())),
             },
             None => LogLevel::Error,
         };
-        let log_file = nonempty("TSPROXY_LOG_FILE");
+        let log_file = nonempty("TSPROXY_LOG_FILE").map(|v| v.v);
         let timeout = match nonempty("TSPROXY_CONNECT_TIMEOUT") {
-            Some(v) => parse_seconds(&v).ok_or_else(|| err("TSPROXY_CONNECT_TIMEOUT", &v, "expected seconds between 0.001 and 3600".into()))?,
+            Some(v) => parse_seconds(&v.v).ok_or_else(|| err(&v, "expected seconds between 0.001 and 3600".into()))?,
             None => DEFAULT_TIMEOUT,
         };
         let pipeline = match nonempty("TSPROXY_SOCKS_PIPELINE") {
-            Some(v) => parse_bool(&v).ok_or_else(|| err("TSPROXY_SOCKS_PIPELINE", &v, "expected on or off".into()))?,
+            Some(v) => parse_bool(&v.v).ok_or_else(|| err(&v, "expected on or off".into()))?,
             None => false,
         };
         Ok(Config { proxies, routes, route_all, domains, short_names, no_proxy, log, log_file, timeout, pipeline })
@@ -273,13 +332,22 @@ fn suffix_match(n: &str, d: &str) -> bool {
     n == d || (n.len() > d.len() && n.ends_with(d) && n.as_bytes()[n.len() - d.len() - 1] == b'.')
 }
 
-fn err(var: &'static str, value: &str, why: String) -> ConfigError {
-    ConfigError { var, value: value.to_string(), why }
+/// A value found by [`Config::from_sources`]: which name, where (`layer` 0 is the environment,
+/// then the files in order), and the text.
+struct Val {
+    var: String,
+    v: String,
+    at: Option<Origin>,
+    layer: usize,
+}
+
+fn err(v: &Val, why: String) -> ConfigError {
+    ConfigError { var: v.var.clone(), value: v.v.clone(), why, at: v.at.clone() }
 }
 
 /// For the proxy variables: the value as [`redact`] shows it. `why` never quotes the value.
-fn secret_err(var: &'static str, value: &str, why: String) -> ConfigError {
-    ConfigError { var, value: redact(value), why }
+fn secret_err(v: &Val, why: String) -> ConfigError {
+    ConfigError { var: v.var.clone(), value: redact(&v.v), why, at: v.at.clone() }
 }
 
 /// A proxy list as it may be shown in an error or a log: every password replaced by `***`.
@@ -665,6 +733,64 @@ mod tests {
         let all = format!("{c:?} {} {} {:?}", c.proxies[0], c.proxies[1], c.proxies);
         assert!(!all.contains("Sekr1t") && !all.contains("Pa55w0rd"), "{all}");
         assert!(all.contains("socks5://alice:***@h:1080") && all.contains("http://bob:***@h2:3128"), "{all}");
+    }
+
+    #[test]
+    fn precedence_env_user_system() {
+        use crate::conffile::parse;
+        let user = parse("/u", b"TSPROXY_LOG=info\nTSPROXY_ROUTES=10.1.0.0/16\n", 1000, 0o600).unwrap();
+        let sys = parse("/s", b"TSPROXY_LOG=debug\nTSPROXY_ROUTES=10.2.0.0/16\nTSPROXY_DOMAINS=corp\nNO_PROXY=skip\n", 0, 0o644).unwrap();
+        let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+        let files = [user, sys];
+        let c = Config::from_sources(env(&[]), &files, false).unwrap();
+        assert_eq!(c.log, LogLevel::Info, "user over system");
+        assert_eq!(c.routes, vec![Cidr::parse("10.1.0.0/16").unwrap()]);
+        assert_eq!(c.domains, vec!["ts.net", "corp"], "system alone");
+        assert_eq!(c.no_proxy, vec![NoProxy::Domain("skip".into())]);
+        let c = Config::from_sources(env(&[("TSPROXY_LOG", "off"), ("no_proxy", "other"), ("TSPROXY_ROUTES", " ")]), &files, false).unwrap();
+        assert_eq!(c.log, LogLevel::Off, "environment over both");
+        assert_eq!(c.no_proxy, vec![NoProxy::Domain("other".into())], "env no_proxy over the file's NO_PROXY");
+        assert_eq!(c.routes, vec![Cidr::parse("10.1.0.0/16").unwrap()], "an empty variable is unset");
+        // Without files: defaults (control).
+        assert_eq!(Config::from_sources(env(&[]), &[], false).unwrap().log, LogLevel::Error);
+        // A bad value from a file names the file, line and key.
+        let bad = parse("/etc/tsproxy.conf", b"# x\nTSPROXY_CONNECT_TIMEOUT=5s\n", 0, 0o644).unwrap();
+        let e = Config::from_sources(env(&[]), std::slice::from_ref(&bad), false).unwrap_err();
+        assert_eq!(e.to_string(), "/etc/tsproxy.conf:2: invalid TSPROXY_CONNECT_TIMEOUT=\"5s\": expected seconds between 0.001 and 3600");
+        // ... unless the environment overrides it.
+        assert!(Config::from_sources(env(&[("TSPROXY_CONNECT_TIMEOUT", "5")]), &[bad], false).is_ok());
+        let pw = parse("/u", b"TSPROXY_PROXY=socks5://alice:Sekr1t@h:bad\n", 1000, 0o600).unwrap();
+        let e = Config::from_sources(env(&[]), &[pw], false).unwrap_err();
+        assert!(!e.to_string().contains("Sekr1t") && e.to_string().starts_with("/u:1: invalid TSPROXY_PROXY="), "{e}");
+    }
+
+    #[test]
+    fn proxychains_conf_key() {
+        use crate::conffile::parse;
+        let d = std::env::temp_dir().join(format!("tsp-pc-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let pc = d.join("proxychains4.conf");
+        std::fs::write(&pc, "[ProxyList]\nhttp 127.0.0.1 8888\n").unwrap();
+        let pcs = pc.to_str().unwrap().to_string();
+        let sys = parse("/s", format!("TSPROXY_PROXYCHAINS_CONF={pcs}\n").as_bytes(), 0, 0o644).unwrap();
+        let c = Config::from_sources(|_| None, std::slice::from_ref(&sys), false).unwrap();
+        assert_eq!((c.proxies[0].scheme, c.proxies[0].port), (Scheme::Http, 8888));
+        // TSPROXY_PROXY from a higher source wins; from the same source it is ambiguous.
+        let c = Config::from_sources(|k| (k == "TSPROXY_PROXY").then(|| "socks5://h:7".to_string()), std::slice::from_ref(&sys), false).unwrap();
+        assert_eq!(c.proxies[0].port, 7);
+        let both = parse("/s", format!("TSPROXY_PROXY=socks5://h:7\nTSPROXY_PROXYCHAINS_CONF={pcs}\n").as_bytes(), 0, 0o644).unwrap();
+        let e = Config::from_sources(|_| None, &[both], false).unwrap_err();
+        assert!(e.to_string().contains("set only one") && e.to_string().starts_with("/s:2:"), "{e}");
+        // The environment naming a file beats a file's TSPROXY_PROXY.
+        let sp = parse("/s", b"TSPROXY_PROXY=socks5://h:7\n", 0, 0o644).unwrap();
+        let c = Config::from_sources(|k| (k == "TSPROXY_PROXYCHAINS_CONF").then(|| pcs.clone()), &[sp], false).unwrap();
+        assert_eq!(c.proxies[0].port, 8888);
+        std::fs::write(&pc, "[ProxyList]\nsocks4 127.0.0.1 1080\n").unwrap();
+        let e = Config::from_sources(|_| None, &[sys], false).unwrap_err();
+        assert!(e.to_string().starts_with(&format!("{pcs}:2:")) && e.to_string().contains("socks4"), "{e}");
+        let e = Config::from_lookup(|k| (k == "TSPROXY_PROXYCHAINS_CONF").then(|| "/nonexistent/pc.conf".to_string())).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/pc.conf") && e.to_string().contains("no such file"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

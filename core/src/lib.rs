@@ -7,6 +7,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod cidr;
+pub mod conffile;
 pub mod config;
 pub mod dns;
 pub mod errno;

@@ -85,8 +85,9 @@ pub fn text(out: &Output) -> String {
 
 /// Every variable that configures tsproxy (or the proxy it uses): removed from a child's
 /// environment so the tests' own settings are the only ones.
-pub const TSPROXY_ENV: [&str; 17] = [
+pub const TSPROXY_ENV: [&str; 18] = [
     "TSPROXY_PROXY",
+    "TSPROXY_PROXYCHAINS_CONF",
     "ALL_PROXY",
     "all_proxy",
     "NO_PROXY",

@@ -7,10 +7,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
-use tsproxy_core::config::{self, Config};
+use tsproxy_core::config;
 
+mod conf;
+mod doctor;
+mod envcmd;
+mod json;
 mod privs;
 mod supervisor;
+mod system;
 
 const LIB: &str = "libtsproxy.so";
 
@@ -19,12 +24,22 @@ tsproxy: run a command so that its TCP connections to tailnet destinations go th
 tailscaled's SOCKS5 (or HTTP) proxy, and everything else goes direct.
 
 usage: tsproxy [options] [--] CMD [ARGS...]
+       tsproxy env [--unset] [--shell sh|fish] [--proxy URL] [--proxychains-conf PATH]
+       tsproxy install --system [--lib PATH]     (root: every process loads the library)
+       tsproxy uninstall --system [--lib PATH]
+       tsproxy doctor [--json] [--socket PATH] [HOST:PORT]
+
+A first argument env, install, uninstall or doctor is a subcommand; to run a program of that
+name, put -- first (tsproxy -- env ...).
 
 options:
   -q, --quiet         log nothing (TSPROXY_LOG=off)
   -v, --verbose       log every decision to stderr (TSPROXY_LOG=debug)
       --proxy URL     proxy list, same as TSPROXY_PROXY (socks5://, socks5h://, http://,
                       user:pass@ allowed, comma-separated for failover)
+      --proxychains-conf PATH
+                      take the proxy from a proxychains4.conf's [ProxyList] (socks5 and
+                      http entries), same as TSPROXY_PROXYCHAINS_CONF
       --supervisor=auto|on|off
                       seccomp supervisor for static binaries (Go, musl) and raw syscalls;
                       auto (default): on when the kernel has it (Linux >= 5.6). It sets
@@ -39,7 +54,10 @@ options:
   -h, --help          this text
   -V, --version       print the version
 
-environment: TSPROXY_PROXY, ALL_PROXY, TSPROXY_ROUTES, TSPROXY_DOMAINS, TSPROXY_SHORT_NAMES,
+configuration: the environment, then $XDG_CONFIG_HOME/tsproxy/config, then /etc/tsproxy.conf
+(KEY=VALUE lines with the variables' names; see tsproxy.conf(5)).
+
+environment: TSPROXY_PROXY, TSPROXY_PROXYCHAINS_CONF, ALL_PROXY, TSPROXY_ROUTES, TSPROXY_DOMAINS, TSPROXY_SHORT_NAMES,
 NO_PROXY, TSPROXY_LOG, TSPROXY_LOG_FILE, TSPROXY_CONNECT_TIMEOUT, TSPROXY_SOCKS_PIPELINE,
 TSPROXY_SUPERVISOR, TSPROXY_LIB (see README).
 ";
@@ -52,6 +70,7 @@ fn die(code: i32, msg: impl std::fmt::Display) -> ! {
 struct Opts {
     log: Option<&'static str>,
     proxy: Option<String>,
+    proxychains: Option<String>,
     supervisor: Option<String>,
     /// `--allow-unprotected`: run a secure-execution command without the supervisor anyway.
     /// A flag only, no environment variable: an inherited variable must not switch protection
@@ -61,7 +80,7 @@ struct Opts {
 }
 
 fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
-    let mut o = Opts { log: None, proxy: None, supervisor: None, allow_unprotected: false, cmd: Vec::new() };
+    let mut o = Opts { log: None, proxy: None, proxychains: None, supervisor: None, allow_unprotected: false, cmd: Vec::new() };
     while let Some(a) = args.next() {
         let s = a.to_string_lossy();
         match s.as_ref() {
@@ -81,6 +100,11 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
                 Some(v) => o.proxy = Some(v.to_string_lossy().into_owned()),
                 None => die(2, "option --proxy needs a value"),
             },
+            "--proxychains-conf" => match args.next() {
+                Some(v) => o.proxychains = Some(v.to_string_lossy().into_owned()),
+                None => die(2, "option --proxychains-conf needs a path"),
+            },
+            _ if s.starts_with("--proxychains-conf=") => o.proxychains = Some(s["--proxychains-conf=".len()..].to_string()),
             _ if s.starts_with("--proxy=") => o.proxy = Some(s["--proxy=".len()..].to_string()),
             _ if s.starts_with("--supervisor=") => o.supervisor = Some(s["--supervisor=".len()..].to_string()),
             "--supervisor" => match args.next() {
@@ -98,18 +122,30 @@ fn parse_args(mut args: impl Iterator<Item = OsString>) -> Opts {
     o
 }
 
-/// Next to our own binary, else ../lib/tsproxy/, else $TSPROXY_LIB.
-fn find_lib() -> Option<PathBuf> {
+/// Next to our own binary, else ../lib/tsproxy/, else the Debian package's
+/// /usr/lib/<multiarch>/tsproxy/, else TSPROXY_LIB (environment or configuration file).
+fn find_lib(files: &[tsproxy_core::conffile::ConfFile]) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    let candidates = [dir.join(LIB), dir.join("../lib/tsproxy").join(LIB)];
+    let candidates = [dir.join(LIB), dir.join("../lib/tsproxy").join(LIB), dir.join("../lib").join(MULTIARCH).join("tsproxy").join(LIB)];
     for c in candidates {
         if c.is_file() {
             return c.canonicalize().ok().or(Some(c));
         }
     }
-    std::env::var_os("TSPROXY_LIB").map(PathBuf::from).filter(|p| p.is_file())
+    conf::lookup(files, "TSPROXY_LIB").map(PathBuf::from).filter(|p| p.is_file())
 }
+
+/// Debian's multiarch triplet for this build (where the package puts the library).
+const MULTIARCH: &str = if cfg!(target_arch = "x86_64") {
+    "x86_64-linux-gnu"
+} else if cfg!(target_arch = "aarch64") {
+    "aarch64-linux-gnu"
+} else if cfg!(target_arch = "riscv64") {
+    "riscv64-linux-gnu"
+} else {
+    "unknown-linux-gnu"
+};
 
 /// `lib` first, then the existing entries (without a second copy of lib).
 fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
@@ -125,24 +161,112 @@ fn preload_value(lib: &Path, existing: Option<&OsStr>) -> OsString {
     v
 }
 
-fn main() {
-    let o = parse_args(std::env::args_os().skip(1));
-    if o.cmd.is_empty() {
-        die(2, "no command given (see tsproxy --help)");
+/// `--proxy` / `--proxychains-conf` into the environment (the command's library reads them
+/// there): a flag replaces the other variable too, so the flag is what counts.
+fn apply_proxy_flags(proxy: &Option<String>, proxychains: &Option<String>) {
+    if proxy.is_some() && proxychains.is_some() {
+        die(2, "--proxy and --proxychains-conf: give one of them");
     }
-    if let Some(p) = &o.proxy {
+    if let Some(p) = proxy {
         if let Err(e) = config::parse_proxy_list(p) {
             die(2, format!("invalid --proxy {:?}: {e}", config::redact(p)));
         }
         std::env::set_var("TSPROXY_PROXY", p);
+        std::env::remove_var("TSPROXY_PROXYCHAINS_CONF");
     }
+    if let Some(p) = proxychains {
+        // Absolute: the command may change directory before its first connection.
+        let abs = std::path::absolute(p).unwrap_or_else(|e| die(2, format!("--proxychains-conf {p}: {e}")));
+        if let Err(e) = tsproxy_core::conffile::load_proxychains(&abs.to_string_lossy(), false) {
+            die(2, e);
+        }
+        std::env::set_var("TSPROXY_PROXYCHAINS_CONF", abs);
+        std::env::remove_var("TSPROXY_PROXY");
+    }
+}
+
+fn env_main(mut args: impl Iterator<Item = OsString>) -> ! {
+    let (mut unset, mut shell, mut proxy, mut proxychains) = (false, None, None, None);
+    while let Some(a) = args.next() {
+        let s = a.to_string_lossy().into_owned();
+        let mut value = |name: &str| args.next().map(|v| v.to_string_lossy().into_owned()).unwrap_or_else(|| die(2, format!("env: {name} needs a value")));
+        match s.as_str() {
+            "--unset" | "-u" => unset = true,
+            "--shell" => shell = Some(value("--shell")),
+            "--proxy" => proxy = Some(value("--proxy")),
+            "--proxychains-conf" => proxychains = Some(value("--proxychains-conf")),
+            _ if s.starts_with("--shell=") => shell = Some(s["--shell=".len()..].to_string()),
+            _ if s.starts_with("--proxy=") => proxy = Some(s["--proxy=".len()..].to_string()),
+            _ if s.starts_with("--proxychains-conf=") => proxychains = Some(s["--proxychains-conf=".len()..].to_string()),
+            "-h" | "--help" => {
+                print!("usage: tsproxy env [--unset] [--shell sh|fish] [--proxy URL] [--proxychains-conf PATH]\n  eval \"$(tsproxy env)\"   (fish: tsproxy env | source)\n");
+                exit(0)
+            }
+            _ => die(
+                2,
+                format!("env: unknown argument {s:?}; tsproxy env prints shell lines (eval \"$(tsproxy env)\"); to run the env program: tsproxy -- env ..."),
+            ),
+        }
+    }
+    let shell = envcmd::pick_shell(shell.as_deref(), std::env::var("SHELL").ok().as_deref()).unwrap_or_else(|e| die(2, format!("env: {e}")));
+    apply_proxy_flags(&proxy, &proxychains);
+    let mut vars = Vec::new();
+    for (given, k) in [(proxy.is_some(), "TSPROXY_PROXY"), (proxychains.is_some(), "TSPROXY_PROXYCHAINS_CONF")] {
+        if given {
+            vars.push((k, std::env::var(k).unwrap_or_default()));
+        }
+    }
+    let existing = std::env::var("LD_PRELOAD").ok();
+    let lib = if unset {
+        PathBuf::from(LIB)
+    } else {
+        let loaded = conf::load().unwrap_or_else(|e| die(2, e));
+        for w in conf::password_warnings(&loaded.files) {
+            eprintln!("tsproxy: warning: {w}");
+        }
+        find_lib(&loaded.files).unwrap_or_else(|| die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")))
+    };
+    print!("{}", envcmd::lines(shell, unset, &lib, existing.as_deref(), &vars));
+    exit(0)
+}
+
+fn main() {
+    let mut args = std::env::args_os().skip(1).peekable();
+    match args.peek().and_then(|a| a.to_str()) {
+        Some("env") => {
+            args.next();
+            env_main(args)
+        }
+        Some("doctor") => {
+            args.next();
+            doctor::main(args, find_lib)
+        }
+        Some(verb @ ("install" | "uninstall")) => {
+            let install = verb == "install";
+            args.next();
+            let files = conf::load().map(|l| l.files).unwrap_or_default();
+            system::main(install, args, find_lib(&files))
+        }
+        _ => {}
+    }
+    let o = parse_args(args);
+    if o.cmd.is_empty() {
+        die(2, "no command given (see tsproxy --help)");
+    }
+    apply_proxy_flags(&o.proxy, &o.proxychains);
     if let Some(l) = o.log {
         std::env::set_var("TSPROXY_LOG", l);
     }
-    let cfg = Config::from_env().unwrap_or_else(|e| die(2, e));
-    let mode_text = o.supervisor.clone().or_else(|| std::env::var("TSPROXY_SUPERVISOR").ok()).unwrap_or_else(|| "auto".into());
+    let loaded = conf::load().unwrap_or_else(|e| die(2, e));
+    let cfg = loaded.cfg;
+    if cfg.log >= config::LogLevel::Error {
+        for w in conf::password_warnings(&loaded.files) {
+            eprintln!("tsproxy: warning: {w}");
+        }
+    }
+    let mode_text = o.supervisor.clone().or_else(|| conf::lookup(&loaded.files, "TSPROXY_SUPERVISOR")).unwrap_or_else(|| "auto".into());
     let Some(mode) = supervisor::parse_mode(&mode_text) else { die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)")) };
-    let Some(lib) = find_lib() else { die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")) };
+    let Some(lib) = find_lib(&loaded.files) else { die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")) };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
     // Judged before the supervisor sets no_new_privs (after that no exec is secure execution).
     let secure = privs::secure_exec(&o.cmd[0]);
