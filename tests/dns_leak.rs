@@ -172,7 +172,11 @@ fn datagrams(under: Under, prog: &Path) {
             }
             assert_eq!(r.kv("errno"), "0", "{under:?} {how} {name}: answered, as sent: {}", r.text());
             let reply = r.kv("reply0");
-            assert!(reply.starts_with("id:4242 ") && reply.contains(" from:127.0.0.1:53 "), "{under:?} {how} {name}: the answer comes as the server's: {}", r.text());
+            assert!(
+                reply.starts_with("id:4242 ") && reply.contains(" from:127.0.0.1:53 "),
+                "{under:?} {how} {name}: the answer comes as the server's: {}",
+                r.text()
+            );
             // A plain query for one tailnet host name: its placeholder (A: 240/8). An SRV name
             // or a second question: SERVFAIL.
             let plain = !name.contains(',') && !name.starts_with('_');
