@@ -71,6 +71,9 @@ pub struct Handshake<'a> {
     ups: &'a [Resolved],
     target: Target,
     pipeline: bool,
+    /// The SOCKS5 command: CONNECT, or UDP ASSOCIATE (then `target` is the client's address,
+    /// HTTP upstreams are skipped, and a refusal of the command fails over to the next one).
+    cmd: u8,
     /// Index into the flattened (upstream, address) list.
     next: usize,
     cur: Option<(usize, SocketAddr)>,
@@ -89,7 +92,30 @@ enum Io {
 impl<'a> Handshake<'a> {
     /// `fd` is a TCP socket of `family`, not connected, in nonblocking mode.
     pub fn new(fd: i32, family: i32, ups: &'a [Resolved], target: Target, pipeline: bool) -> Self {
-        Handshake { fd, family, ups, target, pipeline, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
+        Handshake { fd, family, ups, target, pipeline, cmd: socks5::CMD_CONNECT, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
+    }
+
+    /// A UDP ASSOCIATE on `fd` (a TCP socket as for `new`, which becomes the association's
+    /// control connection): `client` is where the datagrams will come from (zeros where not
+    /// known). Only SOCKS5 upstreams are tried (HTTP CONNECT cannot carry datagrams); one that
+    /// refuses the command (microsocks) fails over like an unreachable one. On success
+    /// [`Handshake::bound`] names the relay.
+    pub fn associate(fd: i32, family: i32, ups: &'a [Resolved], client: SocketAddr, pipeline: bool) -> Self {
+        let mut h = Handshake::new(fd, family, ups, Target::Ip(client), pipeline);
+        h.cmd = socks5::CMD_UDP_ASSOCIATE;
+        h
+    }
+
+    fn udp(&self) -> bool {
+        self.cmd == socks5::CMD_UDP_ASSOCIATE
+    }
+
+    /// After a successful UDP ASSOCIATE: the relay's address (BND.ADDR:BND.PORT).
+    pub fn bound(&self) -> Option<SocketAddr> {
+        if self.st != St::Done || !self.udp() {
+            return None;
+        }
+        socks5::parse_bound(&self.buf).ok()
     }
 
     /// The destination asked for (for logs of callers that drive the machine).
@@ -107,6 +133,12 @@ impl<'a> Handshake<'a> {
                     None => continue,
                 },
                 _ => self.advance(),
+            };
+            // A UDP ASSOCIATE involves no destination: whatever went wrong is the proxy's, and
+            // the next one may do better.
+            let r = match r {
+                Err(Fail::Final(e, why)) if self.udp() => Err(Fail::Proxy(e, why)),
+                r => r,
             };
             match r {
                 Ok(None) if self.st == St::Done => return Step::Done(Ok(self.cur.map(|c| c.1).expect("an attempt was made"))),
@@ -160,6 +192,10 @@ impl<'a> Handshake<'a> {
                 }
                 k += 1;
                 self.next = k;
+                if self.udp() && r.up.scheme != Scheme::Socks5 {
+                    log(LogLevel::Info, format_args!("proxy {} skipped for UDP: HTTP CONNECT cannot carry datagrams", r.up));
+                    continue;
+                }
                 let Some((sa, len)) = crate::sockaddr::encode(*addr, self.family) else { continue };
                 self.cur = Some((i, *addr));
                 match sys::connect_raw(self.fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
@@ -225,7 +261,7 @@ impl<'a> Handshake<'a> {
                 self.out.extend_from_slice(socks5::greeting(auth));
                 if self.pipeline && !auth {
                     // Encoding errors surface again when the request is built in ReadMethod.
-                    if let Ok(req) = socks5::connect_request(&self.target) {
+                    if let Ok(req) = socks5::request(self.cmd, &self.target) {
                         self.out.extend_from_slice(&req);
                     }
                 }
@@ -299,7 +335,14 @@ impl<'a> Handshake<'a> {
                     self.need = need;
                     continue;
                 }
-                socks5::parse_reply(&self.buf).map_err(|e| Fail::Final(socks5::errno_for(e), format!("reply: {e:?}")))?;
+                socks5::parse_reply(&self.buf).map_err(|e| {
+                    if self.udp() {
+                        // The proxy will not relay datagrams for anyone: another one may.
+                        Fail::Proxy(libc::ENETUNREACH, format!("UDP ASSOCIATE refused: {e:?}"))
+                    } else {
+                        Fail::Final(socks5::errno_for(e), format!("reply: {e:?}"))
+                    }
+                })?;
                 self.st = St::Done;
                 return Ok(None);
             },
@@ -338,7 +381,7 @@ impl<'a> Handshake<'a> {
             self.expect(5, St::ReadReply);
             return Ok(());
         }
-        self.out = socks5::connect_request(&self.target).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
+        self.out = socks5::request(self.cmd, &self.target).map_err(|e| Fail::Final(libc::EINVAL, format!("{e:?}")))?;
         self.st = St::SendRequest;
         Ok(())
     }

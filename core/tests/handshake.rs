@@ -892,3 +892,113 @@ fn drive_resumes_a_handshake_started_by_hand() {
     Run { r, fd, logs: vec![] }.ok_with_banner(a, BANNER);
     assert!(h.join().unwrap());
 }
+
+// ---------------------------------------------------------------- UDP ASSOCIATE
+
+/// `Handshake::associate` driven to the end with poll waits; the relay it names.
+fn associate(ups: &[Resolved], client: &str) -> (Result<SocketAddr, Errno>, Option<SocketAddr>, Vec<String>) {
+    let fd = socket(libc::AF_INET);
+    let mut logs = Vec::new();
+    let mut log = |_: LogLevel, a: fmt::Arguments<'_>| logs.push(a.to_string());
+    let mut hs = Handshake::associate(fd, libc::AF_INET, ups, client.parse().unwrap(), false);
+    let r = tunnel::drive(&mut hs, Instant::now() + Duration::from_secs(5), None, &mut log);
+    let relay = hs.bound();
+    close(fd);
+    (r, relay, logs)
+}
+
+#[test]
+fn udp_associate_every_state_blocks_and_names_the_relay() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let via = l.local_addr().unwrap();
+    let ups = [upstream("socks5://127.0.0.1", via)];
+    let fd = socket(libc::AF_INET);
+    let mut c = Lock { hs: Handshake::associate(fd, libc::AF_INET, &ups, "0.0.0.0:4660".parse().unwrap(), false), fd, logs: Vec::new(), resumes: 0 };
+    let first = c.resume();
+    assert!(matches!(first, Step::Want(OUT) | Step::Want(IN)), "{first:?}");
+    let mut p = accept(&l);
+    c.blocked_on_read();
+    expect(&mut p, &[5, 1, 0]);
+    p.write_all(&[5, 0]).unwrap();
+    c.blocked_on_read();
+    // The request: command 3, the client's address (port known, address zeros).
+    expect(&mut p, &[5, 3, 0, 1, 0, 0, 0, 0, 0x12, 0x34]);
+    assert_eq!(c.hs.bound(), None, "no relay before the reply");
+    let reply = [5, 0, 0, 1, 127, 0, 0, 1, 0xc3, 0x51];
+    for b in &reply[..reply.len() - 1] {
+        p.write_all(&[*b]).unwrap();
+        c.blocked_on_read();
+    }
+    p.write_all(&reply[reply.len() - 1..]).unwrap();
+    assert_eq!(c.run(), Step::Done(Ok(via)));
+    assert_eq!(c.hs.bound(), Some("127.0.0.1:50001".parse().unwrap()));
+    close(fd);
+}
+
+#[test]
+fn udp_associate_with_user_pass_and_a_v6_relay() {
+    let (via, h) = proxy("127.0.0.1:0", |mut s| {
+        expect(&mut s, &[5, 2, 0, 2]);
+        s.write_all(&[5, 2]).unwrap();
+        expect(&mut s, &[1, 2, b'u', b'1', 2, b'p', b'1']);
+        s.write_all(&[1, 0]).unwrap();
+        expect(&mut s, &[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let mut r = vec![5, 0, 0, 4];
+        r.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        r.extend_from_slice(&[0x01, 0x02]);
+        s.write_all(&r).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let ups = [upstream("socks5://u1:p1@127.0.0.1", via)];
+    let (r, relay, logs) = associate(&ups, "0.0.0.0:0");
+    assert_eq!(r, Ok(via), "{logs:?}");
+    assert_eq!(relay, Some("[::1]:258".parse().unwrap()));
+    assert!(h.join().unwrap());
+}
+
+#[test]
+fn udp_associate_refused_fails_over_and_http_is_skipped() {
+    // microsocks' answer to UDP ASSOCIATE: "command not supported" (7), then close.
+    let (refuser, h1) = proxy("127.0.0.1:0", |mut s| {
+        expect(&mut s, &[5, 1, 0]);
+        s.write_all(&[5, 0]).unwrap();
+        expect(&mut s, &[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+        s.write_all(&[5, 7, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+    });
+    let (http, never) = unused_proxy();
+    let (good, h2) = proxy("127.0.0.1:0", |mut s| {
+        expect(&mut s, &[5, 1, 0]);
+        s.write_all(&[5, 0]).unwrap();
+        expect(&mut s, &[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+        s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 9]).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    });
+    let ups = [upstream("socks5://127.0.0.1", refuser), upstream("http://127.0.0.1", http), upstream("socks5://127.0.0.1", good)];
+    let (r, relay, logs) = associate(&ups, "0.0.0.0:0");
+    assert_eq!(r, Ok(good), "{logs:?}");
+    assert_eq!(relay, Some("127.0.0.1:9".parse().unwrap()));
+    assert!(!was_contacted(&never), "an HTTP upstream was dialled for UDP");
+    assert!(logs.iter().any(|l| l.contains("UDP ASSOCIATE refused")), "{logs:?}");
+    assert!(logs.iter().any(|l| l.contains("cannot carry datagrams")), "{logs:?}");
+    assert!(h1.join().unwrap() && h2.join().unwrap());
+}
+
+#[test]
+fn udp_associate_closed_or_all_refused_is_an_error() {
+    // A proxy that closes after the request (another form of refusal), and nothing else.
+    let (closer, h) = proxy("127.0.0.1:0", |mut s| {
+        expect(&mut s, &[5, 1, 0]);
+        s.write_all(&[5, 0]).unwrap();
+        expect(&mut s, &[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]);
+    });
+    let ups = [upstream("socks5://127.0.0.1", closer), upstream("socks5://127.0.0.1", refusing())];
+    let (r, relay, logs) = associate(&ups, "0.0.0.0:0");
+    assert!(r.is_err(), "{logs:?}");
+    assert_eq!(relay, None);
+    assert!(h.join().unwrap());
+    // Only HTTP upstreams: nothing is dialled.
+    let (http, never) = unused_proxy();
+    let (r, _, _) = associate(&[upstream("http://127.0.0.1", http)], "0.0.0.0:0");
+    assert!(r.is_err());
+    assert!(!was_contacted(&never));
+}
