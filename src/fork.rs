@@ -19,9 +19,11 @@ extern "C" fn prepare() {
     crate::net::pending::table::lock_for_fork();
     crate::net::tunnels::lock_for_fork();
     crate::dns::wire::lock_for_fork();
+    crate::net::udp::lock_for_fork();
 }
 
 extern "C" fn after() {
+    crate::net::udp::unlock_after_fork();
     crate::dns::wire::unlock_after_fork();
     crate::net::tunnels::unlock_after_fork();
     crate::net::pending::table::unlock_after_fork();

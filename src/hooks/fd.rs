@@ -26,7 +26,7 @@ hook! {
         if k & fds::OURS == 0 && k != 0 {
             fds::forget(fd);
         }
-        k & fds::OURS == 0 && !pending::active()
+        k & (fds::OURS | fds::UDP) == 0 && !pending::active()
     };
     fail: -1, on_panic: EBADF;
     |real, ctx| {
@@ -34,6 +34,7 @@ hook! {
             Detour::Fail(tsproxy_core::Errno(libc::EBADF))
         } else {
             pending::on_close(fd);
+            crate::net::udp::on_close(fd);
             Detour::Bypass(Bypass::NotOurs)
         }
     }
@@ -47,6 +48,7 @@ hook! {
         if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
             fds::forget_range(first, last);
             pending::on_close_range(first, last);
+            crate::net::udp::on_close_range(first, last);
         }
         // Keep our own descriptors: close the range around them.
         let ours = fds::ours_in(first, last);
@@ -122,6 +124,9 @@ fn onto(old: c_int, new: c_int, dup: impl FnOnce() -> c_int) -> Detour<c_int> {
     if fds::is_ours(new) {
         fds::evict(new);
     }
+    if old != new {
+        crate::net::udp::on_close(new);
+    }
     let r = dup();
     after_dup(old, r);
     passed(r)
@@ -131,5 +136,6 @@ fn after_dup(old: c_int, new: c_int) {
     if new >= 0 && new != old {
         fds::duplicated(old, new);
         pending::on_dup(old, new);
+        crate::net::udp::on_dup(old, new);
     }
 }

@@ -7,6 +7,7 @@
 use crate::boundary::Detour;
 use crate::dns::wire;
 use crate::net::pending::{self, Gate};
+use crate::net::udp;
 use libc::{c_int, c_uint, c_void, iovec, loff_t, mmsghdr, msghdr, off64_t, off_t, size_t, sockaddr, socklen_t, ssize_t, timespec};
 use std::ptr::null_mut;
 
@@ -22,10 +23,10 @@ macro_rules! io_hook {
     ($name:ident ( $fd:ident $(, $a:ident : $t:ty)* ) -> $ret:ty; |$ctx:ident| $dns:expr) => {
         hook! {
             fn $name($fd: c_int $(, $a: $t)*) -> $ret;
-            fast: !pending::active() && !wire::active();
+            fast: !pending::active() && !wire::active() && !udp::active();
             fail: -1, on_panic: EIO;
             |real, $ctx| {
-                if wire::marked($fd) {
+                if wire::marked($fd) || udp::marked($fd) {
                     match $dns {
                         Some(d) => return d,
                         None => {}
@@ -35,6 +36,40 @@ macro_rules! io_hook {
             }
         }
     };
+}
+
+/// A receive on a socket of `dns::wire`'s or `net::udp`'s.
+///
+/// # Safety
+/// As `wire::recv`.
+unsafe fn rx(
+    fd: c_int,
+    iov: *const iovec,
+    n: usize,
+    control: *mut c_void,
+    clen: usize,
+    flags: c_int,
+    ctx: &mut crate::boundary::Ctx,
+) -> Option<Detour<wire::Got>> {
+    if udp::marked(fd) {
+        // SAFETY: forwarded contract.
+        return unsafe { udp::relay::recv(fd, iov, n, control, clen, flags, ctx) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { wire::recv(fd, iov, n, control, clen, flags, ctx) }
+}
+
+/// A send without an address on a socket of `dns::wire`'s or `net::udp`'s.
+///
+/// # Safety
+/// As `wire::send`.
+unsafe fn tx(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int) -> Option<Detour<ssize_t>> {
+    if udp::marked(fd) {
+        // SAFETY: forwarded contract.
+        return unsafe { udp::relay::send(fd, None, iov, n, control, clen, flags) };
+    }
+    // SAFETY: forwarded contract.
+    unsafe { wire::send(fd, iov, n, control, clen, flags) }
 }
 
 /// A receive on a DNS socket: the byte count, the sender written where the caller wants it.
@@ -55,16 +90,16 @@ unsafe fn got(fd: c_int, d: Option<Detour<wire::Got>>, addr: *mut sockaddr, alen
     })
 }
 
-io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, 0));
-io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| wire::send(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
-io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
-io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
-io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, flags));
-io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
-io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| got(fd, rx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
+io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
 io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; |ctx| recvmsg_dns(fd, msg, flags, ctx));
 io_hook!(recvmmsg(fd, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int; |ctx| recvmmsg_dns(fd, msgs, vlen, flags, ctx));
 
@@ -77,7 +112,7 @@ unsafe fn recvmsg_dns(fd: c_int, msg: *mut msghdr, flags: c_int, ctx: &mut crate
     // SAFETY: the caller's msghdr (contract); null is the kernel's EFAULT to give.
     let m = unsafe { msg.as_mut() }?;
     // SAFETY: the msghdr's buffers are the caller's (contract).
-    let d = unsafe { wire::recv(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags, ctx) }?;
+    let d = unsafe { rx(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags, ctx) }?;
     Some(match d {
         Detour::Done(g) => {
             m.msg_flags = g.flags;

@@ -11,7 +11,7 @@ mod io;
 mod poll;
 mod resolv;
 
-pub use connect::{connect, getpeername, getsockopt, listen, sendmmsg, sendmsg, sendto};
+pub use connect::{connect, getpeername, getsockname, getsockopt, listen, sendmmsg, sendmsg, sendto};
 pub use dns::{getaddrinfo, gethostbyaddr, gethostbyaddr_r, gethostbyname, gethostbyname2, gethostbyname2_r, gethostbyname_r, getnameinfo};
 pub use epoll::{epoll_create, epoll_create1, epoll_ctl};
 pub use fd::{close, close_range, dup, dup2, dup3, fcntl, fcntl64, socket};

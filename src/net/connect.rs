@@ -36,6 +36,8 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
     // A DNS socket of ours connected elsewhere (or AF_UNSPEC) is the kernel's again; one
     // connected to port 53 again is taken again below.
     crate::dns::wire::forget(fd);
+    // Likewise a socket connected through a UDP relay (a proxied destination connects again).
+    super::udp::disconnect(fd);
     // Whatever happens next, the socket is no longer fresh from socket(2).
     let known = super::fds::get(fd);
     super::fds::connecting(fd);
@@ -61,6 +63,10 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
         }
         Route::Proxy(t) => t,
     };
+    // A datagram socket: through a SOCKS5 UDP association (`net::udp`).
+    if let Some(d) = super::udp::connect(fd, dest, &target, known) {
+        return d;
+    }
     // SAFETY: forwarded from our caller's contract.
     unsafe { tunnel(fd, addr, len, target, false, known) }
 }
@@ -127,6 +133,26 @@ pub unsafe fn tunnel(fd: c_int, addr: *const sockaddr, len: socklen_t, target: T
     unsafe { pending::start(fd, family, target, addr, len, known, inline, fl, limit, read_cap) }
 }
 
+/// getsockname() of a socket connected through a UDP relay: the address the kernel would have
+/// used for the destination (see `net::udp::local`), not the loopback one it uses for the
+/// relay.
+///
+/// # Safety
+/// getsockname(2)'s contract.
+pub unsafe fn getsockname(fd: i32, addr: *mut sockaddr, len: *mut socklen_t) -> Detour<c_int> {
+    if addr.is_null() || len.is_null() {
+        return Detour::Bypass(Bypass::NotApplicable);
+    }
+    match super::udp::local(fd) {
+        Some(me) => {
+            // SAFETY: addr has *len writable bytes (contract).
+            unsafe { crate::dns::wire::write_addr(fd, me, addr, len) };
+            Detour::Done(0)
+        }
+        None => Detour::Bypass(Bypass::NotOurs),
+    }
+}
+
 /// Is the socket of another family than the address the application gave? (Asked only after
 /// the proxy connect failed with EAFNOSUPPORT/EINVAL, so the common path saves the syscall.)
 pub fn family_mismatch(fd: c_int, family: c_int) -> bool {
@@ -148,6 +174,12 @@ pub unsafe fn getpeername(fd: i32, addr: *mut sockaddr, len: *mut socklen_t, ctx
     }
     if addr.is_null() || len.is_null() {
         return Detour::Bypass(Bypass::NotApplicable);
+    }
+    if let Some(p) = super::udp::peer(fd) {
+        // Connected through the relay: the destination the program named.
+        // SAFETY: addr has *len writable bytes (contract).
+        unsafe { crate::dns::wire::write_addr(fd, p, addr, len) };
+        return Detour::Done(0);
     }
     if let Some(server) = crate::dns::wire::peer(fd) {
         // A DNS socket whose connection is kept here: its server, as the kernel would say.

@@ -28,6 +28,10 @@ pub const PENDING: u8 = 16;
 /// through that module.
 pub const DNS: u8 = 32;
 
+/// A datagram socket relayed through a SOCKS5 UDP association (`net::udp`): its sends to
+/// proxied destinations and all its receives go through that module.
+pub const UDP: u8 = 64;
+
 static FDS: [AtomicU8; N] = [const { AtomicU8::new(0) }; N];
 
 fn slot(fd: i32) -> Option<&'static AtomicU8> {
@@ -170,6 +174,15 @@ pub fn mark_dns(fd: i32) {
 pub fn unmark_dns(fd: i32) {
     if let Some(s) = slot(fd) {
         s.fetch_and(!DNS, Ordering::Relaxed);
+    }
+}
+
+/// `fd` is a socket of `net::udp`'s.
+pub fn mark_udp(fd: i32) {
+    if let Some(s) = slot(fd) {
+        if s.load(Ordering::Relaxed) & UDP == 0 {
+            s.fetch_or(UDP, Ordering::Relaxed);
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod selfproxy;
 pub mod send;
 pub mod siblings;
 pub mod tunnels;
+pub mod udp;
 
 use crate::state;
 use std::net::SocketAddr;

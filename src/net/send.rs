@@ -1,6 +1,6 @@
 //! sendto()/sendmsg()/sendmmsg() with a destination address: TCP Fast Open to a tailnet
 //! destination is a tunnelled connect followed by a plain send; a datagram to a tailnet
-//! destination is refused (UDP is not proxied yet, and a direct packet would leak). Without an
+//! destination goes through the socket's SOCKS5 UDP association (`net::udp`), never directly. Without an
 //! address they are socket calls gated like write() while a handshake is pending.
 use super::connect::tunnel;
 use super::pending::{self, Gate};
@@ -22,6 +22,8 @@ enum Plan {
     /// A DNS question for a tailnet name to this server: answered here (`dns::wire`), never
     /// sent.
     Answer(std::net::SocketAddr),
+    /// A datagram to a proxied destination: through the socket's UDP association (`net::udp`).
+    Udp(tsproxy_core::Target, std::net::SocketAddr),
 }
 
 /// A datagram to port 53 asking a tailnet name (`route::tailnet_question`, the rule the
@@ -144,8 +146,11 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, 
         Ok(t) => t,
         Err(e) => return Plan::Fail(Errno::of(&e)),
     };
+    if ty == libc::SOCK_DGRAM {
+        return Plan::Udp(target, dest);
+    }
     if ty != libc::SOCK_STREAM {
-        log!(Error, "send fd={fd} {target}: datagrams to tailnet destinations are not proxied; refused");
+        log!(Error, "send fd={fd} {target}: only datagram and stream sockets are proxied; refused");
         return Plan::Fail(Errno(libc::ENETUNREACH));
     }
     if flags & libc::MSG_FASTOPEN == 0 {
@@ -187,6 +192,13 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
         };
     }
     if addr.is_null() {
+        if super::udp::marked(fd) {
+            let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
+            // SAFETY: buf holds n readable bytes (contract).
+            if let Some(d) = unsafe { super::udp::relay::send(fd, None, &v, 1, std::ptr::null_mut(), 0, flags) } {
+                return d;
+            }
+        }
         if crate::dns::wire::marked(fd) {
             let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
             // SAFETY: buf holds n readable bytes (contract).
@@ -201,6 +213,11 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
     match unsafe { plan(fd, flags, addr, alen, data) } {
         Plan::Libc => direct(fd, buf, n, flags, addr, alen),
         Plan::Fail(e) => Detour::Fail(e),
+        Plan::Udp(t, dest) => {
+            let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
+            // SAFETY: buf holds n readable bytes (contract).
+            unsafe { super::udp::relay::send(fd, Some((t, dest)), &v, 1, std::ptr::null_mut(), 0, flags) }.unwrap_or(Detour::Fail(Errno(libc::ENETUNREACH)))
+        }
         // SAFETY: forwarded contract.
         Plan::Answer(server) => match unsafe { answer(fd, server, data) } {
             Detour::Bypass(_) => direct(fd, buf, n, flags, addr, alen),
@@ -226,6 +243,12 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
     // SAFETY: msg is the caller's valid msghdr (or null, which libc rejects with EFAULT).
     let Some(m) = (unsafe { msg.as_ref() }) else { return Detour::Bypass(Bypass::NotApplicable) };
     if m.msg_name.is_null() {
+        if super::udp::marked(fd) {
+            // SAFETY: the msghdr's buffers are readable (contract).
+            if let Some(d) = unsafe { super::udp::relay::send(fd, None, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
+                return d;
+            }
+        }
         if crate::dns::wire::marked(fd) {
             // SAFETY: the msghdr's buffers are readable (contract).
             if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
@@ -240,6 +263,9 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
         Plan::Fail(e) => Detour::Fail(e),
         // SAFETY: the msghdr's buffers are readable (contract).
         Plan::Answer(server) => unsafe { answer(fd, server, iov_of(m)) },
+        // SAFETY: the msghdr's buffers are readable (contract).
+        Plan::Udp(t, dest) => unsafe { super::udp::relay::send(fd, Some((t, dest)), m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
+            .unwrap_or(Detour::Fail(Errno(libc::ENETUNREACH))),
         // TCP Fast Open through sendmsg: rare enough to refuse rather than emulate (the
         // kernel's own answer for a socket that cannot do it is EOPNOTSUPP).
         Plan::FastOpen(_) => Detour::Fail(Errno(libc::EOPNOTSUPP)),
@@ -258,7 +284,8 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
     if msgs.is_null() || vlen == 0 {
         return Detour::Bypass(Bypass::NotApplicable);
     }
-    let ours = crate::dns::wire::marked(fd);
+    let relayed = super::udp::marked(fd);
+    let ours = crate::dns::wire::marked(fd) || relayed;
     let n = vlen.min(1024) as usize;
     let mut named = false;
     let mut plans = Vec::with_capacity(n);
@@ -286,8 +313,21 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
         let m = &e.msg_hdr;
         let d: Detour<ssize_t> = match p {
             // SAFETY: the msghdr's buffers are readable (contract).
+            None if relayed => match unsafe { super::udp::relay::send(fd, None, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
+                Some(d) => d,
+                None => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
+                    Ok(k) => Detour::Done(k as ssize_t),
+                    Err(err) => Detour::Fail(Errno::of(&err)),
+                },
+            },
+            // SAFETY: the msghdr's buffers are readable (contract).
             None if ours => unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
                 .unwrap_or(Detour::Fail(Errno(libc::EDESTADDRREQ))),
+            // SAFETY: the msghdr's buffers are readable (contract).
+            Some(Plan::Udp(t, dest)) => {
+                unsafe { super::udp::relay::send(fd, Some((t, dest)), m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
+                    .unwrap_or(Detour::Fail(Errno(libc::ENETUNREACH)))
+            }
             None | Some(Plan::Libc) => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
                 Ok(k) => Detour::Done(k as ssize_t),
                 Err(err) => Detour::Fail(Errno::of(&err)),

@@ -1,0 +1,327 @@
+//! The datagrams themselves: sends get the §7 header in front (one sendmsg, the header as an
+//! extra iovec: the program's bytes are not copied), receives from the relay lose it.
+use super::{ensure, with, Peer};
+use crate::boundary::{Ctx, Detour, Wait};
+use crate::dns::wire::Got;
+use libc::{c_int, c_void, iovec, msghdr, socklen_t, ssize_t};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use tsproxy_core::{sockaddr as sa, socks5, sys, syscall, Errno, Target};
+
+/// The socket's own address.
+pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut l as *mut socklen_t).ok()?;
+    // SAFETY: the kernel wrote l bytes of an address into st.
+    unsafe { sa::read((&st as *const libc::sockaddr_storage).cast(), l) }
+}
+
+/// Same endpoint (an IPv4 relay seen through a dual-stack socket as v4-mapped)?
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && tsproxy_core::cidr::unmap(a.ip()) == tsproxy_core::cidr::unmap(b.ip())
+}
+
+/// Sum of the iovecs' lengths.
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs.
+unsafe fn total(iov: *const iovec, n: usize) -> usize {
+    (0..n)
+        // SAFETY: the caller's contract.
+        .map(|i| unsafe { std::ptr::read_unaligned(iov.add(i)) }.iov_len)
+        .fold(0usize, |a, b| a.saturating_add(b))
+}
+
+/// A datagram of the program's on `fd`: to `to` (target, the address the program gave), or,
+/// without one, to the destination the socket is connected to through the relay. None: the
+/// socket is not connected through the relay (the kernel answers the call).
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs; `control`/`clen` are the caller's control data (or
+/// null/0).
+pub unsafe fn send(
+    fd: c_int,
+    to: Option<(Target, SocketAddr)>,
+    iov: *const iovec,
+    n: usize,
+    control: *mut c_void,
+    clen: usize,
+    flags: c_int,
+) -> Option<Detour<ssize_t>> {
+    if n > 1023 {
+        return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
+    }
+    let mut hdr = [0u8; socks5::UDP_HEADER_MAX];
+    let (hlen, target, dest) = match to {
+        Some((t, d)) => match socks5::udp_header(&t, &mut hdr) {
+            Ok(h) => (h, t, d),
+            Err(e) => {
+                crate::log::log!(Error, "udp send fd={fd} {t}: {e:?}; refused");
+                return Some(Detour::Fail(Errno(libc::EINVAL)));
+            }
+        },
+        None => {
+            let p: Peer = with(fd, |a| a.peer.clone()).flatten()?;
+            hdr = p.hdr;
+            (p.hlen, p.target, p.addr)
+        }
+    };
+    // SAFETY: the caller's contract.
+    let len = unsafe { total(iov, n) };
+    if len.saturating_add(hlen) > socks5::UDP_MAX {
+        // As a real socket answers a datagram larger than it can send.
+        return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
+    }
+    for attempt in 0..2 {
+        let relay = match ensure(fd, &format_args!("send {target}")) {
+            Ok(r) => r,
+            Err(e) => return Some(Detour::Fail(e)),
+        };
+        with(fd, |a| a.note(&target, dest));
+        let fam = super::family(fd).unwrap_or(libc::AF_INET);
+        let Some((mut to_sa, tl)) = sa::encode(relay, fam) else { return Some(Detour::Fail(Errno(libc::ENETUNREACH))) };
+        let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
+        let mut big: Vec<iovec> = Vec::new();
+        let iovs: &mut [iovec] = if n < 8 {
+            &mut v[..n + 1]
+        } else {
+            big.resize(n + 1, iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+            &mut big
+        };
+        iovs[0] = iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hlen };
+        for i in 0..n {
+            // SAFETY: the caller's contract.
+            iovs[i + 1] = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        }
+        // SAFETY: all-zero is a valid msghdr.
+        let mut m: msghdr = unsafe { std::mem::zeroed() };
+        m.msg_name = (&mut to_sa as *mut libc::sockaddr_storage).cast();
+        m.msg_namelen = tl;
+        m.msg_iov = iovs.as_mut_ptr();
+        m.msg_iovlen = n + 1;
+        m.msg_control = control;
+        m.msg_controllen = clen;
+        match syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags & !libc::MSG_FASTOPEN) {
+            Ok(k) => return Some(Detour::Done((k as usize).saturating_sub(hlen) as ssize_t)),
+            // The relay is gone (its port answered "unreachable"): associate again, once.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && attempt == 0 => super::relay_gone(fd),
+            Err(e) => return Some(Detour::Fail(Errno::of(&e))),
+        }
+    }
+    Some(Detour::Fail(Errno(libc::ENETUNREACH)))
+}
+
+/// Copy `src` into the caller's iovecs: how many bytes fit.
+///
+/// # Safety
+/// `iov` holds `n` iovecs of writable memory.
+unsafe fn scatter(src: &[u8], iov: *const iovec, n: usize) -> usize {
+    let mut done = 0;
+    for i in 0..n {
+        if done == src.len() {
+            break;
+        }
+        // SAFETY: the caller's contract.
+        let v = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        let k = v.iov_len.min(src.len() - done);
+        if k > 0 && !v.iov_base.is_null() {
+            // SAFETY: iov_base holds iov_len writable bytes (contract); k <= both lengths.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().add(done), v.iov_base.cast::<u8>(), k) };
+            done += k;
+        }
+    }
+    done
+}
+
+/// Consume the datagram a MSG_PEEK looked at (it is being dropped).
+fn drop_one(fd: c_int) {
+    let mut b = [0u8; 1];
+    let _ = syscall!(SYS_recvfrom, fd, b.as_mut_ptr(), 1usize, libc::MSG_DONTWAIT, 0usize, 0usize);
+}
+
+/// What a receive does with one datagram that arrived.
+enum Seen {
+    Give(Got),
+    Drop,
+}
+
+/// A receive on `fd`, a socket of ours. None: not ours after all, or a call we do not
+/// interpret (MSG_ERRQUEUE): the kernel answers. Waits for a blocking socket at the boundary.
+///
+/// # Safety
+/// `iov` holds `n` writable iovecs; `control` has `clen` writable bytes (or is null).
+pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int, ctx: &mut Ctx) -> Option<Detour<Got>> {
+    if flags & libc::MSG_ERRQUEUE != 0 || n > 1023 {
+        return None;
+    }
+    let (relay, peer) = with(fd, |a| (a.relay, a.peer.as_ref().filter(|p| matches!(p.target, Target::Ip(_))).map(|p| (p.hdr, p.hlen, p.addr))))?;
+    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) {
+        return Some(Detour::Fail(Errno(libc::EINTR)));
+    }
+    let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
+    let mut scratch: Vec<u8> = Vec::new();
+    for _ in 0..1024 {
+        let r = match peer {
+            // SAFETY: forwarded contract.
+            Some((hdr, hlen, addr)) => unsafe { recv_connected(fd, iov, n, control, clen, flags, &hdr[..hlen], addr) },
+            // SAFETY: forwarded contract.
+            None => unsafe { recv_any(fd, iov, n, control, clen, flags, relay, &mut scratch) },
+        };
+        match r {
+            Ok(Seen::Give(g)) => return Some(Detour::Done(g)),
+            Ok(Seen::Drop) => {
+                if flags & libc::MSG_PEEK != 0 {
+                    drop_one(fd);
+                }
+                continue;
+            }
+            Err(e) if blocking && e == libc::EAGAIN => {
+                let timeout = sys::sock_timeout(fd, libc::SO_RCVTIMEO);
+                let start = *ctx.start.get_or_insert_with(std::time::Instant::now);
+                let left = match timeout {
+                    Some(t) => {
+                        let left = t.saturating_sub(start.elapsed());
+                        if left.is_zero() {
+                            return Some(Detour::Fail(Errno(libc::EAGAIN)));
+                        }
+                        left.as_millis().clamp(1, i32::MAX as u128) as c_int
+                    }
+                    None => -1,
+                };
+                return Some(Detour::Wait(Wait { fds: crate::net::pending::wake::one(fd, libc::POLLIN), n: 1, timeout_ms: left, sigmask: std::ptr::null() }));
+            }
+            Err(e) => {
+                if e == libc::ECONNREFUSED {
+                    super::relay_gone(fd);
+                }
+                return Some(Detour::Fail(Errno(e)));
+            }
+        }
+    }
+    Some(Detour::Fail(Errno(libc::EAGAIN)))
+}
+
+/// A socket connected through the relay to an IP destination: the kernel takes the relay's
+/// datagrams only, and their header is the one we send (the relay names the target as it was
+/// asked), so it is received into a buffer of exactly its length and the payload straight into
+/// the caller's buffers.
+///
+/// # Safety
+/// As `recv`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn recv_connected(
+    fd: c_int,
+    iov: *const iovec,
+    n: usize,
+    control: *mut c_void,
+    clen: usize,
+    flags: c_int,
+    want: &[u8],
+    from: SocketAddr,
+) -> Result<Seen, i32> {
+    let mut hdr = [0u8; socks5::UDP_HEADER_MAX];
+    let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
+    let mut big: Vec<iovec> = Vec::new();
+    let iovs: &mut [iovec] = if n < 8 {
+        &mut v[..n + 1]
+    } else {
+        big.resize(n + 1, iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
+        &mut big
+    };
+    iovs[0] = iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: want.len() };
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        iovs[i + 1] = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+    }
+    // SAFETY: all-zero is a valid msghdr.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iovs.as_mut_ptr();
+    m.msg_iovlen = n + 1;
+    m.msg_control = control;
+    m.msg_controllen = clen;
+    let k = syscall!(SYS_recvmsg, fd, &mut m as *mut msghdr, flags | libc::MSG_DONTWAIT).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? as usize;
+    if k < want.len() || hdr[..want.len()] != *want {
+        return Ok(Seen::Drop);
+    }
+    Ok(Seen::Give(Got { n: k - want.len(), flags: m.msg_flags, from, controllen: m.msg_controllen }))
+}
+
+/// Any other socket of ours: the datagram into a scratch buffer, then: from the relay, its
+/// header judged and taken off; from anyone else (a socket that also talks to the internet),
+/// given as it is — never as a tailnet peer's.
+///
+/// # Safety
+/// As `recv`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn recv_any(
+    fd: c_int,
+    iov: *const iovec,
+    n: usize,
+    control: *mut c_void,
+    clen: usize,
+    flags: c_int,
+    relay: SocketAddr,
+    scratch: &mut Vec<u8>,
+) -> Result<Seen, i32> {
+    const CAP: usize = 65536;
+    if scratch.capacity() < CAP {
+        scratch.reserve_exact(CAP);
+    }
+    let mut one = iovec { iov_base: scratch.as_mut_ptr().cast(), iov_len: CAP };
+    // SAFETY: all-zero is a valid sockaddr_storage / msghdr.
+    let mut src: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = (&mut src as *mut libc::sockaddr_storage).cast();
+    m.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
+    m.msg_iov = &mut one;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = clen;
+    // MSG_TRUNC is ours to answer from the datagram's length; the scratch buffer holds any.
+    let k = syscall!(SYS_recvmsg, fd, &mut m as *mut msghdr, (flags & !libc::MSG_TRUNC) | libc::MSG_DONTWAIT)
+        .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))? as usize;
+    let k = k.min(CAP);
+    // SAFETY: the kernel wrote k bytes into the scratch buffer.
+    let data = unsafe { std::slice::from_raw_parts(scratch.as_ptr(), k) };
+    // SAFETY: the kernel wrote msg_namelen bytes of the sender's address.
+    let from = unsafe { sa::read((&src as *const libc::sockaddr_storage).cast(), m.msg_namelen) };
+    let (payload, from) = match from {
+        Some(f) if same(f, relay) => {
+            let Ok((who, h)) = socks5::parse_udp(data) else { return Ok(Seen::Drop) };
+            let Some(who) = with(fd, |a| {
+                match who {
+                    socks5::UdpFrom::Ip(ip) => {
+                        // A relay that answers a name with the address it resolved (dante): the
+                        // placeholder, when that name is the only destination.
+                        if a.ips == 0 && a.names.len() == 1 {
+                            Some(a.names[0].2)
+                        } else {
+                            Some(ip)
+                        }
+                    }
+                    socks5::UdpFrom::Name(nm, p) => a.names.iter().find(|(m, q, _)| m.as_bytes().eq_ignore_ascii_case(nm) && *q == p).map(|x| x.2),
+                }
+                // A socket connected through the relay takes its destination's datagrams only.
+                .filter(|w| !a.peer.as_ref().is_some_and(|p| !same(p.addr, *w)))
+            })
+            .flatten() else {
+                return Ok(Seen::Drop);
+            };
+            (&data[h..], who)
+        }
+        Some(f) => (data, f),
+        None => (data, SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+    };
+    // SAFETY: the caller's contract.
+    let cap = unsafe { total(iov, n) };
+    // SAFETY: the caller's contract.
+    let got = unsafe { scatter(payload, iov, n) };
+    let mut mf = m.msg_flags & !libc::MSG_TRUNC;
+    if payload.len() > cap {
+        mf |= libc::MSG_TRUNC;
+    }
+    let ret = if flags & libc::MSG_TRUNC != 0 { payload.len() } else { got };
+    Ok(Seen::Give(Got { n: ret, flags: mf, from, controllen: m.msg_controllen }))
+}
