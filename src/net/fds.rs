@@ -180,8 +180,10 @@ pub fn unmark_dns(fd: i32) {
 /// `fd` is a socket of `net::udp`'s.
 pub fn mark_udp(fd: i32) {
     if let Some(s) = slot(fd) {
-        if s.load(Ordering::Relaxed) & UDP == 0 {
-            s.fetch_or(UDP, Ordering::Relaxed);
+        let b = s.load(Ordering::Relaxed);
+        if b & UDP == 0 {
+            // No longer "fresh" either: connect() must not take the flag away again.
+            s.store((b | UDP) & !(FRESH_STREAM | FRESH_OTHER), Ordering::Relaxed);
         }
     }
 }

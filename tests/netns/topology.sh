@@ -3,12 +3,14 @@
 #
 #   netns tsp-ws ("workspace")                      netns tsp-tn ("tailnet")
 #     lo: microsocks 127.0.0.1:1080 (no auth)          peers (python3 http.server):
-#         danted     127.0.0.1:1081 (user/pass)          100.64.0.2 / fd7a:115c:a1e0::2 :8080
+#         danted     127.0.0.1:1081 (user/pass,          100.64.0.2 / fd7a:115c:a1e0::2 :8080
+#                    also UDP ASSOCIATE)
 #         tinyproxy  127.0.0.1:3128 (HTTP CONNECT,       100.64.0.3  refuses (nothing listens)
 #                                   Basic auth)          100.64.0.4  never answers (dropped)
 #     ws0 10.200.0.1 fd00:200::1  <--- veth --->     tn0 10.200.0.2 fd00:200::2
 #                                                      100.64.0.5  slow: every dial takes ~1 s
 #                                                      198.51.100.10:8080 a "public" server
+#                                                      UDP echo: 100.64.0.2 / fd7a:115c:a1e0::2 :4002
 #
 # The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
 # names. The workspace's applications see the machine's /etc/hosts (no tailnet names) and a
@@ -142,6 +144,21 @@ NFT
         i=$((i + 1))
     done
 
+    # UDP echo peers (tests/udp.rs): each datagram back to its sender, unchanged.
+    for a in 100.64.0.2 fd7a:115c:a1e0::2; do
+        tn python3 -c '
+import socket, sys
+a = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((a, 4002))
+while True:
+    d, f = s.recvfrom(65535)
+    s.sendto(d, f)
+' "$a" >"$RUN/udpecho$i.log" 2>&1 &
+        echo $! > "$RUN/udpecho$i.pid"
+        i=$((i + 1))
+    done
+
     # The proxies' own view of MagicDNS.
     cat > "$RUN/hosts" <<HOSTS
 127.0.0.1 localhost
@@ -168,8 +185,10 @@ clientmethod: none
 user.privileged: root
 user.unprivileged: $PXUSER
 client pass { from: 127.0.0.0/8 to: 0.0.0.0/0 }
-socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }
-socks pass { from: 127.0.0.0/8 to: ::/0 command: connect }
+socks pass { from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate }
+socks pass { from: 127.0.0.0/8 to: ::/0 command: connect udpassociate }
+socks pass { from: 0.0.0.0/0 to: 127.0.0.0/8 command: udpreply }
+socks pass { from: ::/0 to: 127.0.0.0/8 command: udpreply }
 DANTE
     asproxy danted danted -f "$RUN/danted.conf" -p "$RUN/danted.realpid"
 

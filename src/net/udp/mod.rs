@@ -376,7 +376,11 @@ pub fn connect(fd: c_int, dest: SocketAddr, target: &Target, known: u8) -> Optio
         crate::log::log!(Error, "udp connect fd={fd} {target}: connecting to the relay {relay}: {e}; refused");
         return Some(Detour::Fail(Errno(libc::ENETUNREACH)));
     }
-    let local = route_source(dest, fam);
+    // A placeholder has no route: the wildcard address, as an unconnected socket reports.
+    let local = route_source(dest, fam).or_else(|| {
+        let any = if fam == libc::AF_INET6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        Some(SocketAddr::new(any, 0))
+    });
     with(fd, |a| {
         a.peer = Some(Peer { addr: dest, target: target.clone(), hdr, hlen, local });
         a.note(target, dest);

@@ -1,0 +1,230 @@
+//! UDP to tailnet destinations through SOCKS5 UDP ASSOCIATE (issue 12), root tier: the
+//! namespaces of tests/netns/topology.sh, UDP echo peers on 100.64.0.2 and fd7a:115c:a1e0::2
+//! port 4002 in the "tailnet", dante-server (127.0.0.1:1081, user/pass) relaying, microsocks
+//! (127.0.0.1:1080) as the proxy that refuses UDP ASSOCIATE. Real clients: python (connected,
+//! unconnected, names, IPv6, asyncio, 20 in flight, fork), node `dgram`, and c-harness/udp_calls
+//! (sendmmsg/recvmmsg, MSG_PEEK|MSG_TRUNC, control messages, strangers, EMSGSIZE). Each run is
+//! its own uid with its own leak meter (tests/common/world.rs), which must stay at zero.
+mod common;
+
+use common::harness;
+use common::world::*;
+
+const DANTE: &str = "socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081";
+
+fn py(m: &Meter, script: &str, proxy: &str) -> Outcome {
+    m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", proxy).secs(30).run()
+}
+
+#[test]
+fn python_unconnected_connected_names_ipv6_through_dante() {
+    let Some(m) = Meter::fresh() else { return };
+    let script = r#"
+import socket
+def ask(fam, dest, payload):
+    s = socket.socket(fam, socket.SOCK_DGRAM); s.settimeout(5)
+    s.sendto(payload, dest)
+    d, f = s.recvfrom(100)
+    return s, d, f
+for name, fam, host in [("v4", socket.AF_INET, "100.64.0.2"), ("v6", socket.AF_INET6, "fd7a:115c:a1e0::2"),
+                        ("name", socket.AF_INET, "peer-1"), ("fqdn", socket.AF_INET, "peer-1.tail1234.ts.net"),
+                        ("name6", socket.AF_INET6, "peer6")]:
+    s, d, f = ask(fam, (host, 4002), b"u-" + name.encode())
+    print(f"{name}_data={d.decode()}")
+    print(f"{name}_from_ok={f[:2] == socket.getaddrinfo(host, 4002, fam, socket.SOCK_DGRAM)[0][4][:2]}")
+    # The same socket, connected now: send/recv, getpeername.
+    s.connect((host, 4002)); s.send(b"c-" + name.encode())
+    print(f"{name}_conn={s.recv(100).decode()}")
+    print(f"{name}_peer_ok={s.getpeername()[:2] == socket.getaddrinfo(host, 4002, fam, socket.SOCK_DGRAM)[0][4][:2]}")
+    print(f"{name}_sockname_lo={s.getsockname()[0] in ('127.0.0.1', '::ffff:127.0.0.1')}")
+    s.close()
+# 20 datagrams in flight on one socket, then all 20 read back.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+for i in range(20):
+    s.sendto(b"f%02d" % i, ("100.64.0.2", 4002))
+got = sorted(s.recvfrom(100)[0] for _ in range(20))
+print("inflight_ok=%s" % (got == [b"f%02d" % i for i in range(20)]))
+# The control connection: a high, close-on-exec descriptor of tsproxy's, gone with the socket.
+import os, fcntl, resource
+fds = lambda: set(int(x) for x in os.listdir("/proc/self/fd"))
+before = fds()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(b"x", ("100.64.0.2", 4002)); u.recvfrom(10)
+def valid(e):
+    try:
+        fcntl.fcntl(e, fcntl.F_GETFD); return True
+    except OSError:
+        return False  # the directory listdir had open
+extra = sorted(e for e in fds() - before - {u.fileno()} if valid(e))
+soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+print("ctl_high=%s" % (len(extra) == 1 and extra[0] >= min(soft, 65536) * 3 // 4))
+print("ctl_cloexec=%s" % all(fcntl.fcntl(e, fcntl.F_GETFD) & fcntl.FD_CLOEXEC for e in extra))
+try:
+    os.close(extra[0]); print("ctl_closable=True")
+except OSError as e:
+    print("ctl_closable=False")
+u.close()
+print("ctl_gone=%s" % (not any(valid(e) for e in extra)))
+"#;
+    let r = py(&m, script, DANTE).expect_clean();
+    let k = r.kv();
+    for n in ["v4", "v6", "name", "fqdn", "name6"] {
+        assert_eq!(k.get(&format!("{n}_data")).map(String::as_str), Some(format!("u-{n}").as_str()), "{}", r.text());
+        assert_eq!(k[&format!("{n}_from_ok")], "True", "{n}: {}", r.text());
+        assert_eq!(k[&format!("{n}_conn")], format!("c-{n}"), "{}", r.text());
+        assert_eq!(k[&format!("{n}_peer_ok")], "True", "{n}: {}", r.text());
+        assert_eq!(k[&format!("{n}_sockname_lo")], "False", "{n}: getsockname shows the relay's side: {}", r.text());
+    }
+    assert_eq!(k["inflight_ok"], "True", "{}", r.text());
+    for (key, want) in [("ctl_high", "True"), ("ctl_cloexec", "True"), ("ctl_closable", "False"), ("ctl_gone", "True")] {
+        assert_eq!(k[key], want, "{key}: {}", r.text());
+    }
+}
+
+#[test]
+fn python_asyncio_datagram_endpoint_and_fork() {
+    let Some(m) = Meter::fresh() else { return };
+    let script = r#"
+import asyncio, socket, os
+class P(asyncio.DatagramProtocol):
+    def __init__(self): self.got = []; self.done = asyncio.get_event_loop().create_future()
+    def datagram_received(self, d, a):
+        self.got.append((d, a))
+        if len(self.got) == 20 and not self.done.done(): self.done.set_result(None)
+async def main():
+    loop = asyncio.get_running_loop()
+    t, p = await loop.create_datagram_endpoint(P, remote_addr=("100.64.0.2", 4002))
+    for i in range(20): t.sendto(b"a%02d" % i)
+    await asyncio.wait_for(p.done, 5)
+    print("asyncio_ok=%s" % (sorted(d for d, _ in p.got) == [b"a%02d" % i for i in range(20)]))
+    print("asyncio_from=%s:%d" % p.got[0][1][:2])
+    t.close()
+    t, p = await loop.create_datagram_endpoint(P, family=socket.AF_INET6, local_addr=("::", 0))
+    for i in range(20): t.sendto(b"a%02d" % i, ("fd7a:115c:a1e0::2", 4002))
+    await asyncio.wait_for(p.done, 5)
+    print("asyncio6_ok=%s" % (sorted(d for d, _ in p.got) == [b"a%02d" % i for i in range(20)]))
+    t.close()
+asyncio.run(main())
+# fork: the child keeps using the socket (and its association).
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"parent", ("100.64.0.2", 4002)); print("parent=%s" % s.recvfrom(100)[0].decode(), flush=True)
+pid = os.fork()
+if pid == 0:
+    s.sendto(b"child", ("100.64.0.2", 4002)); print("child=%s" % s.recvfrom(100)[0].decode(), flush=True); os._exit(0)
+os.waitpid(pid, 0)
+s.sendto(b"after", ("100.64.0.2", 4002)); print("after=%s" % s.recvfrom(100)[0].decode())
+"#;
+    let r = py(&m, script, DANTE).expect_clean();
+    let k = r.kv();
+    assert_eq!(k.get("asyncio_ok").map(String::as_str), Some("True"), "{}", r.text());
+    assert_eq!(k["asyncio_from"], "100.64.0.2:4002", "{}", r.text());
+    assert_eq!(k.get("asyncio6_ok").map(String::as_str), Some("True"), "{}", r.text());
+    assert_eq!((k["parent"].as_str(), k["child"].as_str(), k["after"].as_str()), ("parent", "child", "after"), "{}", r.text());
+}
+
+#[test]
+fn node_dgram_connected_and_unconnected() {
+    let Some(m) = Meter::fresh() else { return };
+    if !tool("node") {
+        return;
+    }
+    let script = r#"
+const dgram = require('dgram');
+const t = setTimeout(() => { console.log('timeout=1'); process.exit(1); }, 8000);
+const s = dgram.createSocket('udp4');
+s.on('message', (msg, rinfo) => {
+  console.log(`unconnected=${msg} from=${rinfo.address}:${rinfo.port}`);
+  s.close();
+  const c = dgram.createSocket('udp6');
+  c.connect(4002, 'fd7a:115c:a1e0::2', () => {
+    c.send('node-conn');
+    c.on('message', (m2, r2) => {
+      console.log(`connected=${m2} from6=${r2.address} remote=${c.remoteAddress().address}`);
+      clearTimeout(t); c.close();
+    });
+  });
+});
+s.send('node-unconn', 4002, '100.64.0.2');
+"#;
+    let r = m.attack(Via::Preload, &["node", "-e", script]).env("TSPROXY_PROXY", DANTE).secs(30).run().expect_clean();
+    let out = r.run.stdout.clone();
+    assert!(out.contains("unconnected=node-unconn from=100.64.0.2:4002"), "{}", r.text());
+    assert!(out.contains("connected=node-conn from6=fd7a:115c:a1e0::2 remote=fd7a:115c:a1e0::2"), "{}", r.text());
+}
+
+#[test]
+fn c_sendmmsg_recvmmsg_peek_trunc_cmsg_strangers_emsgsize() {
+    let Some(m) = Meter::fresh() else { return };
+    let prog = harness("udp_calls");
+    for (ip, lo) in [("100.64.0.2", "127.0.0.1"), ("fd7a:115c:a1e0::2", "::1")] {
+        let r = m.attack(Via::Preload, &[s(&prog), ip, "4002"]).env("TSPROXY_PROXY", DANTE).run().expect_clean();
+        let k = r.kv();
+        let want = [
+            ("mmsg", "3"),
+            ("mmsg_ok", "1"),
+            ("peek", "100"),
+            ("peek_trunc", "1"),
+            ("peek_bytes_ok", "1"),
+            ("read", "100"),
+            ("read_ok", "1"),
+            ("read_from_ok", "1"),
+            ("cmsg", "1"),
+            ("stranger", lo),
+            ("stranger_bytes", "8"),
+            ("big", "EMSGSIZE"),
+            ("peer_ok", "1"),
+            ("conn_rw", "1"),
+            ("conn_stranger_dropped", "1"),
+        ];
+        for (key, v) in want {
+            assert_eq!(k.get(key).map(String::as_str), Some(v), "{ip} {key}: {}", r.text());
+        }
+    }
+}
+
+#[test]
+fn refusing_or_missing_proxy_means_enetunreach_never_a_direct_packet() {
+    let Some(m) = Meter::fresh() else { return };
+    let script = r#"
+import socket, errno
+for fam, host in [(socket.AF_INET, "100.64.0.2"), (socket.AF_INET6, "fd7a:115c:a1e0::2"), (socket.AF_INET, "peer-1")]:
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b"x", (host, 4002)); print(f"{host}=sent")
+    except OSError as e:
+        print(f"{host}={errno.errorcode[e.errno]}")
+    try:
+        s.connect((host, 4002)); print(f"{host}_connect=ok")
+    except OSError as e:
+        print(f"{host}_connect={errno.errorcode[e.errno]}")
+"#;
+    // microsocks refuses UDP ASSOCIATE; port 1 has nothing; an HTTP proxy cannot carry UDP.
+    for proxy in ["socks5://127.0.0.1:1080", "socks5://127.0.0.1:1", "http://tsuser:tspass@127.0.0.1:3128"] {
+        let r = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", proxy).env("TSPROXY_LOG", "error").run().expect_clean();
+        let k = r.kv();
+        for h in ["100.64.0.2", "fd7a:115c:a1e0::2", "peer-1"] {
+            assert_eq!(k[h], "ENETUNREACH", "{proxy} {h}: {}", r.text());
+            assert_eq!(k[&format!("{h}_connect")], "ENETUNREACH", "{proxy} {h}: {}", r.text());
+        }
+        let err = r.run.stderr.clone();
+        assert!(err.contains("no proxy relays UDP"), "{proxy}: one log line per refusal: {}", r.text());
+    }
+    // Control: the same uid and script with a relaying proxy gets its datagrams through (so
+    // the refusals above are the proxies', not the script's).
+    let r = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", DANTE).run().expect_clean();
+    assert_eq!(r.get("100.64.0.2"), "sent", "{}", r.text());
+    // And without tsproxy the datagram really is sent (the meter sees it: the attack is real).
+    m.attack(Via::Plain, &["python3", "-c", script]).run().expect_leak();
+}
+
+#[test]
+fn failover_from_microsocks_to_dante() {
+    let Some(m) = Meter::fresh() else { return };
+    let script = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+s.sendto(b"failover", ("100.64.0.2", 4002)); print("got=%s" % s.recvfrom(100)[0].decode())
+"#;
+    let r = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", &format!("socks5://127.0.0.1:1080,{DANTE}")).run().expect_clean();
+    assert_eq!(r.get("got"), "failover", "{}", r.text());
+}
