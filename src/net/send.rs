@@ -323,8 +323,8 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
             // SAFETY: the msghdr's buffers are readable (contract).
             None if ours => unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
                 .unwrap_or(Detour::Fail(Errno(libc::EDESTADDRREQ))),
-            // SAFETY: the msghdr's buffers are readable (contract).
             Some(Plan::Udp(t, dest)) => {
+                // SAFETY: the msghdr's buffers are readable (contract).
                 unsafe { super::udp::relay::send(fd, Some((t, dest)), m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
                     .unwrap_or(Detour::Fail(Errno(libc::ENETUNREACH)))
             }
