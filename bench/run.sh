@@ -16,6 +16,7 @@ fi
 cargo build --release --workspace -q
 mkdir -p target/release/c-harness
 cc -O2 -Wall -o target/release/c-harness/connbench c-harness/connbench.c
+cc -O2 -Wall -o target/release/c-harness/udpbench c-harness/udpbench.c
 mkdir -p target/release/go
 (cd bench && CGO_ENABLED=0 GO111MODULE=off GOCACHE="$PWD/../target/go-cache" GOPATH="$PWD/../target/go-path" go build -o ../target/release/go/gobench gobench.go)
 bash tests/netns/topology.sh up

@@ -76,6 +76,8 @@ pub struct Assoc {
     pub names: Vec<(String, u16, SocketAddr)>,
     /// IP targets sent to (replies from them are reported as they are).
     pub ips: usize,
+    /// The program's socket's family (how the relay's address is written for it).
+    pub fam: c_int,
     checked: Instant,
     dead: bool,
 }
@@ -246,12 +248,13 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         }
     }
     let (ctl, relay) = associate(fd, why)?;
+    let fam = family(fd).unwrap_or(libc::AF_INET);
     let Some(ino) = crate::net::pending::table::inode(fd) else {
         fds::release_ours(ctl);
         return Err(Errno(libc::EBADF));
     };
     let (peer, names, ips) = peer.unwrap_or((None, Vec::new(), 0));
-    let a = Assoc { ctl, relay, peer, names, ips, checked: now, dead: false };
+    let a = Assoc { ctl, relay, peer, names, ips, fam, checked: now, dead: false };
     crate::fork::arm();
     let extra = {
         let mut t = TABLE.lock();

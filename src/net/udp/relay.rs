@@ -53,6 +53,8 @@ pub unsafe fn send(
         return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
     }
     let mut hdr = [0u8; socks5::UDP_HEADER_MAX];
+    // A connected socket's destination was noted when it connected.
+    let named = to.is_some();
     let (hlen, target, dest) = match to {
         Some((t, d)) => match socks5::udp_header(&t, &mut hdr) {
             Ok(h) => (h, t, d),
@@ -78,8 +80,10 @@ pub unsafe fn send(
             Ok(r) => r,
             Err(e) => return Some(Detour::Fail(e)),
         };
-        with(fd, |a| a.note(&target, dest));
-        let fam = super::family(fd).unwrap_or(libc::AF_INET);
+        if named {
+            with(fd, |a| a.note(&target, dest));
+        }
+        let fam = with(fd, |a| a.fam).unwrap_or(libc::AF_INET);
         let Some((mut to_sa, tl)) = sa::encode(relay, fam) else { return Some(Detour::Fail(Errno(libc::ENETUNREACH))) };
         let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
         let mut big: Vec<iovec> = Vec::new();
@@ -159,7 +163,8 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
     if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) {
         return Some(Detour::Fail(Errno(libc::EINTR)));
     }
-    let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
+    // Asked only when nothing is queued (an event loop's receive finds a datagram: no syscall).
+    let blocking = || flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
     let mut scratch: Vec<u8> = Vec::new();
     for _ in 0..1024 {
         let r = match peer {
@@ -176,7 +181,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
                 }
                 continue;
             }
-            Err(e) if blocking && e == libc::EAGAIN => {
+            Err(e) if e == libc::EAGAIN && blocking() => {
                 let timeout = sys::sock_timeout(fd, libc::SO_RCVTIMEO);
                 let start = *ctx.start.get_or_insert_with(std::time::Instant::now);
                 let left = match timeout {
