@@ -360,7 +360,10 @@ LD_PRELOAD=$LIB getent ahostsv4 peer-1 >/dev/null
 echo "tmp_dir=$(stat_of /tmp/tsproxy-0)"
 echo "tmp_names=$(stat_of /tmp/tsproxy-0/names)"
 # 2. /run/user/0, root's, 0700: used, /tmp untouched; a second process connects through it.
-rm -rf /tmp/tsproxy-0; mkdir -p /run/user; mkdir -m 700 /run/user/0
+# (/run/user is a private tmpfs here; where the machine has none, steps 2 and 3 are skipped:
+# making one would change the real /run.)
+[ -d /run/user ] || {{ echo run_user=missing; exit 0; }}
+rm -rf /tmp/tsproxy-0; mkdir -m 700 /run/user/0
 A=$(LD_PRELOAD=$LIB getent ahostsv4 peer-1 | awk 'NR==1{{print $1}}')
 echo "run_names=$(stat_of /run/user/0/tsproxy-names)"
 echo "tmp_after_run=$(stat_of /tmp/tsproxy-0)"
@@ -373,6 +376,10 @@ echo "tmp_after_750=$(stat_of /tmp/tsproxy-0/names)"
 "#
     );
     let r = sh(Ns::PrivateTmp, &script, &[], 30);
+    let no_run_user = kv(&r, "run_user") == "missing";
+    if no_run_user {
+        eprintln!("registry_in_run_user_or_tmp: this machine has no /run/user: only /tmp checked");
+    }
     let fails: Vec<&str> = [
         (kv(&r, "tmp_dir") == "0:700", "without /run/user/0: /tmp/tsproxy-0 made, root's, 0700"),
         (kv(&r, "tmp_names") != "none", "without /run/user/0: /tmp/tsproxy-0/names"),
@@ -383,7 +390,8 @@ echo "tmp_after_750=$(stat_of /tmp/tsproxy-0/names)"
         (kv(&r, "tmp_after_750") != "none", "... /tmp/tsproxy-0/names is"),
     ]
     .into_iter()
-    .filter_map(|(ok, what)| (!ok).then_some(what))
+    .enumerate()
+    .filter_map(|(i, (ok, what))| (!ok && !(no_run_user && i >= 2)).then_some(what))
     .collect();
     assert!(fails.is_empty(), "registry location: {fails:#?}\n{}", r.text());
     no_leak();
