@@ -57,12 +57,12 @@ unsafe fn got(fd: c_int, d: Option<Detour<wire::Got>>, addr: *mut sockaddr, alen
 
 io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
 io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1));
 io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| wire::send(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
+io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| wire::send(fd, iov, cnt.max(0) as usize));
 io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
 io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
-io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| wire::send(fd, &one(buf, n), 1));
 io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
 io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, wire::recv(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
 io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; |ctx| recvmsg_dns(fd, msg, flags, ctx));
