@@ -148,11 +148,11 @@ mod tests {
         assert_eq!(attrleaf_host("peer-1"), None);
         assert_eq!(attrleaf_host("_x"), None);
         let c = cfg(&[]);
-        let q = crate::dns::query_class(1, "_8080._https.peer-1", 65, 1).unwrap();
+        let q = crate::dns::query_presentation(1, b"_8080._https.peer-1", 65, 1).unwrap();
         assert_eq!(tailnet_question(&c, &q, |_| false).as_deref(), Some("_8080._https.peer-1"));
         // A host /etc/hosts knows, and an ordinary public service name, are not.
         assert_eq!(tailnet_question(&c, &q, |n| n == "peer-1"), None);
-        let q = crate::dns::query_class(1, "_443._https.www.example.com", 65, 1).unwrap();
+        let q = crate::dns::query_presentation(1, b"_443._https.www.example.com", 65, 1).unwrap();
         assert_eq!(tailnet_question(&c, &q, |_| false), None);
     }
     use super::*;
