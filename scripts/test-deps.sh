@@ -21,6 +21,10 @@ have musl-gcc || need+=(musl-tools)
 have setcap || need+=(libcap2-bin)
 have ps || need+=(procps)
 have chroot || need+=(coreutils)
+# tests/deb.rs: build the package, lint it, install it in a fresh rootfs.
+have dpkg-shlibdeps || need+=(dpkg-dev)
+have mmdebstrap || need+=(mmdebstrap)
+have lintian || need+=(lintian)
 [ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
