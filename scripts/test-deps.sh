@@ -30,6 +30,10 @@ have ssh || need+=(openssh-client)
 have ssh-keygen || need+=(openssh-client)
 have aria2c || need+=(aria2)
 have getent || need+=(libc-bin)
+# tests/deb.rs: build the package, lint it, install it in a fresh rootfs.
+have dpkg-shlibdeps || need+=(dpkg-dev)
+have mmdebstrap || need+=(mmdebstrap)
+have lintian || need+=(lintian)
 [ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
