@@ -20,7 +20,7 @@ use libc::{c_int, c_long, c_uint, mmsghdr, msghdr, sockaddr, socklen_t, timespec
 #[no_mangle]
 #[cfg(target_arch = "x86_64")]
 pub unsafe extern "C-unwind" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c_long, a4: c_long, a5: c_long, a6: c_long) -> c_long {
-    // SAFETY (every arm): the program's own arguments for this system call, passed on with the
+    // SAFETY: (every arm) the program's own arguments for this system call, passed on with the
     // types the system call (and the hook of libc's function of that name) takes them as.
     unsafe {
         match n {
