@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 CARGO ?= cargo
 ROOT := $(shell id -u)
 
-.PHONY: all build test test-deps bench fuzz install uninstall clean
+.PHONY: all build test test-deps bench fuzz install uninstall clean deb lintian
 
 all: build
 
@@ -34,6 +34,14 @@ install: build
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/tsproxy $(DESTDIR)$(PREFIX)/lib/tsproxy/libtsproxy.so
+
+# The Debian package, with dpkg-deb: target/debian/tsproxy_<version>-<revision>_<arch>.deb (the
+# last line printed is its path). See README, Packaging.
+deb:
+	@CARGO="$(CARGO)" bash packaging/build-deb.sh
+
+lintian:
+	lintian --fail-on error $$(CARGO="$(CARGO)" bash packaging/build-deb.sh | tail -n1)
 
 clean:
 	$(CARGO) clean

@@ -197,6 +197,29 @@ def main():
         add("getaddrinfo", name, fmt([x["ns"] for x in rs], "ns/call", 0),
             f"{ratio([x['ns'] for x in rs], [x['ns'] for x in res['no preload, /etc/hosts name (localhost)']]):.2f}x no preload (localhost)")
 
+    # 5b. Lookups through the system resolver (bench/dnsd.py, answering every name, TTL 0): a new
+    # name each call, so no cache anywhere. A tailnet name under tsproxy is answered in the
+    # process (getaddrinfo) or in the program's own socket (c-ares: node's dns.resolve4); any
+    # other name goes to the server as without tsproxy.
+    # A private /tmp too: the thousands of bench names stay out of root's name registry.
+    resolv = ["unshare", "-m", "sh", "-c", 'mount --bind /run/tsproxy-test/bench-resolv.conf /etc/resolv.conf && mount -t tmpfs tmpfs /tmp && exec "$@"', "sh"]
+    n = 300
+    js = ("const d=require('dns'),fmt=process.argv[1],n=+process.argv[2],v=[];let i=0;"
+          "const go=()=>{if(i==n){v.sort((a,b)=>a-b);console.log('p50='+v[n>>1].toFixed(1)+' p99='+v[Math.floor(n*.99)].toFixed(1));return}"
+          "const t=process.hrtime.bigint();d.resolve4(fmt.replace('%d',i++),e=>{if(e){console.log('fail='+e.code);process.exit(1)}"
+          "v.push(Number(process.hrtime.bigint()-t)/1e3);go()})};go()")
+    for api, cmd in [("getaddrinfo", lambda f: [CB, "gaifmt", "-n", str(n), f]), ("c-ares (node dns.resolve4)", lambda f: ["node", "-e", js, f, str(n)])]:
+        res = rounds(
+            {"no preload, other name": (resolv + cmd("h%d.public.example"), {}),
+             "tsproxy, other name": (resolv + cmd("h%d.public.example"), PRE),
+             "no preload, tailnet name (the server answers)": (resolv + cmd("peer-%d.tail1234.ts.net"), {}),
+             "tsproxy, tailnet name (answered in the process)": (resolv + cmd("peer-%d.tail1234.ts.net"), PRE)},
+            lambda a: {"p50": float(kv(sh(*a[0], env=a[1]))["p50"])},
+        )
+        for name, rs in res.items():
+            add(f"lookup of a new name, {api}", name, f"p50 {fmt([x['p50'] for x in rs], 'us')}",
+                f"{ratio([x['p50'] for x in rs], [x['p50'] for x in res['no preload, other name']]):.2f}x no preload")
+
     # 6. Memory added to a host process.
     res = rounds(
         {"tsproxy (one tailnet connect)": ([CB, "rss", "100.64.0.2", "9000"], PRE),

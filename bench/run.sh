@@ -35,6 +35,11 @@ ip netns exec tsp-tn target/release/c-harness/connbench serve 9000 >/dev/null 2>
 echo $! > "$RUN/bench-serve.pid"
 ip netns exec tsp-tn iperf3 -s -B 100.64.0.2 >/dev/null 2>&1 &
 echo $! > "$RUN/bench-iperf.pid"
+# The bench's system resolver (bench/dnsd.py) on a second address of the tailnet side's link.
+ip netns exec tsp-tn ip addr add 10.200.0.53/24 dev tn0 2>/dev/null || true
+ip netns exec tsp-tn python3 bench/dnsd.py 10.200.0.53 >/dev/null 2>&1 &
+echo $! > "$RUN/bench-dnsd.pid"
+printf 'nameserver 10.200.0.53\noptions timeout:1 attempts:2\n' > "$RUN/bench-resolv.conf"
 sleep 0.5
 trap 'bash tests/netns/topology.sh down' EXIT
 python3 bench/bench.py

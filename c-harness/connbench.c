@@ -247,6 +247,22 @@ int main(int argc, char **argv) {
         printf("gai_ns=%.0f\n", (now_us() - t) * 1e3 / n);
         return 0;
     }
+    if (!strcmp(mode, "gaifmt")) {
+        /* getaddrinfo of a new name each call (FMT has one %d), AF_UNSPEC as programs ask:
+         * what a lookup through the system resolver costs, no cache anywhere. */
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *r;
+        double *v = calloc(n, sizeof *v);
+        char name[256];
+        for (int i = 0; i < n; i++) {
+            snprintf(name, sizeof name, rest[0], i);
+            double t = now_us();
+            if (getaddrinfo(name, "80", &hints, &r)) { printf("gai=fail %s\n", name); return 1; }
+            v[i] = now_us() - t;
+            freeaddrinfo(r);
+        }
+        report("gaifmt", v, n);
+        return 0;
+    }
     if (nrest != 2) return 1;
     const char *host = rest[0];
     int port = atoi(rest[1]);

@@ -183,7 +183,7 @@ fn open() -> Option<*mut u8> {
     // shared with other processes only through atomic operations.
     let magic = unsafe { &*(p as *const AtomicU64) };
     let m = match magic.load(Ordering::Acquire) {
-        0 if !secure => magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire).unwrap_or_else(|m| m),
+        0 if !secure => magic.compare_exchange(0, MAGIC, Ordering::AcqRel, Ordering::Acquire).map_or_else(|theirs| theirs, |_| MAGIC),
         m => m,
     };
     if m != MAGIC {

@@ -78,8 +78,26 @@ const ZONE_TYPES: [u16; 10] = [2, 6, 46, 47, 48, 50, 51, 43, 59, 60];
 /// short names itself can send `peer-1.<search domain>` first (README, Limitations).
 pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&str) -> bool) -> Option<String> {
     dns::questions(payload)
-        .find(|q| cfg.is_under_tailnet_domain(&q.name) || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally)))
+        .find(|q| {
+            cfg.is_under_tailnet_domain(&q.name)
+                || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally))
+                || attrleaf_host(&q.name).is_some_and(|h| cfg.is_tailnet_name(h, &known_locally))
+        })
         .map(|q| q.name)
+}
+
+/// The host under leading underscore labels (RFC 8552 "attrleaf" names: `_8080._https.peer-1`,
+/// the HTTPS record Chromium asks for `https://peer-1:8080/`, or `_ssh._tcp.peer-1`, an SRV
+/// lookup): such a name is about that host, and a tailnet host's must not leave either. None
+/// when the name has no such label or nothing after them.
+fn attrleaf_host(name: &str) -> Option<&str> {
+    let mut rest = name;
+    let mut stripped = false;
+    while let Some(label) = rest.split('.').next().filter(|l| l.starts_with('_')) {
+        rest = rest.get(label.len() + 1..)?;
+        stripped = true;
+    }
+    (stripped && !rest.is_empty()).then_some(rest)
 }
 
 /// The decision `r` (from [`decide`]) in a process that is itself a configured proxy, which
@@ -122,6 +140,21 @@ pub fn serves_endpoint(bound: SocketAddr, v6only: bool, proxy: SocketAddr, is_lo
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn attrleaf_names_of_tailnet_hosts_are_tailnet_questions() {
+        assert_eq!(attrleaf_host("_8080._https.peer-1"), Some("peer-1"));
+        assert_eq!(attrleaf_host("_ssh._tcp.db.example"), Some("db.example"));
+        assert_eq!(attrleaf_host("peer-1"), None);
+        assert_eq!(attrleaf_host("_x"), None);
+        let c = cfg(&[]);
+        let q = crate::dns::query_presentation(1, b"_8080._https.peer-1", 65, 1).unwrap();
+        assert_eq!(tailnet_question(&c, &q, |_| false).as_deref(), Some("_8080._https.peer-1"));
+        // A host /etc/hosts knows, and an ordinary public service name, are not.
+        assert_eq!(tailnet_question(&c, &q, |n| n == "peer-1"), None);
+        let q = crate::dns::query_presentation(1, b"_443._https.www.example.com", 65, 1).unwrap();
+        assert_eq!(tailnet_question(&c, &q, |_| false), None);
+    }
     use super::*;
     use std::net::IpAddr;
 

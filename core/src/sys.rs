@@ -17,14 +17,43 @@ macro_rules! syscall {
     }};
 }
 
-/// `syscall(2)` with up to six arguments.
+/// A system call with up to six arguments: -1 and errno on failure, as `syscall(2)`.
+///
+/// On x86_64 it is the `syscall` instruction itself, not libc's `syscall()` wrapper: the
+/// preload library exports a `syscall` of its own (it hands the socket calls that programs make
+/// through libc's wrapper to its hooks), and tsproxy's own system calls must never reach it.
 ///
 /// # Safety
 /// The arguments must be valid for syscall `nr`.
 pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
     let g = |i: usize| a.get(i).copied().unwrap_or(0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let r: libc::c_long;
+        // SAFETY: the caller passes arguments valid for this system call; the kernel's ABI:
+        // number in rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax, rcx and r11
+        // clobbered; no stack is used. Memory the arguments point to may be read or written by
+        // the kernel (hence no `nomem`/`readonly`).
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr => r,
+                in("rdi") g(0), in("rsi") g(1), in("rdx") g(2), in("r10") g(3), in("r8") g(4), in("r9") g(5),
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        if (-4095..0).contains(&r) {
+            set_errno(-r as i32);
+            return -1;
+        }
+        r
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: forwarded to the caller; unused trailing arguments are ignored by the kernel.
-    unsafe { libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5)) }
+    unsafe {
+        libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5))
+    }
 }
 
 /// The calling thread's errno.

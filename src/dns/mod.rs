@@ -47,7 +47,12 @@ fn note_registry() {
     if let Err(why) = tsproxy_core::registry::state() {
         if !SAID.swap(true, Ordering::Relaxed) {
             if why.contains("another user") {
-                crate::log::log!(Error, "name registry not used: {why}; tailnet names stay within each process");
+                // SAFETY: geteuid has no preconditions.
+                let euid = unsafe { libc::geteuid() };
+                crate::log::log!(
+                    Error,
+                    "name registry not used: /tmp/tsproxy-{euid} belongs to another user or is open to others; tailnet names stay within each process"
+                );
             } else {
                 crate::log::log!(Info, "name registry not used: {why}; tailnet names stay within each process");
             }

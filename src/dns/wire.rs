@@ -15,18 +15,21 @@
 //!   the socket stays the kernel's; it enters the table with the first answer, which queues the
 //!   address the answer stands for; its receiving calls rewrite the injector's address to it,
 //!   and pass every other datagram through untouched.
-//! - **connected** to `server:53` (`connect` then `send`/`write`, c-ares- and libuv-style): a
-//!   connected UDP socket takes datagrams from its peer only, so the connection is kept here
-//!   instead of in the kernel: the socket is bound (as connect would) but not connected, its
-//!   sends without an address go to the server with `sendto`, its receives take the server's
-//!   datagrams and our answers and drop any other sender's (as the kernel's filter would), and
-//!   `getpeername` names the server. Cost for the program: an ICMP "port unreachable" from the
-//!   server is no longer reported on the socket (its query times out instead).
+//! - **connected** to `server:53` (`connect` then `send`/`write`, c-ares-, glibc- and
+//!   libuv-style): the kernel keeps the connection, so every send and receive — including
+//!   those made with raw syscalls (libuv before 1.45 calls `sendmmsg`/`recvmmsg` that way) —
+//!   works exactly as without tsproxy. When a hooked send carries a question for a tailnet
+//!   name, the question is not sent; the socket is connected to our injector for a moment (a
+//!   connected UDP socket takes datagrams from its peer only; connecting it anew keeps its
+//!   port), the answer is put in its queue, and it is connected to the server again. Datagrams
+//!   already queued stay queued; a reply of the server arriving in those microseconds is
+//!   dropped by the kernel (the stub asks again after its timeout).
 //!
-//! Limits (README): descriptors at 65536 and above are not kept (the per-fd byte table ends
-//! there; such a socket is connected by the kernel, and a tailnet question on it refused); a
-//! dup of a connected socket, or one inherited over exec, is the kernel's (its sends without an
-//! address fail with EDESTADDRREQ); DNS over TCP is not answered.
+//! Limits (README): descriptors at 65536 and above are not tracked (the per-fd byte table
+//! ends there: a tailnet question sent on such a connected socket is refused); a question sent
+//! with a raw syscall is not seen; an answer read with a raw syscall shows our loopback address
+//! as its sender (a stub that checks drops it: that lookup fails, nothing leaks); DNS over TCP
+//! is refused, not answered.
 use crate::boundary::{Ctx, Detour, Wait};
 use crate::net::fds;
 use crate::spin::SpinLock;
@@ -168,17 +171,48 @@ fn ensure_bound(fd: c_int, fam: c_int) -> Option<SocketAddr> {
 /// could not be done (the caller fails the send: the question must not go out either).
 fn inject(fd: c_int, server: SocketAddr, answer: &[u8]) -> bool {
     let Some(fam) = family(fd) else { return false };
+    // The injector of the server's family (a v4 server on a dual-stack socket: the v4 one,
+    // seen v4-mapped), so the answer reaches the socket on the path a reply would take.
+    let v6 = matches!(server, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none());
+    let Some((inj, inj_addr)) = injector(v6) else { return false };
+    if sys::is_connected(fd) {
+        // Connected to `server`: it takes datagrams from its peer only. Connect it to the
+        // injector for the answer, then to the server again. A connected UDP socket connected
+        // anew keeps its port (nothing is unbound in between), and datagrams already queued
+        // stay queued.
+        let (Some((to_inj, il)), Some((to_srv, sl))) = (sa::encode(inj_addr, fam), sa::encode(server, fam)) else { return false };
+        if sys::connect_raw(fd, (&to_inj as *const libc::sockaddr_storage).cast(), il).is_err() {
+            return false;
+        }
+        let ok = local_addr(fd).is_some_and(|me| inject_to(fd, inj, me, server, answer));
+        if let Err(e) = sys::connect_raw(fd, (&to_srv as *const libc::sockaddr_storage).cast(), sl) {
+            crate::log::log!(Error, "dns: fd={fd} could not be connected to {server} again after an answer: {e}");
+        }
+        return ok;
+    }
     let Some(me) = ensure_bound(fd, fam) else { return false };
+    inject_to(fd, inj, me, server, answer)
+}
+
+/// Send `answer` from the injector `inj` to `me` (the socket's own address), remembering that
+/// it stands for `server`.
+fn inject_to(fd: c_int, inj: c_int, me: SocketAddr, server: SocketAddr, answer: &[u8]) -> bool {
     let Some(ino) = inode(fd) else { return false };
-    let v6 = fam == libc::AF_INET6;
-    let Some((inj, _)) = injector(v6) else { return false };
     // Where to: the socket's own address, or loopback for a wildcard one.
     let to_ip = match me.ip() {
         IpAddr::V4(a) if a.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
+        ip => tsproxy_core::cidr::unmap(ip),
     };
-    let Some((to, tl)) = sa::encode(SocketAddr::new(to_ip, me.port()), if v6 { libc::AF_INET6 } else { libc::AF_INET }) else { return false };
+    let inj_fam = family(inj).unwrap_or(libc::AF_INET);
+    let to_ip = match (to_ip, inj_fam) {
+        // A v6 injector cannot send to an IPv4 address (and a v4 one not to IPv6): the other
+        // loopback of the socket, which a dual-stack wildcard socket accepts.
+        (IpAddr::V4(_), libc::AF_INET6) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        (IpAddr::V6(_), libc::AF_INET) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (ip, _) => ip,
+    };
+    let Some((to, tl)) = sa::encode(SocketAddr::new(to_ip, me.port()), inj_fam) else { return false };
     {
         crate::fork::arm();
         let mut t = TABLE.lock();
@@ -222,27 +256,21 @@ pub fn maybe_answer(fd: c_int, server: SocketAddr, msg: &[u8]) -> Option<Result<
     }
 }
 
-/// connect() of a datagram socket to `server:53`: kept here (see the module docs). Some: we
-/// answered connect; None: the kernel connects (not a datagram socket, or a descriptor past
-/// the byte table).
-pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) -> Option<Detour<c_int>> {
+/// connect() of a datagram socket to `server:53` (see the module docs): remember it; the
+/// kernel then connects it (the caller goes on to the program's connect). Nothing for a
+/// stream socket or a descriptor past the byte table.
+pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) {
     if fd < 0 || fd as usize >= fds::N || server.port() != route::DNS_PORT {
-        return None;
+        return;
     }
-    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok()? != libc::SOCK_DGRAM {
-        return None;
+    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() != Some(libc::SOCK_DGRAM) {
+        return;
     }
-    let sfam = family(fd)?;
+    let Some(sfam) = family(fd) else { return };
     if sfam != fam || (sfam != libc::AF_INET && sfam != libc::AF_INET6) {
-        return None; // the kernel says what is wrong with the address
+        return; // the kernel says what is wrong with the address
     }
-    // A connected socket first goes back to unconnected (the kernel's AF_UNSPEC connect),
-    // keeping its port: from here on the connection is ours.
-    if sys::is_connected(fd) {
-        sys::disconnect(fd);
-    }
-    ensure_bound(fd, sfam)?;
-    let ino = inode(fd)?;
+    let Some(ino) = inode(fd) else { return };
     crate::fork::arm();
     {
         let mut t = TABLE.lock();
@@ -255,7 +283,6 @@ pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) -> Option<Detour<c_int
     fds::mark_dns(fd);
     ACTIVE.store(true, Ordering::Release);
     crate::log::log!(Debug, "connect fd={fd} {server} -> a DNS socket; tailnet questions answered here");
-    Some(Detour::Done(0))
 }
 
 /// connect() on a socket of ours to somewhere else (or AF_UNSPEC): it is the kernel's again.
@@ -305,12 +332,11 @@ unsafe fn gather(iov: *const iovec, n: usize) -> Vec<u8> {
 }
 
 /// A send without an address on a socket of ours (write, send, writev, sendmsg with no name,
-/// sendto with none): to its server, or answered here. None: not one of our connected ones.
+/// sendto with none): answered here when it asks about a tailnet name. None: libc sends it.
 ///
 /// # Safety
-/// `iov` holds `n` readable iovecs; `control`/`clen` are the caller's msghdr control data (or
-/// null/0).
-pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int) -> Option<Detour<ssize_t>> {
+/// `iov` holds `n` readable iovecs.
+pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize) -> Option<Detour<ssize_t>> {
     let server = peer(fd)?;
     // SAFETY: the caller's contract.
     let bytes = unsafe { gather(iov, n) };
@@ -320,37 +346,8 @@ pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
             Err(e) => Detour::Fail(e),
         });
     }
-    let fam = family(fd).unwrap_or(libc::AF_INET);
-    let Some((mut to, tl)) = sa::encode(server, fam) else { return Some(Detour::Fail(Errno(libc::EDESTADDRREQ))) };
-    let total: usize = (0..n.min(1024))
-        // SAFETY: the caller's contract (n readable iovecs).
-        .map(|i| unsafe { std::ptr::read_unaligned(iov.add(i)) }.iov_len)
-        .fold(0usize, |a, b| a.saturating_add(b));
-    let r = if control.is_null() && total <= bytes.len() {
-        // The whole datagram was gathered: one sendto, marked under the supervisor (its filter
-        // lets it through: decided here already).
-        let to_ptr = (&to as *const libc::sockaddr_storage).cast::<sockaddr>();
-        if state::get().supervisor_dns.is_some() {
-            sys::sendto_marked(fd, bytes.as_ptr().cast(), bytes.len(), flags, to_ptr, tl)
-        } else {
-            syscall!(SYS_sendto, fd, bytes.as_ptr(), bytes.len(), flags, to_ptr, tl).map(|k| k as usize)
-        }
-    } else {
-        // Control data, or more than a datagram's worth: sendmsg as given, with the server.
-        // SAFETY: all-zero is a valid msghdr.
-        let mut m: msghdr = unsafe { std::mem::zeroed() };
-        m.msg_name = (&mut to as *mut libc::sockaddr_storage).cast();
-        m.msg_namelen = tl;
-        m.msg_iov = iov as *mut iovec;
-        m.msg_iovlen = n;
-        m.msg_control = control;
-        m.msg_controllen = clen;
-        syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags).map(|k| k as usize)
-    };
-    Some(match r {
-        Ok(k) => Detour::Done(k as ssize_t),
-        Err(e) => Detour::Fail(Errno::of(&e)),
-    })
+    // Any other question: the kernel sends it on the connection, as without tsproxy.
+    None
 }
 
 /// What a receive on a socket of ours got.
@@ -378,7 +375,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
         return Some(Detour::Fail(Errno(libc::EINTR)));
     }
     let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
-    for _ in 0..1024 {
+    {
         // SAFETY: all-zero is a valid sockaddr_storage / msghdr.
         let mut from: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
         // SAFETY: as above.
@@ -425,25 +422,8 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
             let server = server.or(s.peer).unwrap_or(src);
             return Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: server, controllen: m.msg_controllen }));
         }
-        match s.peer {
-            // A "connected" socket takes its server's datagrams only, as the kernel's would.
-            Some(p) if !same(p, src) => {
-                drop(t);
-                if flags & libc::MSG_PEEK != 0 {
-                    let mut scratch = [0u8; 1];
-                    let _ = syscall!(SYS_recvfrom, fd, scratch.as_mut_ptr(), 1usize, libc::MSG_DONTWAIT, 0usize, 0usize);
-                }
-                continue;
-            }
-            _ => return Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: src, controllen: m.msg_controllen })),
-        }
+        Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: src, controllen: m.msg_controllen }))
     }
-    Some(Detour::Fail(Errno(libc::EAGAIN)))
-}
-
-/// Are these the same endpoint (an IPv4 server seen through a dual-stack socket as v4-mapped)?
-fn same(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port() && tsproxy_core::cidr::unmap(a.ip()) == tsproxy_core::cidr::unmap(b.ip())
 }
 
 /// Write `from` into a caller's address buffer of `*len` bytes as the kernel does: truncated to

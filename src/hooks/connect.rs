@@ -14,7 +14,7 @@ hook! {
 
 hook! {
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
-    fast: !pending::active() && !crate::net::tunnels::any() && !crate::dns::wire::active() && !crate::net::udp::active();
+    fast: !pending::active() && !crate::net::tunnels::any() && !crate::net::udp::active();
     fail: -1, on_panic: EBADF;
     |real, ctx| c::getpeername(fd, addr, len, ctx)
 }

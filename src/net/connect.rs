@@ -48,9 +48,7 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
             // A datagram socket to a DNS server: its tailnet questions are answered here.
             // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
             let family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
-            if let Some(d) = crate::dns::wire::connect(fd, dest, family) {
-                return d;
-            }
+            crate::dns::wire::connect(fd, dest, family);
             return direct(fd, addr, len, Bypass::NotTailnet);
         }
         Route::Direct(why) => {
@@ -179,12 +177,6 @@ pub unsafe fn getpeername(fd: i32, addr: *mut sockaddr, len: *mut socklen_t, ctx
         // Connected through the relay: the destination the program named.
         // SAFETY: addr has *len writable bytes (contract).
         unsafe { crate::dns::wire::write_addr(fd, p, addr, len) };
-        return Detour::Done(0);
-    }
-    if let Some(server) = crate::dns::wire::peer(fd) {
-        // A DNS socket whose connection is kept here: its server, as the kernel would say.
-        // SAFETY: addr has *len writable bytes (contract).
-        unsafe { crate::dns::wire::write_addr(fd, server, addr, len) };
         return Detour::Done(0);
     }
     let Some(e) = super::tunnels::lookup(fd) else { return Detour::Bypass(Bypass::NotOurs) };

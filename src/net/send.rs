@@ -202,7 +202,7 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
         if crate::dns::wire::marked(fd) {
             let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
             // SAFETY: buf holds n readable bytes (contract).
-            if let Some(d) = unsafe { crate::dns::wire::send(fd, &v, 1, std::ptr::null_mut(), 0, flags) } {
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, &v, 1) } {
                 return d;
             }
         }
@@ -251,7 +251,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
         }
         if crate::dns::wire::marked(fd) {
             // SAFETY: the msghdr's buffers are readable (contract).
-            if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen) } {
                 return d;
             }
         }
@@ -315,29 +315,22 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
             // SAFETY: the msghdr's buffers are readable (contract).
             None if relayed => match unsafe { super::udp::relay::send(fd, None, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
                 Some(d) => d,
-                None => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
-                    Ok(k) => Detour::Done(k as ssize_t),
-                    Err(err) => Detour::Fail(Errno::of(&err)),
-                },
+                None => kernel_sendmsg(fd, m, flags),
             },
             // SAFETY: the msghdr's buffers are readable (contract).
-            None if ours => unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
-                .unwrap_or(Detour::Fail(Errno(libc::EDESTADDRREQ))),
+            None if ours => match unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen) } {
+                Some(d) => d,
+                None => kernel_sendmsg(fd, m, flags),
+            },
             Some(Plan::Udp(t, dest)) => {
                 // SAFETY: the msghdr's buffers are readable (contract).
                 unsafe { super::udp::relay::send(fd, Some((t, dest)), m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) }
                     .unwrap_or(Detour::Fail(Errno(libc::ENETUNREACH)))
             }
-            None | Some(Plan::Libc) => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
-                Ok(k) => Detour::Done(k as ssize_t),
-                Err(err) => Detour::Fail(Errno::of(&err)),
-            },
+            None | Some(Plan::Libc) => kernel_sendmsg(fd, m, flags),
             // SAFETY: the msghdr's buffers are readable (contract).
             Some(Plan::Answer(server)) => match unsafe { answer(fd, server, iov_of(m)) } {
-                Detour::Bypass(_) => match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
-                    Ok(k) => Detour::Done(k as ssize_t),
-                    Err(err) => Detour::Fail(Errno::of(&err)),
-                },
+                Detour::Bypass(_) => kernel_sendmsg(fd, m, flags),
                 d => d,
             },
             Some(Plan::Fail(err)) => Detour::Fail(err),
@@ -353,6 +346,15 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
         }
     }
     Detour::Done(sent as c_int)
+}
+
+/// One message of a batch, by the kernel (marked under the supervisor is not possible for
+/// sendmsg: its filter looks at it, as at the program's own).
+fn kernel_sendmsg(fd: c_int, m: &msghdr, flags: c_int) -> Detour<ssize_t> {
+    match tsproxy_core::syscall!(SYS_sendmsg, fd, m as *const msghdr, flags) {
+        Ok(k) => Detour::Done(k as ssize_t),
+        Err(err) => Detour::Fail(Errno::of(&err)),
+    }
 }
 
 /// Where a msghdr's bytes are.

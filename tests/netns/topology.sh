@@ -11,18 +11,30 @@
 #                                                      100.64.0.5  slow: every dial takes ~1 s
 #                                                      198.51.100.10:8080 a "public" server
 #                                                      UDP echo: 100.64.0.2 / fd7a:115c:a1e0::2 :4002
+#                                                      100.64.0.2:8081 a second peer port
+#                                                        (only tests/names.rs dials it)
+#                                                      tn0 10.200.0.3, .11-.20 :53 a real
+#                                                        DNS server (dns_server.py)
+#                                                      sshd on 100.64.0.2 and
+#                                                        fd7a:115c:a1e0::2 port 22
 #
 # The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
 # names. The workspace's applications see the machine's /etc/hosts (no tailnet names) and a
 # resolv.conf that points at 10.200.0.2, where nothing answers: a name that wrongly reaches
 # the system resolver shows up on the `dns` counter.
 #
+# A real system resolver for tests that need one (tests/names.rs): dns_server.py on 10.200.0.3
+# and 10.200.0.11-20 (one address per test) answers public.example and logs every question,
+# with the address asked, to $RUN/dns-real.log; a test bind-mounts a resolv.conf naming one of
+# them ($RUN/resolv.real: 10.200.0.3) over /etc/resolv.conf in a mount namespace of its own. sshd (if installed) accepts key auth for root with the keys in $RUN/ssh_authorized_keys.
+#
 # Leak meter (nft, table inet tsproxy in tsp-ws): every packet to 100.64.0.0/10 or
 # fd7a:115c:a1e0::/48 not sent by tsproxy-px is rejected and counted in counter `leak`.
 #
 #   topology.sh up     (re)build everything; runs a self-check that the meter counts
 #   topology.sh down   remove everything
-#   topology.sh counters   print leak, dns, dns_other, public_direct, public_via_proxy
+#   topology.sh counters   print leak, dns, dns_other, public_direct, public_via_proxy, and
+#                          the per-peer dial counters (SYNs sent by the proxies' uid)
 set -euo pipefail
 
 # The peers and proxies started below outlive this script; they must not inherit the caller's
@@ -34,6 +46,7 @@ for fd in /proc/$$/fd/*; do
     if [ "$n" -gt 2 ] && [ "$n" != 255 ]; then eval "exec $n>&-"; fi
 done
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 WS=tsp-ws TN=tsp-tn PXUSER=tsproxy-px PXPASS=px-pass-4711
 RUN=/run/tsproxy-test
 PEERS_PORT=8080
@@ -58,7 +71,7 @@ down() {
 counter() { ws nft list counter inet tsproxy "$1" | sed -n 's/.*packets \([0-9]*\).*/\1/p'; }
 
 counters() {
-    for c in leak dns dns_other public_direct public_via_proxy; do echo "$c=$(counter $c)"; done
+    for c in leak dns dns_other public_direct public_via_proxy dns_real refuser_dial slow_dial peer1_8081_dial; do echo "$c=$(counter $c)"; done
 }
 
 wait_port() { # ns host port
@@ -89,6 +102,7 @@ up() {
     ws ip link set ws0 up
     tn ip addr add 10.200.0.2/24 dev tn0
     tn ip addr add fd00:200::2/64 dev tn0 nodad
+    for a in 3 $(seq 11 20); do tn ip addr add "10.200.0.$a/24" dev tn0; done
     for a in 100.64.0.2/32 100.64.0.3/32 100.64.0.4/32 100.64.0.5/32 198.51.100.10/32; do tn ip addr add "$a" dev lo; done
     tn ip addr add fd7a:115c:a1e0::2/128 dev lo nodad
     tn ip link set tn0 up
@@ -116,6 +130,10 @@ table inet tsproxy {
     counter dns_other {}
     counter public_direct {}
     counter public_via_proxy {}
+    counter dns_real {}
+    counter refuser_dial {}
+    counter slow_dial {}
+    counter peer1_8081_dial {}
     chain out {
         type filter hook output priority 0; policy accept;
         ip daddr 100.64.0.0/10 meta skuid != $PXUID counter name leak reject
@@ -125,6 +143,11 @@ table inet tsproxy {
         ip daddr 10.200.0.9 udp dport 53 counter name dns_other
         ip daddr 198.51.100.10 tcp flags syn meta skuid $PXUID counter name public_via_proxy
         ip daddr 198.51.100.10 tcp flags syn meta skuid != $PXUID counter name public_direct
+        ip daddr { 10.200.0.3, 10.200.0.11-10.200.0.20 } udp dport 53 counter name dns_real
+        ip daddr { 10.200.0.3, 10.200.0.11-10.200.0.20 } tcp dport 53 counter name dns_real
+        ip daddr 100.64.0.3 tcp flags & (syn | ack) == syn meta skuid $PXUID counter name refuser_dial
+        ip daddr 100.64.0.5 tcp flags & (syn | ack) == syn meta skuid $PXUID counter name slow_dial
+        ip daddr 100.64.0.2 tcp dport 8081 tcp flags & (syn | ack) == syn meta skuid $PXUID counter name peer1_8081_dial
     }
 }
 NFT
@@ -133,6 +156,8 @@ NFT
     echo "options timeout:1 attempts:1" >> "/etc/netns/$WS/resolv.conf"
     # A second resolver address (nothing there either) for tests that expect a real lookup.
     printf 'nameserver 10.200.0.9\noptions timeout:1 attempts:1\n' > "$RUN/resolv.other"
+    # A resolver that answers (dns_server.py, below).
+    printf 'nameserver 10.200.0.3\noptions timeout:2 attempts:2\n' > "$RUN/resolv.real"
 
     # Peers.
     mkdir -p "$RUN/www"
@@ -143,6 +168,34 @@ NFT
         echo $! > "$RUN/peer$i.pid"
         i=$((i + 1))
     done
+    tn python3 -m http.server --bind 100.64.0.2 --directory "$RUN/www" 8081 >"$RUN/peer8081.log" 2>&1 &
+    echo $! > "$RUN/peer8081.pid"
+    # The real DNS server.
+    : > "$RUN/dns-real.log"
+    # shellcheck disable=SC2046
+    tn python3 "$HERE/dns_server.py" "$RUN/dns-real.log" 10.200.0.3 $(seq -f 10.200.0.%g 11 20) >"$RUN/dns-real.out" 2>&1 &
+    echo $! > "$RUN/dns-real.pid"
+    # sshd on peer-1's addresses (tests/names.rs: ssh -6 by name), when installed.
+    if [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null; then
+        ssh-keygen -q -t ed25519 -N '' -f "$RUN/ssh_host_ed25519_key"
+        : > "$RUN/ssh_authorized_keys"
+        mkdir -p /run/sshd
+        cat > "$RUN/sshd_config" <<SSHD
+ListenAddress 100.64.0.2:22
+ListenAddress [fd7a:115c:a1e0::2]:22
+HostKey $RUN/ssh_host_ed25519_key
+PidFile $RUN/sshd.realpid
+AuthorizedKeysFile $RUN/ssh_authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+SSHD
+        tn /usr/sbin/sshd -D -e -f "$RUN/sshd_config" >"$RUN/sshd.log" 2>&1 &
+        echo $! > "$RUN/sshd.pid"
+    fi
 
     # UDP echo peers (tests/udp.rs): each datagram back to its sender, unchanged.
     for a in 100.64.0.2 fd7a:115c:a1e0::2; do
@@ -212,6 +265,23 @@ TINY
     wait_port "$WS" 127.0.0.1 1080
     wait_port "$WS" 127.0.0.1 1081
     wait_port "$WS" 127.0.0.1 3128
+    wait_port "$TN" 100.64.0.2 8081
+    wait_port "$TN" 10.200.0.3 53
+    wait_port "$TN" 10.200.0.20 53
+    if [ -f "$RUN/sshd.pid" ]; then
+        wait_port "$TN" 100.64.0.2 22
+        wait_port "$TN" fd7a:115c:a1e0::2 22
+    fi
+    # The real DNS server answers from the workspace (UDP), then its log starts empty.
+    ws timeout 5 python3 - <<'PY' || { echo "topology: the DNS server on 10.200.0.3 does not answer" >&2; cat "$RUN/dns-real.out" >&2; exit 1; }
+import socket, struct
+q = struct.pack(">HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0) + b"\x06public\x07example\x00" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+s.sendto(q, ("10.200.0.3", 53))
+r = s.recv(512)
+assert r[:2] == b"\x42\x42" and r[-4:] == bytes([198, 51, 100, 10]), r
+PY
+    : > "$RUN/dns-real.log"
 
     # Self-check: a direct dial to a tailnet address must be rejected and counted.
     if ws timeout 5 bash -c "exec 3<>/dev/tcp/100.64.0.2/$PEERS_PORT" 2>/dev/null; then
