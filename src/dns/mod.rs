@@ -6,6 +6,7 @@ pub mod hostent;
 pub mod nameinfo;
 pub mod resolv;
 pub mod wire;
+pub mod wire_tcp;
 
 use crate::state;
 use std::collections::HashSet;

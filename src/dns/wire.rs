@@ -28,8 +28,8 @@
 //! Limits (README): descriptors at 65536 and above are not tracked (the per-fd byte table
 //! ends there: a tailnet question sent on such a connected socket is refused); a question sent
 //! with a raw syscall is not seen; an answer read with a raw syscall shows our loopback address
-//! as its sender (a stub that checks drops it: that lookup fails, nothing leaks); DNS over TCP
-//! is refused, not answered.
+//! as its sender (a stub that checks drops it: that lookup fails, nothing leaks). DNS over TCP:
+//! `wire_tcp`.
 use crate::boundary::{Ctx, Detour, Wait};
 use crate::net::fds;
 use crate::spin::SpinLock;
@@ -47,6 +47,8 @@ struct Sock {
     peer: Option<SocketAddr>,
     /// For each answer still in its queue, in order: the server it answers for.
     owed: VecDeque<SocketAddr>,
+    /// A TCP connection to the server (`wire_tcp`).
+    tcp: bool,
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -216,9 +218,9 @@ fn inject_to(fd: c_int, inj: c_int, me: SocketAddr, server: SocketAddr, answer: 
     {
         crate::fork::arm();
         let mut t = TABLE.lock();
-        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new() });
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp: false });
         if s.ino != ino {
-            *s = Sock { ino, peer: None, owed: VecDeque::new() };
+            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp: false };
         }
         if s.owed.len() >= OWED_MAX {
             s.owed.pop_front();
@@ -263,9 +265,11 @@ pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) {
     if fd < 0 || fd as usize >= fds::N || server.port() != route::DNS_PORT {
         return;
     }
-    if sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE).ok() != Some(libc::SOCK_DGRAM) {
-        return;
-    }
+    let tcp = match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+        Ok(libc::SOCK_DGRAM) => false,
+        Ok(libc::SOCK_STREAM) => true,
+        _ => return,
+    };
     let Some(sfam) = family(fd) else { return };
     if sfam != fam || (sfam != libc::AF_INET && sfam != libc::AF_INET6) {
         return; // the kernel says what is wrong with the address
@@ -274,11 +278,12 @@ pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) {
     crate::fork::arm();
     {
         let mut t = TABLE.lock();
-        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new() });
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp });
         if s.ino != ino {
-            *s = Sock { ino, peer: None, owed: VecDeque::new() };
+            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp };
         }
         s.peer = Some(server);
+        s.tcp = tcp;
     }
     fds::mark_dns(fd);
     ACTIVE.store(true, Ordering::Release);
@@ -293,24 +298,25 @@ pub fn forget(fd: c_int) {
     }
 }
 
-/// The server `fd` is "connected" to, if it is ours and still the same socket.
-pub fn peer(fd: c_int) -> Option<SocketAddr> {
+/// The server and whether it is a TCP connection.
+fn peer_kind(fd: c_int) -> Option<(SocketAddr, bool)> {
     if !marked(fd) {
         return None;
     }
     let ino = inode(fd)?;
     let t = TABLE.lock();
     let s = t.get(&fd)?;
-    (s.ino == ino).then_some(s.peer).flatten()
+    (s.ino == ino).then_some(s.peer.map(|p| (p, s.tcp))).flatten()
 }
 
-/// Is `fd` ours, still the same socket? (Any kind.)
+/// Is `fd` one of our datagram sockets, still the same socket? (A TCP one's receives are the
+/// kernel's: nothing in them is ours to rewrite.)
 fn is_ours(fd: c_int) -> bool {
     if !marked(fd) {
         return false;
     }
     let Some(ino) = inode(fd) else { return false };
-    TABLE.lock().get(&fd).is_some_and(|s| s.ino == ino)
+    TABLE.lock().get(&fd).is_some_and(|s| s.ino == ino && !s.tcp)
 }
 
 /// The bytes of a send, gathered from its iovecs (at most a datagram's worth).
@@ -337,9 +343,12 @@ unsafe fn gather(iov: *const iovec, n: usize) -> Vec<u8> {
 /// # Safety
 /// `iov` holds `n` readable iovecs.
 pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize) -> Option<Detour<ssize_t>> {
-    let server = peer(fd)?;
+    let (server, tcp) = peer_kind(fd)?;
     // SAFETY: the caller's contract.
     let bytes = unsafe { gather(iov, n) };
+    if tcp {
+        return super::wire_tcp::send(fd, server, &bytes);
+    }
     if let Some(r) = maybe_answer(fd, server, &bytes) {
         return Some(match r {
             Ok(k) => Detour::Done(k as ssize_t),

@@ -44,8 +44,8 @@ pub unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t, ctx: &mu
     // SAFETY: forwarded from our caller's contract.
     let Some(dest) = (unsafe { sa::read(addr, len) }) else { return direct(fd, addr, len, Bypass::NotApplicable) };
     let target = match decide(dest) {
-        Route::Direct(_) if dest.port() == tsproxy_core::route::DNS_PORT && known & super::fds::FRESH_STREAM == 0 => {
-            // A datagram socket to a DNS server: its tailnet questions are answered here.
+        Route::Direct(_) if dest.port() == tsproxy_core::route::DNS_PORT => {
+            // A socket to a DNS server: its tailnet questions are answered here.
             // SAFETY: at least a sa_family_t is readable (sockaddr::read accepted it).
             let family = unsafe { std::ptr::read_unaligned(std::ptr::addr_of!((*addr).sa_family)) } as c_int;
             crate::dns::wire::connect(fd, dest, family);
