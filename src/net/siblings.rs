@@ -36,6 +36,11 @@ fn key(dest: SocketAddr) -> Option<(u32, u16, u64)> {
     Some((slot, dest.port(), v6 as u64))
 }
 
+/// The placeholder's slot and port, for a destination that is a placeholder.
+pub fn key_of(dest: SocketAddr) -> Option<(u32, u16)> {
+    key(dest).map(|(s, p, _)| (s, p))
+}
+
 fn index(slot: u32, port: u16) -> usize {
     ((slot as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ port as u64).wrapping_mul(0x9E37_79B9) as usize % N
 }

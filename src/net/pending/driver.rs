@@ -93,7 +93,7 @@ fn run(ep: i32) {
     loop {
         let timeout = {
             let mut t = TABLE.lock();
-            if !super::active() || next.map_or(true, |d| d <= Instant::now()) {
+            if !super::active() || next.map_or(true, |d| d <= Instant::now()) || RESCAN.swap(false, Ordering::AcqRel) {
                 next = next_deadline(&mut t, pid, ep);
             }
             match next {
@@ -165,11 +165,27 @@ fn next_deadline(t: &mut Table, pid: i32, ep: i32) -> Option<Instant> {
         }
         if c.deadline <= now {
             t.expire(slot, Errno(libc::ETIMEDOUT), ep);
-        } else {
-            next = Some(next.map_or(c.deadline, |n: Instant| n.min(c.deadline)));
+            continue;
         }
+        let mut due = c.deadline;
+        if let Some(Some(at)) = c.held {
+            if at <= now {
+                t.start_held(slot, ep);
+                continue;
+            }
+            due = due.min(at);
+        }
+        next = Some(next.map_or(due, |n: Instant| n.min(due)));
     }
     next
+}
+
+/// Look at the table again before the next wait (a held handshake got a start time).
+static RESCAN: AtomicBool = AtomicBool::new(false);
+
+/// Ask the driver to look at the table again before its next wait.
+pub fn rescan() {
+    RESCAN.store(true, Ordering::Release);
 }
 
 /// The program dup2()s over `fd`: if it is our epoll set, forget it (the thread notices its

@@ -78,6 +78,13 @@ pub unsafe fn start(
         }
         return Detour::Fail(e);
     }
+    let name_key = dest.and_then(crate::net::siblings::key_of);
+    if let Some(k) = name_key.filter(|_| !inline) {
+        // SAFETY: forwarded contract.
+        if let Some(d) = unsafe { held(fd, family, k, st.upstreams(), target.clone(), cfg.pipeline, addr, len, known, limit) } {
+            return d;
+        }
+    }
     let mut hs = Handshake::new(fd, family, st.upstreams(), target, cfg.pipeline);
     let t0 = Instant::now();
     let first = hs.resume(&mut |l, a| crate::log::write(l, a));
@@ -154,6 +161,8 @@ pub unsafe fn start(
         id: 0,
         in_driver: false,
         shared: None,
+        name_key,
+        held: None,
     };
     let mut t = TABLE.lock();
     let slot = t.insert(conn);
@@ -185,6 +194,84 @@ pub unsafe fn start(
             Detour::Fail(Errno(libc::ECONNREFUSED))
         }
     }
+}
+
+/// A nonblocking connect through one family's placeholder while the other family's connect to
+/// the same name and port is in flight in this process (a happy-eyeballs client, node's and
+/// curl's, starts the second after 200–250 ms): EINPROGRESS, the socket pending like any
+/// other, but no tunnel is opened until the first ends — then it fails the same way, or starts
+/// (see `Table::release_held`). None: nothing in flight, start as usual.
+///
+/// # Safety
+/// `addr` holds `len` readable bytes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn held(
+    fd: i32,
+    family: i32,
+    key: (u32, u16),
+    ups: &'static [tsproxy_core::tunnel::Resolved],
+    target: tsproxy_core::Target,
+    pipeline: bool,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    known: u8,
+    limit: Duration,
+) -> Option<Detour<c_int>> {
+    let me = sys::pid();
+    let in_flight = |t: &mut table::Table| {
+        t.any_conn(|c| c.owner == me && c.name_key == Some(key) && c.family != family && c.result.is_none() && c.held.is_none() && c.driver == Driver::Thread)
+    };
+    if !in_flight(&mut TABLE.lock()) {
+        return None;
+    }
+    let ino = inode(fd)?;
+    let ep = driver::ensure().ok()?;
+    let _ = ep;
+    crate::fork::arm();
+    let fresh_unregistered = known & (fds::FRESH_STREAM | fds::IN_EPOLL) == fds::FRESH_STREAM;
+    let regs: Vec<Reg> = if fresh_unregistered { Vec::new() } else { epoll::take_existing(fd) };
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st_addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let n = (len as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+    // SAFETY: addr has len readable bytes; st_addr has room for n.
+    unsafe { std::ptr::copy_nonoverlapping(addr.cast::<u8>(), std::ptr::addr_of_mut!(st_addr).cast::<u8>(), n) };
+    let t0 = Instant::now();
+    let conn = Conn {
+        hs: Handshake::new(fd, family, ups, target, pipeline),
+        fd,
+        family,
+        ino,
+        fds: vec![fd],
+        regs,
+        want: 0,
+        driver: Driver::Thread,
+        owner: me,
+        result: None,
+        sticky: None,
+        addr: st_addr,
+        len: n as libc::socklen_t,
+        t0,
+        deadline: t0 + limit,
+        read_cap: None,
+        waiters: Vec::new(),
+        restore_flags: None,
+        id: 0,
+        in_driver: false,
+        shared: None,
+        name_key: Some(key),
+        held: Some(None),
+    };
+    let mut t = TABLE.lock();
+    if !in_flight(&mut t) {
+        // It ended meanwhile: put the registrations back and start as usual.
+        for r in conn.regs {
+            let _ = sys::epoll_ctl(r.epfd, libc::EPOLL_CTL_ADD, r.fd, r.events, r.data);
+        }
+        return None;
+    }
+    crate::log::log!(Debug, "connect fd={fd} {}: the other address of this name is being connected; held until it ends", conn.hs.target());
+    t.insert(conn);
+    Some(Detour::Fail(Errno(libc::EINPROGRESS)))
 }
 
 /// A blocking connect's next round, after a wait at the boundary: advance, then wait again or

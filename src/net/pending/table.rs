@@ -77,6 +77,11 @@ pub struct Conn {
     pub in_driver: bool,
     /// Its outcome, shared with fork children (see `shared`).
     pub shared: Option<super::shared::Word>,
+    /// The placeholder's slot and port (a connect by name), for `net::siblings`.
+    pub name_key: Option<(u32, u16)>,
+    /// Not started: the other family's connect to the same name and port was in flight (see
+    /// `held`). Some(when) once that one connected: start then, unless closed before.
+    pub held: Option<Option<Instant>>,
 }
 
 pub struct Table {
@@ -211,6 +216,11 @@ impl Table {
         for c in self.conns.iter_mut().flatten() {
             f(c);
         }
+    }
+
+    /// Is there a conn for which `f` holds?
+    pub fn any_conn(&self, f: impl Fn(&Conn) -> bool) -> bool {
+        self.conns.iter().flatten().any(f)
     }
 
     pub fn add_fd(&mut self, slot: usize, fd: i32) {
@@ -370,12 +380,73 @@ impl Table {
         for w in std::mem::take(&mut c.waiters) {
             super::wake::signal(w);
         }
+        let key = c.name_key.filter(|_| c.held.is_none());
         // An inline handshake is collected (and removed) by the thread that runs it.
         if c.sticky.is_none() && c.driver == Driver::Thread {
             self.remove(slot);
         }
+        if let Some(k) = key {
+            self.release_held(k, result, driver_ep);
+        }
+    }
+
+    /// The connect to a name and port through one family's placeholder ended: the other
+    /// family's, held meanwhile (`held`), fails the same way at once, or — after a success —
+    /// starts after `HELD_GRACE`, long enough for a happy-eyeballs client to close it unused
+    /// (it has the first) without a second tunnel ever being opened.
+    fn release_held(&mut self, key: (u32, u16), result: Result<(), Errno>, driver_ep: i32) {
+        let me = sys::pid();
+        let slots: Vec<usize> = (0..self.conns.len())
+            .filter(|&i| self.conns[i].as_ref().is_some_and(|c| c.owner == me && c.name_key == Some(key) && c.held == Some(None) && c.result.is_none()))
+            .collect();
+        for s in slots {
+            match result {
+                Ok(()) => {
+                    if let Some(c) = self.conn(s) {
+                        c.held = Some(Some(Instant::now() + HELD_GRACE));
+                    }
+                    super::driver::rescan();
+                }
+                Err(e) => {
+                    if let Some(c) = self.conn(s) {
+                        crate::log::log!(Info, "connect fd={} {}: the other address of this name failed just now ({e}); same answer", c.fd, c.hs.target());
+                        let _ = c.hs.abort(e);
+                        c.result = Some(Err(e));
+                    }
+                    self.finalize(s, driver_ep);
+                }
+            }
+        }
+    }
+
+    /// Start a held handshake whose time has come (the driver, with the lock held): its first
+    /// step, then the driver's set as for any other.
+    pub fn start_held(&mut self, slot: usize, driver_ep: i32) {
+        let Some(c) = self.conn(slot) else { return };
+        c.held = None;
+        let step = c.hs.resume(&mut |l, a| crate::log::write(l, a));
+        match step {
+            Step::Want(ev) => {
+                c.want = ev;
+                let tok = token(slot, c.id);
+                match sys::epoll_ctl(driver_ep, libc::EPOLL_CTL_ADD, c.fd, interest(ev), tok) {
+                    Ok(()) => c.in_driver = true,
+                    Err(_) => {
+                        c.result = Some(Err(Errno(libc::ECONNREFUSED)));
+                        self.finalize(slot, driver_ep);
+                    }
+                }
+            }
+            Step::Done(r) => {
+                c.result = Some(r.map(|_| ()));
+                self.finalize(slot, driver_ep);
+            }
+        }
     }
 }
+
+/// How long a held connect waits after the other family's connected (see `release_held`).
+pub const HELD_GRACE: std::time::Duration = std::time::Duration::from_millis(150);
 
 /// Put the (disconnected) socket into the kernel's own "connection refused" state: a connect
 /// to port 0 on loopback is answered with RST, which sets the socket error, EPOLLERR and
