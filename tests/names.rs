@@ -579,7 +579,11 @@ fn one_tunnel_per_name_and_the_second_family_learns_the_failure() {
         fails.push(format!("blackhole:8080 v4 then v6: the second fails at once with the same errno: {}", r.text()));
     }
     // Happy eyeballs against a slow peer (every dial takes ~1 s: the first SYN is dropped, so
-    // one dial is exactly 2 SYNs): curl and node open one tunnel.
+    // one dial is exactly 2 SYNs). curl races the second family against the first (after
+    // 200 ms): tsproxy holds the second until the first ends, so one tunnel. node does not race:
+    // it closes an attempt after 250 ms (autoSelectFamilyAttemptTimeout) and starts the next,
+    // so each of its two attempts is a tunnel of its own (the proxy's dial of the closed one
+    // goes on): at most two dials, and the page arrives.
     for (what, script) in [
         ("curl", "exec $TSP curl -sS --max-time 10 http://slow-peer:8080/"),
         (
@@ -591,8 +595,9 @@ fn one_tunnel_per_name_and_the_second_family_learns_the_failure() {
         let r = sh(Ns::Ws, script, &[], 20);
         let syns = counter("slow_dial") - before;
         assert_eq!(r.stdout.trim(), PEER, "{what} slow-peer: {}", r.text());
-        if syns != 2 {
-            fails.push(format!("{what} http://slow-peer:8080/: one tunnel is 2 SYNs, got {syns}"));
+        let most = if what == "node" { 4 } else { 2 };
+        if !(2..=most).contains(&syns) {
+            fails.push(format!("{what} http://slow-peer:8080/: {} is 2 SYNs each, got {syns}", if most == 2 { "one tunnel" } else { "at most two attempts" }));
         }
     }
     // And a fast peer by name: one dial for one request.

@@ -1,7 +1,8 @@
 //! `syscall(2)`, libc's generic wrapper, which some libraries use for calls they think libc
 //! may lack: libuv before 1.45 sends and receives UDP batches with `syscall(SYS_sendmmsg)` and
 //! `syscall(SYS_recvmmsg)` (dig, and every program on such a libuv), so a datagram to a
-//! tailnet destination, or a DNS question for a tailnet name, would pass every other hook.
+//! tailnet destination, or a DNS question for a tailnet name, would pass every other hook; and
+//! every libuv (node) closes descriptors with `syscall(SYS_close)`.
 //!
 //! Not a hook with logic of its own: the socket calls are handed to the exported hooks of the
 //! same name (each through its own boundary, as if the program had called libc's function —
@@ -24,6 +25,9 @@ pub unsafe extern "C-unwind" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c
     // types the system call (and the hook of libc's function of that name) takes them as.
     unsafe {
         match n {
+            // libuv closes with syscall(SYS_close) (uv__close_nocancel): a socket whose
+            // handshake runs must be forgotten with it, as by close().
+            libc::SYS_close => super::close(a1 as c_int) as c_long,
             libc::SYS_connect => super::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t) as c_long,
             libc::SYS_sendto => {
                 super::sendto(a1 as c_int, a2 as *const libc::c_void, a3 as usize, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long

@@ -37,10 +37,20 @@ pub fn ensure() -> Result<i32, Errno> {
         // First use in this process (or a fork child: the parent's set is not ours to use).
         let fd = tsproxy_core::syscall!(SYS_epoll_create1, libc::EPOLL_CLOEXEC).map_err(|e| Errno::of(&e))? as i32;
         let fd = crate::net::fds::move_high(fd);
+        // The poke: an eventfd in the set, so another thread can make the driver look at the
+        // table at once (a held handshake to start: see `Table::release_abandoned`).
+        let poke = tsproxy_core::syscall!(SYS_eventfd2, 0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK).map(|p| crate::net::fds::move_high(p as i32)).unwrap_or(-1);
+        if poke >= 0 {
+            let _ = sys::epoll_ctl(fd, libc::EPOLL_CTL_ADD, poke, libc::EPOLLIN as u32, POKE_TOKEN);
+        }
         let _t = TABLE.lock();
         if PID.load(Ordering::Acquire) == pid {
             crate::net::fds::release_ours(fd);
+            if poke >= 0 {
+                crate::net::fds::release_ours(poke);
+            }
         } else {
+            POKE.store(poke, Ordering::Relaxed);
             EP.store(fd, Ordering::Relaxed);
             RUNNING.store(false, Ordering::Relaxed);
             PID.store(pid, Ordering::Release);
@@ -129,6 +139,12 @@ fn run(ep: i32) {
             }
         };
         for e in evs.iter().take(n) {
+            if e.u64 == POKE_TOKEN {
+                let mut b = [0u8; 8];
+                let _ = tsproxy_core::syscall!(SYS_read, POKE.load(Ordering::Relaxed), b.as_mut_ptr(), 8usize);
+                RESCAN.store(true, Ordering::Release);
+                continue;
+            }
             advance(e.u64, ep);
         }
     }
@@ -186,6 +202,23 @@ static RESCAN: AtomicBool = AtomicBool::new(false);
 /// Ask the driver to look at the table again before its next wait.
 pub fn rescan() {
     RESCAN.store(true, Ordering::Release);
+}
+
+/// The driver's poke eventfd (-1: none).
+static POKE: AtomicI32 = AtomicI32::new(-1);
+/// Its token in the driver's set (no conn's token is all ones).
+const POKE_TOKEN: u64 = u64::MAX;
+
+/// Wake the driver from another thread: it looks at the table at once.
+pub fn poke() {
+    if ep() < 0 {
+        return;
+    }
+    let p = POKE.load(Ordering::Relaxed);
+    if p >= 0 {
+        let one = 1u64.to_ne_bytes();
+        let _ = tsproxy_core::syscall!(SYS_write, p, one.as_ptr(), 8usize);
+    }
 }
 
 /// The program dup2()s over `fd`: if it is our epoll set, forget it (the thread notices its

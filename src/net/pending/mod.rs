@@ -218,8 +218,18 @@ unsafe fn held(
     limit: Duration,
 ) -> Option<Detour<c_int>> {
     let me = sys::pid();
+    // Only a conn whose socket is still the one it started on (one closed behind our back, by
+    // a raw close, is not in flight).
     let in_flight = |t: &mut table::Table| {
-        t.any_conn(|c| c.owner == me && c.name_key == Some(key) && c.family != family && c.result.is_none() && c.held.is_none() && c.driver == Driver::Thread)
+        t.any_conn(|c| {
+            c.owner == me
+                && c.name_key == Some(key)
+                && c.family != family
+                && c.result.is_none()
+                && c.held.is_none()
+                && c.driver == Driver::Thread
+                && inode(c.fd) == Some(c.ino)
+        })
     };
     if !in_flight(&mut TABLE.lock()) {
         return None;
@@ -408,7 +418,11 @@ pub fn on_close(fd: i32) {
     }
     let mut t = TABLE.lock();
     if let Some(c) = t.forget_fd(fd) {
+        let key = c.name_key.filter(|_| c.held.is_none() && c.result.is_none());
         cancel(c);
+        if let Some(k) = key {
+            t.release_abandoned(k);
+        }
     }
     t.forget_epoll(fd);
 }

@@ -419,6 +419,24 @@ impl Table {
         }
     }
 
+    /// The connect to a name and port through one family's placeholder was abandoned by the
+    /// program (closed while in flight: node's happy eyeballs closes an attempt after 250 ms
+    /// and goes on with the next address): the other family's, held meanwhile, starts now.
+    pub fn release_abandoned(&mut self, key: (u32, u16)) {
+        let me = sys::pid();
+        let mut any = false;
+        for c in self.conns.iter_mut().flatten() {
+            if c.owner == me && c.name_key == Some(key) && c.held == Some(None) && c.result.is_none() {
+                c.held = Some(Some(Instant::now()));
+                any = true;
+            }
+        }
+        if any {
+            super::driver::rescan();
+            super::driver::poke();
+        }
+    }
+
     /// Start a held handshake whose time has come (the driver, with the lock held): its first
     /// step, then the driver's set as for any other.
     pub fn start_held(&mut self, slot: usize, driver_ep: i32) {
