@@ -73,7 +73,7 @@ enum Client {
 
 /// The per-client bound on new names.
 #[derive(Default)]
-pub(super) struct Quota {
+pub struct Quota {
     /// Names this responder put in the table (answered before: free for everyone).
     known: HashSet<String>,
     added: HashMap<Client, usize>,
@@ -169,6 +169,30 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
             }
         }
     };
+    match decide(sup, quota, client, query) {
+        Reply::Answer(a) => {
+            let _ = sock.send_to(&a, from);
+            None
+        }
+        Reply::Drop => None,
+        Reply::Forward => forward(route?.server, query, from),
+    }
+}
+
+/// What the responder does with one question.
+enum Reply {
+    /// Answer it with this.
+    Answer(Vec<u8>),
+    /// Carry it to the server the client asked.
+    Forward,
+    /// Nothing.
+    Drop,
+}
+
+/// The one rule for a question from `client`, over UDP or TCP: a tailnet name gets its
+/// placeholder (or SERVFAIL past the client's bound), any other question about a tailnet name
+/// SERVFAIL, an unreadable question section FORMERR — none of them ever forwarded.
+fn decide(sup: &Sup, quota: &mut Quota, client: Client, query: &[u8]) -> Reply {
     if let Some(q) = dns::parse_query(query) {
         if sup.cfg.is_tailnet_name(&q.name, |n| sup.local_names.contains(n)) {
             let interned = if quota.admit(client, &q.name) { Some(names::try_intern(&q.name)) } else { None };
@@ -189,8 +213,7 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
                 a
             };
             answer.truncate(4096);
-            let _ = sock.send_to(&answer, from);
-            return None;
+            return Reply::Answer(answer);
         }
     }
     // Any other question for a tailnet name (in a second question, compressed, under a tailnet
@@ -198,10 +221,7 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
     // refused by) is never forwarded: SERVFAIL.
     if let Some(name) = route::tailnet_question(&sup.cfg, query, |n| sup.local_names.contains(n)) {
         log(&sup.cfg, LogLevel::Info, format_args!("dns: a question for tailnet name {name:?} that is not a plain query: SERVFAIL, not forwarded"));
-        if let Some(r) = dns::error_response(query, 2) {
-            let _ = sock.send_to(&r, from);
-        }
-        return None;
+        return dns::error_response(query, 2).map_or(Reply::Drop, Reply::Answer);
     }
     // A question section that cannot be read whole (a label over 63 octets, an obsolete label
     // type, a pointer loop, cut short) is not a query any server answers but with FORMERR, and
@@ -211,17 +231,104 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
     qs.by_ref().for_each(drop);
     if !qs.complete() {
         log(&sup.cfg, LogLevel::Debug, format_args!("dns: a question section that cannot be read; FORMERR, not forwarded"));
-        if let Some(r) = dns::error_response(query, 1) {
-            let _ = sock.send_to(&r, from);
-        }
-        return None;
+        return dns::error_response(query, 1).map_or(Reply::Drop, Reply::Answer);
     }
-    // Forward only for redirected sockets, to the server they asked.
-    let server = route?.server;
+    Reply::Forward
+}
+
+/// Forward a question to `server` from a socket of its own; its answer goes back to `client`.
+fn forward(server: SocketAddr, query: &[u8], client: SocketAddr) -> Option<Forward> {
     let bind: SocketAddr = if server.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let up = UdpSocket::bind(bind).ok()?;
     up.send_to(query, server).ok()?;
-    Some(Forward { sock: up, client: from, deadline: Instant::now() + FORWARD_TIMEOUT })
+    Some(Forward { sock: up, client, deadline: Instant::now() + FORWARD_TIMEOUT })
+}
+
+/// Connections served at once by the TCP responder; more are closed (the client retries).
+const MAX_TCP: usize = 32;
+/// How long a TCP connection may sit idle, and a server may take to answer.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The DNS-over-TCP responder: a supervised process's TCP connect to port 53 was redirected
+/// here (`notify::dns_redirect_tcp`); each connection is served by a short-lived thread (at
+/// most `MAX_TCP` at once), questions decided by the same rule as over UDP, the others carried
+/// over one TCP connection of ours to the server the process asked. A connection from anyone
+/// else (not in `dns_tcp_routes`) is closed unanswered.
+pub(super) fn serve_tcp(sup: std::sync::Arc<Sup>, listener: std::net::TcpListener) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    for conn in listener.incoming() {
+        let Ok(c) = conn else { continue };
+        if LIVE.load(Ordering::Acquire) >= MAX_TCP {
+            continue; // dropped: closed
+        }
+        LIVE.fetch_add(1, Ordering::AcqRel);
+        let s2 = sup.clone();
+        let spawned = std::thread::Builder::new().name("tsproxy-dns-tcp1".into()).spawn(move || {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tcp_conn(&s2, c)));
+            LIVE.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            LIVE.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One redirected TCP connection: length-framed questions in, answers out.
+fn tcp_conn(sup: &Sup, mut c: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let _ = c.set_read_timeout(Some(TCP_IDLE));
+    let _ = c.set_write_timeout(Some(TCP_IDLE));
+    let Ok(peer) = c.peer_addr() else { return };
+    let peer = SocketAddr::new(cidr::unmap(peer.ip()), peer.port());
+    // The route is recorded right after the program's connect returns; the connection may be
+    // accepted a moment before that.
+    let mut route = None;
+    for _ in 0..20 {
+        route = lock(&sup.dns_tcp_routes).get(&peer).copied();
+        if route.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let Some(route) = route else {
+        log(&sup.cfg, LogLevel::Debug, format_args!("dns-tcp: closed a connection from {peer}: not a redirected socket"));
+        return;
+    };
+    let mut up: Option<std::net::TcpStream> = None;
+    let read_frame = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
+        let mut l = [0u8; 2];
+        s.read_exact(&mut l).ok()?;
+        let mut m = vec![0u8; u16::from_be_bytes(l) as usize];
+        s.read_exact(&mut m).ok()?;
+        Some(m)
+    };
+    let frame = |m: &[u8]| -> Vec<u8> { [&(m.len().min(u16::MAX as usize) as u16).to_be_bytes()[..], &m[..m.len().min(u16::MAX as usize)]].concat() };
+    while let Some(q) = read_frame(&mut c) {
+        let reply = decide(sup, &mut lock(&sup.tcp_quota), Client::Process(route.tgid), &q);
+        let out = match reply {
+            Reply::Answer(a) => a,
+            Reply::Drop => return,
+            Reply::Forward => {
+                if up.is_none() {
+                    up = std::net::TcpStream::connect_timeout(&route.server, FORWARD_TIMEOUT).ok();
+                    if let Some(u) = &up {
+                        let _ = u.set_read_timeout(Some(TCP_IDLE));
+                        let _ = u.set_write_timeout(Some(TCP_IDLE));
+                    }
+                }
+                let Some(u) = up.as_mut() else { return };
+                if u.write_all(&frame(&q)).is_err() {
+                    return;
+                }
+                let Some(a) = read_frame(u) else { return };
+                a
+            }
+        };
+        if c.write_all(&frame(&out)).is_err() {
+            return;
+        }
+    }
 }
 
 /// The process of the tree (a descendant of `root`, or root) holding the UDP socket that sent

@@ -73,6 +73,12 @@ pub(super) struct Sup {
     dns: SocketAddr,
     /// DNS redirects: the program's socket (its local address) -> where and who.
     pub dns_routes: Mutex<HashMap<SocketAddr, DnsRoute>>,
+    /// The TCP responder (DNS over TCP), if it could be made.
+    dns_tcp: Option<SocketAddr>,
+    /// Its redirects, as `dns_routes` (a TCP and a UDP socket may share a local address).
+    pub dns_tcp_routes: Mutex<HashMap<SocketAddr, DnsRoute>>,
+    /// The TCP responder's bound on new names per client.
+    pub(super) tcp_quota: Mutex<dns::Quota>,
     /// The command's pid: the root of the supervised tree.
     pub root: i32,
     /// Sockets (inode) a worker is dialing on.
@@ -100,7 +106,11 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
     let ups: Vec<Resolved> = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
     let selfproxy = SelfProxy::new(ups.iter().flat_map(|u| u.addrs.iter().copied()).collect());
     let Ok(dns_addr) = responder.local_addr() else { return };
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").ok();
     let sup = Arc::new(Sup {
+        dns_tcp: tcp.as_ref().and_then(|l| l.local_addr().ok()),
+        dns_tcp_routes: Mutex::new(HashMap::new()),
+        tcp_quota: Mutex::new(dns::Quota::default()),
         ups,
         local_names: hosts::local_names(),
         dns: dns_addr,
@@ -117,6 +127,13 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
         if let Err(e) = spawned {
             // Redirected sockets then get no answer (and time out); nothing leaks.
             log(&sup.cfg, LogLevel::Error, format_args!("cannot start the DNS responder: {e}"));
+        }
+    }
+    if let Some(l) = tcp {
+        let s2 = sup.clone();
+        if let Err(e) = std::thread::Builder::new().name("tsproxy-dns-tcp".into()).spawn(move || dns::serve_tcp(s2, l)) {
+            // Redirected TCP sockets then time out; nothing leaks.
+            log(&sup.cfg, LogLevel::Error, format_args!("cannot start the DNS-over-TCP responder: {e}"));
         }
     }
     let pool = Pool::new(sup.clone());
@@ -366,7 +383,13 @@ impl Sup {
     /// remember the server it asked for (and who asked: the responder answers only those).
     fn dns_redirect(&self, n: &libc::seccomp_notif, fd: i32, dest: SocketAddr) -> Verdict {
         let Some(s) = take(n.pid as i32, fd) else { return Verdict::Continue };
-        if s.ty & 0xf != libc::SOCK_DGRAM || !self.valid(n.id) {
+        if !self.valid(n.id) {
+            return Verdict::Continue;
+        }
+        if s.ty & 0xf == libc::SOCK_STREAM {
+            return self.dns_redirect_tcp(&s, dest);
+        }
+        if s.ty & 0xf != libc::SOCK_DGRAM {
             return Verdict::Continue;
         }
         let Some((sa, len)) = sockaddr::encode(self.dns, s.domain) else { return Verdict::Continue };
@@ -381,6 +404,29 @@ impl Sup {
             routes.insert(me, DnsRoute { server: dest, tgid: s.tgid });
         }
         Verdict::Return(0)
+    }
+
+    /// A connect to port 53 on a stream socket (DNS over TCP: Go and musl after a truncated
+    /// answer): to our TCP responder instead, which answers tailnet questions and carries the
+    /// others to the server asked. Without a responder, refused: the server is never reached
+    /// with a question we could not look at.
+    fn dns_redirect_tcp(&self, s: &Sock, dest: SocketAddr) -> Verdict {
+        let Some(tcp) = self.dns_tcp else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
+        let Some((sa, len)) = sockaddr::encode(tcp, s.domain) else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
+        let r = sys::connect_raw(s.fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len);
+        let verdict = match &r {
+            Ok(()) => Verdict::Return(0),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Verdict::Fail(Errno(libc::EINPROGRESS)),
+            Err(e) => return Verdict::Fail(Errno::of(e)),
+        };
+        if let Some(me) = local_addr(s.fd.as_raw_fd()) {
+            let mut routes = lock(&self.dns_tcp_routes);
+            if routes.len() >= 4096 {
+                routes.clear(); // old connections; a new one registers on its connect
+            }
+            routes.insert(SocketAddr::new(cidr::unmap(me.ip()), me.port()), DnsRoute { server: dest, tgid: s.tgid });
+        }
+        verdict
     }
 
     /// sendto/sendmsg/sendmmsg of these messages.
