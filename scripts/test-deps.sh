@@ -21,6 +21,12 @@ have musl-gcc || need+=(musl-tools)
 have setcap || need+=(libcap2-bin)
 have ps || need+=(procps)
 have chroot || need+=(coreutils)
+# The image tier (tests/image.rs): rootful podman with runc, mmdebstrap for the base image,
+# catatonit (also installed inside the image, where it is PID 1).
+have podman || need+=(podman)
+have runc || need+=(runc)
+have mmdebstrap || need+=(mmdebstrap)
+have catatonit || need+=(catatonit)
 [ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
