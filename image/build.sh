@@ -44,7 +44,7 @@ fi
 args=(--pull=never --network=host -f "$here/Dockerfile" -t "$IMAGE"
       --build-arg "BASE=$BASE" --build-arg "TAILSCALE=$TAILSCALE"
       --build-arg "TSPROXY_INSTALL=$TSPROXY_INSTALL" --build-arg "SYSTEMD=$SYSTEMD")
-[ "$SYSTEMD" = 1 ] && args+=(--build-arg "DEFAULT_CMD=/sbin/init")
+[ "$SYSTEMD" = 1 ] && args+=(--build-arg "DEFAULT_CMD=/sbin/init" --build-arg "STOP_SIGNAL=SIGRTMIN+3")
 # The host's CA bundle for cargo in the build stage (see the Dockerfile); only that RUN reads it.
 host_ca=${TSPROXY_IMAGE_HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
 [ -s "$host_ca" ] && args+=(-v "$host_ca:/host-ca.crt:ro")

@@ -34,7 +34,7 @@ cat > "$TSPROXY_IMAGE_STATE/storage.conf" <<CONF
 [storage]
 driver = "overlay"
 graphroot = "$TSPROXY_IMAGE_STATE/storage"
-runroot = "/run/tsproxy-image"
+runroot = "/run/tsproxy-image${TSPROXY_IMAGE_STATE//\//-}"
 CONF
 export CONTAINERS_CONF="$TSPROXY_IMAGE_STATE/containers.conf"
 export CONTAINERS_STORAGE_CONF="$TSPROXY_IMAGE_STATE/storage.conf"

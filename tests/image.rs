@@ -65,13 +65,7 @@ fn ready() -> bool {
 
 /// podman with image/podman-env.sh's settings (own storage, runc, cgroupfs, ulimits, no netns).
 fn podman(args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg("-c")
-        .arg(r#". "$0" && exec podman "$@""#)
-        .arg(format!("{ROOT}/image/podman-env.sh"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new("bash").arg("-c").arg(r#". "$0" && exec podman "$@""#).arg(format!("{ROOT}/image/podman-env.sh")).args(args).output().unwrap()
 }
 
 fn ok(o: Output, what: &str) -> String {
@@ -103,7 +97,11 @@ fn counter(name: &str) -> u64 {
 }
 
 fn port_open(port: u16) -> bool {
-    Command::new("ip").args(["netns", "exec", "tsp-ws", "bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("ip")
+        .args(["netns", "exec", "tsp-ws", "bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// Poll `f` every 100 ms for at most `limit`.
@@ -136,6 +134,22 @@ fn tailscaled_pids() -> Vec<(String, String)> {
             Some((w.next()?.to_string(), w.next()?.to_string()))
         })
         .collect()
+}
+
+/// Builds one at a time: the two tests share the build stage's cache and two cores.
+fn build(image: &str, extra: &[(&str, &str)]) {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Instant::now();
+    let b = Command::new("bash")
+        .arg(format!("{ROOT}/image/build.sh"))
+        .env("IMAGE", image)
+        .env("TAILSCALE", "standin")
+        .envs(extra.iter().copied())
+        .output()
+        .unwrap();
+    assert!(b.status.success(), "image build failed: {}", text(&b));
+    eprintln!("image: build of {image} {:.1} s", t.elapsed().as_secs_f64());
 }
 
 struct Cleanup;
@@ -175,10 +189,7 @@ fn workspace_image_end_to_end() {
     let image = std::env::var("TSPROXY_TEST_IMAGE").unwrap_or_else(|_| "tsproxy-workspace-standin".into());
 
     // ---- build (layers cached; a source change rebuilds the release in the image)
-    let t = Instant::now();
-    let b = Command::new("bash").arg(format!("{ROOT}/image/build.sh")).env("IMAGE", &image).env("TAILSCALE", "standin").output().unwrap();
-    assert!(b.status.success(), "image build failed: {}", text(&b));
-    eprintln!("image: build {:.1} s", t.elapsed().as_secs_f64());
+    build(&image, &[]);
 
     // ---- the world: the stand-in takes tailscaled's ports
     let _cleanup = Cleanup;
@@ -212,16 +223,34 @@ fn workspace_image_end_to_end() {
     // ---- run
     let vol = |h: &Path, at: &str| format!("{}:{at}", h.display());
     let t0 = Instant::now();
+    let wall0 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let run = podman(&[
-        "run", "-d", "--name", CTR, "--pull=never", "--network=ns:/run/netns/tsp-ws", "--dns=10.200.0.2",
-        "-e", &format!("TS_AUTHKEY={KEY}"), "-e", "TS_HOSTNAME=ws-test",
-        "-e", "TS_STANDIN_UPSTREAM=socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081",
-        "-v", &vol(&probe, "/probe"), "-v", &vol(&home, "/home/coder"),
-        &image, "/probe/probe.sh",
+        "run",
+        "-d",
+        "--name",
+        CTR,
+        "--pull=never",
+        "--network=ns:/run/netns/tsp-ws",
+        "--dns=10.200.0.2",
+        "-e",
+        &format!("TS_AUTHKEY={KEY}"),
+        "-e",
+        "TS_HOSTNAME=ws-test",
+        "-e",
+        "TS_STANDIN_UPSTREAM=socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081",
+        "-v",
+        &vol(&probe, "/probe"),
+        "-v",
+        &vol(&home, "/home/coder"),
+        &image,
+        "/probe/probe.sh",
     ]);
     ok(run, "podman run");
     assert!(until(Duration::from_secs(60), || out.join("done").exists()), "probe did not finish; log:\n{}", logs());
     eprintln!("image: container start -> probe done {:.2} s", t0.elapsed().as_secs_f64());
+    if let Ok(t) = read(&out.join("curl.time")).parse::<u128>() {
+        eprintln!("image: podman run -> first curl through the tailnet answered {} ms", t.saturating_sub(wall0) / 1_000_000);
+    }
     let log = logs();
     for l in log.lines().filter(|l| l.contains("after")) {
         eprintln!("image: {l}");
@@ -308,11 +337,23 @@ fn workspace_image_end_to_end() {
     let _ = podman(&["rm", "-f", "-t", "0", CTR]);
 
     // The home volume keeps the login: a second workspace start with no key needs none...
-    let again = podman(&["run", "--rm", "--name", CTR, "--pull=never", "--network=ns:/run/netns/tsp-ws", "-v", &vol(&home, "/home/coder"), &image, "tsproxy", "--version"]);
+    let again = podman(&[
+        "run",
+        "--rm",
+        "--name",
+        CTR,
+        "--pull=never",
+        "--network=ns:/run/netns/tsp-ws",
+        "-v",
+        &vol(&home, "/home/coder"),
+        &image,
+        "tsproxy",
+        "--version",
+    ]);
     let t2 = text(&again);
     assert!(again.status.success(), "{t2}");
     assert!(!t2.contains("not logged in"), "{t2}");
-    assert!(t2.contains("tailnet ready"), "{t2}");
+    assert!(t2.contains("ready after"), "{t2}");
     // ...and (control) a fresh home without a key is told to log in.
     let fresh: PathBuf = dir.join("home2");
     std::fs::create_dir_all(&fresh).unwrap();
@@ -320,4 +361,56 @@ fn workspace_image_end_to_end() {
     let t3 = text(&cold);
     assert!(cold.status.success(), "{t3}");
     assert!(t3.contains("not logged in and no TS_AUTHKEY"), "{t3}");
+}
+
+/// The systemd flavour: systemd is PID 1 (the entrypoint execs it), the package's unit with our
+/// drop-in starts tailscaled as the workspace user in userspace mode with both proxies, the user
+/// logs in without sudo, and `podman stop` (SIGRTMIN+3) is quick. No namespaces needed.
+#[test]
+fn systemd_image_starts_tailscaled_from_the_drop_in() {
+    if !ready() {
+        return;
+    }
+    const SD: &str = "tsp-image-test-systemd";
+    let image = "tsproxy-workspace-systemd-standin";
+    build(image, &[("SYSTEMD", "1")]);
+    struct Rm;
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = podman(&["rm", "-f", "-t", "0", SD]);
+        }
+    }
+    let _rm = Rm;
+    let _ = podman(&["rm", "-f", "-t", "0", SD]);
+    ok(podman(&["run", "-d", "--name", SD, "--pull=never", "--network=none", "--systemd=always", image]), "podman run (systemd)");
+    let ex = |args: &[&str]| {
+        let mut v = vec!["exec", SD];
+        v.extend_from_slice(args);
+        podman(&v)
+    };
+    let active = until(Duration::from_secs(30), || ex(&["systemctl", "is-active", "tailscaled"]).status.success());
+    assert!(active, "tailscaled.service not active: {}", text(&ex(&["systemctl", "status", "tailscaled", "--no-pager"])));
+    assert_eq!(ok(ex(&["ps", "-o", "comm=", "-p", "1"]), "ps"), "systemd", "systemd must be PID 1");
+    let status = ok(ex(&["systemctl", "status", "tailscaled", "--no-pager"]), "status");
+    assert!(status.contains("10-userspace-workspace.conf"), "drop-in not applied: {status}");
+    let main = ok(ex(&["systemctl", "show", "-p", "MainPID", "--value", "tailscaled"]), "MainPID");
+    let args = ok(ex(&["ps", "-o", "user=,args=", "-p", &main]), "ps");
+    assert!(args.starts_with("coder "), "tailscaled must run as the workspace user: {args}");
+    for flag in [
+        "--tun=userspace-networking",
+        "--state=/home/coder/.local/share/tailscale/tailscaled.state",
+        "--socks5-server=localhost:1080",
+        "--outbound-http-proxy-listen=localhost:3128",
+    ] {
+        assert!(args.contains(flag), "{flag} missing: {args}");
+    }
+    assert_eq!(ok(ex(&["stat", "-c", "%U", "/run/tailscale"]), "stat"), "coder");
+    let greet = |port: u16| ex(&["bash", "-c", &format!("exec 3<>/dev/tcp/127.0.0.1/{port}")]).status.success();
+    assert!(until(Duration::from_secs(10), || greet(1080) && greet(3128)), "the proxies do not listen");
+    // The workspace user logs in without sudo (the socket is theirs).
+    let up = podman(&["exec", "--user", "coder", SD, "tailscale", "up", "--auth-key=tskey-sd", "--hostname=sd"]);
+    assert!(up.status.success(), "tailscale up as coder: {}", text(&up));
+    let t = Instant::now();
+    ok(podman(&["stop", "-t", "10", SD]), "podman stop");
+    assert!(t.elapsed() < Duration::from_secs(3), "podman stop (systemd) took {:?}", t.elapsed());
 }
