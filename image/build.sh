@@ -52,4 +52,7 @@ host_ca=${TSPROXY_IMAGE_HOST_CA:-/etc/ssl/certs/ca-certificates.crt}
 [ -n "${BUILD_ARGS:-}" ] && args+=($BUILD_ARGS)
 start=$(date +%s)
 podman build "${args[@]}" "$repo"
+# Each source change leaves the previous build's images untagged; drop those older than two
+# days so the storage stays bounded (younger ones are the layer cache of today's builds).
+podman image prune -f --filter until=48h >/dev/null 2>&1 || true
 echo "build.sh: built $IMAGE in $(( $(date +%s) - start )) s (TAILSCALE=$TAILSCALE TSPROXY_INSTALL=$TSPROXY_INSTALL SYSTEMD=$SYSTEMD)"
