@@ -414,3 +414,50 @@ fn systemd_image_starts_tailscaled_from_the_drop_in() {
     ok(podman(&["stop", "-t", "10", SD]), "podman stop");
     assert!(t.elapsed() < Duration::from_secs(3), "podman stop (systemd) took {:?}", t.elapsed());
 }
+
+/// image/verify-keyring.sh (what the Dockerfile runs on the tailscale keyring before apt sees
+/// it) keeps a keyring only when it holds exactly the pinned key: checked with throwaway keys.
+#[test]
+fn keyring_check_accepts_only_the_pinned_key() {
+    if !have("gpg") {
+        eprintln!("keyring check skipped: gpg not installed");
+        return;
+    }
+    let dir = target_dir().join("image-keyring-test");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let home = dir.join("gnupg");
+    std::fs::create_dir_all(&home).unwrap();
+    let gpg = |args: &[&str]| {
+        let o = Command::new("gpg")
+            .arg("--homedir")
+            .arg(&home)
+            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "gpg {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    gpg(&["--quick-gen-key", "pinned <a@example.invalid>", "ed25519", "sign", "never"]);
+    gpg(&["--quick-gen-key", "other <b@example.invalid>", "ed25519", "sign", "never"]);
+    let fprs: Vec<String> =
+        gpg(&["--with-colons", "--list-keys"]).lines().filter(|l| l.starts_with("fpr:")).map(|l| l.split(':').nth(9).unwrap().to_string()).collect();
+    assert_eq!(fprs.len(), 2, "{fprs:?}");
+    let export = |name: &str, who: &[&str]| {
+        let p = dir.join(name);
+        let mut a = vec!["--output", p.to_str().unwrap(), "--export"];
+        a.extend_from_slice(who);
+        gpg(&a);
+        p
+    };
+    let one = export("one.gpg", &["a@example.invalid"]);
+    let other = export("other.gpg", &["b@example.invalid"]);
+    let both = export("both.gpg", &["a@example.invalid", "b@example.invalid"]);
+    let check = |file: &Path| Command::new("bash").arg(format!("{ROOT}/image/verify-keyring.sh")).arg(file).arg(&fprs[0]).output().unwrap();
+    assert!(check(&one).status.success(), "the pinned key alone: {}", text(&check(&one)));
+    assert!(!check(&other).status.success(), "another key must be refused");
+    assert!(!check(&both).status.success(), "a keyring with an extra key must be refused");
+    std::fs::write(dir.join("empty.gpg"), b"").unwrap();
+    assert!(!check(&dir.join("empty.gpg")).status.success(), "an empty file must be refused");
+}
