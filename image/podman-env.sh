@@ -18,7 +18,13 @@ _nofile=$(ulimit -Hn)
 [ "$_nofile" = unlimited ] && _nofile=1048576
 _nproc=$(ulimit -Hu)
 { [ "$_nproc" = unlimited ] || [ "$_nproc" -gt 32768 ]; } && _nproc=32768
-cat > "$TSPROXY_IMAGE_STATE/containers.conf" <<CONF
+# Written only when different, and by rename: a podman already running (a build's copier
+# subprocess re-reads them) must never see a half-written file.
+_put() { # file content
+    [ -f "$1" ] && [ "$(cat "$1")" = "$2" ] && return 0
+    printf '%s\n' "$2" >"$1.$$" && mv -f "$1.$$" "$1"
+}
+_put "$TSPROXY_IMAGE_STATE/containers.conf" "$(cat <<CONF
 [containers]
 default_ulimits = ["nofile=$_nofile:$_nofile", "nproc=$_nproc:$_nproc"]
 netns = "none"
@@ -30,13 +36,16 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 image_copy_tmp_dir = "$TSPROXY_IMAGE_STATE/tmp"
 CONF
-cat > "$TSPROXY_IMAGE_STATE/storage.conf" <<CONF
+)"
+_put "$TSPROXY_IMAGE_STATE/storage.conf" "$(cat <<CONF
 [storage]
 driver = "overlay"
 graphroot = "$TSPROXY_IMAGE_STATE/storage"
 runroot = "/run/tsproxy-image${TSPROXY_IMAGE_STATE//\//-}"
 CONF
+)"
 export CONTAINERS_CONF="$TSPROXY_IMAGE_STATE/containers.conf"
 export CONTAINERS_STORAGE_CONF="$TSPROXY_IMAGE_STATE/storage.conf"
 export TMPDIR="$TSPROXY_IMAGE_STATE/tmp"
 unset _nofile _nproc
+unset -f _put

@@ -461,3 +461,30 @@ fn keyring_check_accepts_only_the_pinned_key() {
     std::fs::write(dir.join("empty.gpg"), b"").unwrap();
     assert!(!check(&dir.join("empty.gpg")).status.success(), "an empty file must be refused");
 }
+
+/// SIGINT reaches CMD as a foreground program would get it (a shell's background job starts
+/// with SIGINT ignored; the entrypoint restores it): `sleep` dies of it at once, status 130,
+/// rather than being SIGKILLed after the grace period (137). No namespaces needed.
+#[test]
+fn sigint_reaches_cmd_and_its_status_is_the_containers() {
+    if !ready() {
+        return;
+    }
+    const C: &str = "tsp-image-test-int";
+    let image = std::env::var("TSPROXY_TEST_IMAGE").unwrap_or_else(|_| "tsproxy-workspace-standin".into());
+    build(&image, &[]);
+    let _ = podman(&["rm", "-f", "-t", "0", C]);
+    ok(podman(&["run", "-d", "--name", C, "--pull=never", "--network=none", &image, "sleep", "infinity"]), "podman run");
+    let logs = || text(&podman(&["logs", C]));
+    assert!(until(Duration::from_secs(20), || logs().contains("running: sleep infinity")), "{}", logs());
+    let t = Instant::now();
+    ok(podman(&["kill", "-s", "INT", C]), "podman kill -s INT");
+    let stopped = until(Duration::from_secs(10), || ok(podman(&["inspect", "-f", "{{.State.Running}}", C]), "inspect") == "false");
+    let took = t.elapsed();
+    let status = ok(podman(&["inspect", "-f", "{{.State.ExitCode}}", C]), "inspect");
+    let log = logs();
+    let _ = podman(&["rm", "-f", "-t", "0", C]);
+    assert!(stopped, "{log}");
+    assert_eq!(status, "130", "CMD must die of SIGINT itself: {log}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}: {log}");
+}
