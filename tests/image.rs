@@ -136,20 +136,19 @@ fn tailscaled_pids() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Builds one at a time: the two tests share the build stage's cache and two cores.
-fn build(image: &str, extra: &[(&str, &str)]) {
+/// Builds one at a time: the tests share the build stage's cache and two cores.
+fn build_with(script: &Path, image: &str, extra: &[(&str, &str)]) -> Output {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
-    let b = Command::new("bash")
-        .arg(format!("{ROOT}/image/build.sh"))
-        .env("IMAGE", image)
-        .env("TAILSCALE", "standin")
-        .envs(extra.iter().copied())
-        .output()
-        .unwrap();
-    assert!(b.status.success(), "image build failed: {}", text(&b));
+    let b = Command::new("bash").arg(script).env("IMAGE", image).env("TAILSCALE", "standin").envs(extra.iter().copied()).output().unwrap();
     eprintln!("image: build of {image} {:.1} s", t.elapsed().as_secs_f64());
+    b
+}
+
+fn build(image: &str, extra: &[(&str, &str)]) {
+    let b = build_with(&Path::new(ROOT).join("image/build.sh"), image, extra);
+    assert!(b.status.success(), "image build failed: {}", text(&b));
 }
 
 struct Cleanup;
@@ -487,4 +486,86 @@ fn sigint_reaches_cmd_and_its_status_is_the_containers() {
     assert!(stopped, "{log}");
     assert_eq!(status, "130", "CMD must die of SIGINT itself: {log}");
     assert!(took < Duration::from_millis(1500), "took {took:?}: {log}");
+}
+
+/// The real install path (TAILSCALE=apt) against a local repository shaped like
+/// pkgs.tailscale.com (tests/image/apt-repo.sh: throwaway key, a packaged stand-in, and a
+/// "curl" 99.0 that would replace Debian's without the pin): a keyring with another fingerprint
+/// fails the build; the pinned one builds, apt verifies the repository with that keyring alone
+/// and installs tailscale from it; the pin keeps the repository's curl out, and (control)
+/// without the pin apt would take it. Only the address differs from the real thing
+/// (TAILSCALE_REPO, served on loopback; the pin follows it).
+#[test]
+fn apt_path_pinned_key_and_pin_with_a_local_repository() {
+    if !ready() {
+        return;
+    }
+    let dir = target_dir().join("image-apt-test");
+    let gen = Command::new("bash").arg(format!("{ROOT}/tests/image/apt-repo.sh")).arg(&dir).output().unwrap();
+    assert!(gen.status.success(), "apt-repo.sh: {}", text(&gen));
+    let fpr = String::from_utf8_lossy(&gen.stdout).trim().to_string();
+    assert_eq!(fpr.len(), 40, "{fpr}");
+
+    // The repository on loopback, for the build (--network=host) and the check below.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir.join("repo"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()), "repository server did not start");
+    let url = format!("http://127.0.0.1:{port}/stable/debian");
+
+    // A build context like the repository's, with the throwaway keyring where the real one goes.
+    let ctx = dir.join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .args(["src", "core", "wrapper", "Cargo.toml", "Cargo.lock", "Makefile", "image", ".containerignore"])
+        .arg(&ctx)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    ok(copy, "copy the build context");
+    std::fs::copy(dir.join("tailscale-archive-keyring.gpg"), ctx.join("image/files/usr/share/keyrings/tailscale-archive-keyring.gpg")).unwrap();
+    let script = ctx.join("image/build.sh");
+    let image = "tsproxy-workspace-apt-test";
+    let args = |fpr: &str| format!("--build-arg TAILSCALE_REPO={url} --build-arg TAILSCALE_KEY_FPR={fpr}");
+
+    let wrong: String = fpr.chars().rev().collect();
+    let b = build_with(&script, image, &[("TAILSCALE", "apt"), ("BUILD_ARGS", &args(&wrong))]);
+    assert!(!b.status.success(), "a keyring that is not the pinned key must fail the build");
+    assert!(text(&b).contains("refusing it"), "{}", text(&b));
+
+    let b = build_with(&script, image, &[("TAILSCALE", "apt"), ("BUILD_ARGS", &args(&fpr))]);
+    assert!(b.status.success(), "build with the pinned key: {}", text(&b));
+
+    let check = r#"
+set -e
+dpkg-query -W -f '${Package} ${Version}\n' tailscale
+test ! -e /usr/share/doc/curl-fake && echo "no fake curl"
+grep -q "signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg" /etc/apt/sources.list.d/tailscale.list && echo "signed-by"
+apt-get update -qq -o Dir::Etc::sourcelist=/etc/apt/sources.list.d/tailscale.list -o Dir::Etc::sourceparts=- >/dev/null
+apt-get -s install curl | grep -E '^Inst curl|already the newest' | sed 's/^/pinned: /'
+rm /etc/apt/preferences.d/tailscale
+apt-get -s install curl | grep -E '^Inst curl|already the newest' | sed 's/^/unpinned: /'
+"#;
+    let out = podman(&["run", "--rm", "--pull=never", "--network=host", "--user", "root", "--entrypoint", "/bin/bash", image, "-c", check]);
+    let t = ok(out, "apt checks in the image");
+    assert!(t.contains("tailscale 1.99.0"), "tailscale from the repository: {t}");
+    assert!(t.contains("no fake curl") && t.contains("signed-by"), "{t}");
+    assert!(t.contains("pinned: curl is already the newest"), "the pin must keep the repository's curl out: {t}");
+    assert!(t.contains("unpinned: Inst curl") && t.contains("99.0"), "control: without the pin apt takes the repository's curl: {t}");
+    let _ = podman(&["rmi", "-f", image]);
 }
