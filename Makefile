@@ -3,7 +3,7 @@ PREFIX ?= /usr/local
 CARGO ?= cargo
 ROOT := $(shell id -u)
 
-.PHONY: all build test test-deps bench fuzz install uninstall clean deb lintian
+.PHONY: all build test test-deps bench fuzz install uninstall clean deb lintian image image-test
 
 all: build
 
@@ -18,7 +18,7 @@ test: test-deps
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
 	$(CARGO) build --workspace
 	@if [ "$(ROOT)" = 0 ]; then \
-		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 TSPROXY_REQUIRE_GRPC=1 $(CARGO) test --workspace; rc=$$?; \
+		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 TSPROXY_REQUIRE_GRPC=1 TSPROXY_REQUIRE_IMAGE=1 $(CARGO) test --workspace; rc=$$?; \
 		bash tests/netns/topology.sh down; exit $$rc; \
 	else \
 		echo "make test: not root, the namespace tier will be skipped"; \
@@ -45,6 +45,22 @@ lintian:
 
 clean:
 	$(CARGO) clean
+
+# The workspace image (image/README.md), with rootful podman. TAILSCALE=standin builds the test
+# stand-in instead of tailscale from its apt repository; see image/build.sh for the rest.
+IMAGE ?= tsproxy-workspace
+TAILSCALE ?= apt
+SYSTEMD ?= 0
+TSPROXY_INSTALL ?= make
+image:
+	IMAGE=$(IMAGE) TAILSCALE=$(TAILSCALE) SYSTEMD=$(SYSTEMD) TSPROXY_INSTALL=$(TSPROXY_INSTALL) bash image/build.sh
+
+# The image tests (tests/image.rs): stand-in image, run in the root tier's namespaces, under
+# the root-tier lock. The build comes first, outside the lock.
+image-test:
+	IMAGE=tsproxy-workspace-standin TAILSCALE=standin bash image/build.sh
+	$(CARGO) build --tests --test image
+	flock /run/tsproxy-netns.lock $(CARGO) test --test image -- --nocapture
 
 bench:
 	bash bench/run.sh

@@ -34,6 +34,11 @@ have getent || need+=(libc-bin)
 have dpkg-shlibdeps || need+=(dpkg-dev)
 have mmdebstrap || need+=(mmdebstrap)
 have lintian || need+=(lintian)
+# The image tier (tests/image.rs): rootful podman with runc, mmdebstrap for the base image,
+# catatonit (also installed inside the image, where it is PID 1).
+have podman || need+=(podman)
+have runc || need+=(runc)
+have catatonit || need+=(catatonit)
 [ -e /usr/include/liburing.h ] || need+=(liburing-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ ${#need[@]} -eq 0 ]; then
