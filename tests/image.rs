@@ -360,6 +360,47 @@ fn workspace_image_end_to_end() {
     let t3 = text(&cold);
     assert!(cold.status.success(), "{t3}");
     assert!(t3.contains("not logged in and no TS_AUTHKEY"), "{t3}");
+
+    // System-wide mode (TSPROXY_SYSTEM_WIDE=1; the container starts as root, the entrypoint runs
+    // `tsproxy install --system`): sessions that do not come from the entrypoint — `podman exec`
+    // as the user, a login shell `su - coder -c`, `env -i` — load the library from
+    // /etc/ld.so.preload and reach the tailnet by name with nothing prefixed, without a direct
+    // packet and without a word from tsproxy on stderr. (The control above: without it, such a
+    // session dials directly.)
+    let leak0 = counter("leak");
+    let sw = podman(&[
+        "run",
+        "-d",
+        "--name",
+        CTR,
+        "--pull=never",
+        "--network=ns:/run/netns/tsp-ws",
+        "--dns=10.200.0.2",
+        "-e",
+        "TSPROXY_SYSTEM_WIDE=1",
+        "-e",
+        "TS_STANDIN_UPSTREAM=socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081",
+        "-v",
+        &vol(&home, "/home/coder"),
+        &image,
+        "sleep",
+        "infinity",
+    ]);
+    ok(sw, "podman run (system-wide)");
+    assert!(until(Duration::from_secs(30), || logs().contains("system-wide mode on") && logs().contains("running: sleep infinity")), "{}", logs());
+    assert!(ok(exec(&["cat", "/etc/ld.so.preload"]), "ld.so.preload").contains("libtsproxy.so"), "{}", logs());
+    let sessions: [(&str, Output); 3] = [
+        ("podman exec --user coder curl", exec_user(&["curl", "-sS", "--max-time", "10", "http://peer-1:8080/"])),
+        ("su - coder -c curl", exec(&["su", "-", "coder", "-c", "curl -sS --max-time 10 http://peer-1.tail1234.ts.net:8080/"])),
+        ("env -i curl (root)", exec(&["env", "-i", "/usr/bin/curl", "-sS", "--max-time", "10", "http://peer-1:8080/"])),
+    ];
+    for (what, o) in sessions {
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), PEER, "{what}: {}\n{}", text(&o), logs());
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("tsproxy"), "{what}: tsproxy spoke on stderr: {}", text(&o));
+    }
+    assert_eq!(counter("leak"), leak0, "a session under system-wide mode dialled the tailnet directly");
+    assert_eq!(counter("dns"), 0, "a tailnet name reached the container's resolver");
+    let _ = podman(&["rm", "-f", "-t", "0", CTR]);
 }
 
 /// The systemd flavour: systemd is PID 1 (the entrypoint execs it), the package's unit with our
