@@ -20,11 +20,12 @@
 //! (TSPROXY_LOG_FILE, TSPROXY_LOG=debug, TSPROXY_PROXY naming a dead port) reaches the peer
 //! through the system file's proxy and creates no log file; the same program without the
 //! setuid bit (the control) obeys that environment. Debian's microsocks, dynamically linked,
-//! started (as the proxies' uid, which the meter lets through) as the upstream that
-//! /etc/tsproxy.conf names, carries a client's request to the peer by dialling it itself
-//! instead of tunnelling to itself: its descriptors and threads stay bounded, a name it
-//! cannot resolve fails at once, and with it stopped the same request fails (the control that
-//! it carried the request).
+//! started by `user` as the upstream that /etc/tsproxy.conf names, gets its own dials to the
+//! peer (by address, and to the placeholder of a name) refused at once with one error line
+//! each — neither a loop through itself (its descriptors and threads stay bounded) nor a direct
+//! dial (the meter stays at zero). Controls at the end, after `tsproxy uninstall --system`: the
+//! same microsocks, as the proxies' uid, does carry the request to the peer, and a plain fetch
+//! from the rootfs is a direct dial the leak meter counts.
 //!
 //! `measure_startup_of_ld_so_preload_in_rootfs` (ignored: a measurement, not a test) times
 //! `/bin/true` with and without the packaged library in the rootfs's /etc/ld.so.preload,
@@ -177,46 +178,67 @@ fn every_kind_of_session_reaches_the_tailnet_and_a_proxy_never_loops() {
     assert!(r.ok() && r.stderr.is_empty(), "setuid: stray output on stderr:\n{}", r.text());
     no_leak("setuid program");
 
-    // Debian's microsocks as the upstream /etc/tsproxy.conf names, as the proxies' uid (the
-    // meter lets that uid reach the tailnet: it is the way there, as the workspace's proxies
-    // are). Its own dials must go out directly, not back into itself.
+    // Debian's microsocks as the upstream /etc/tsproxy.conf names, run by `user` (any uid but
+    // the proxies': a direct dial of its own would be counted). Its own dials to the tailnet
+    // must neither go back into itself (a loop: descriptors and threads grow) nor out directly
+    // (a leak): the library refuses them at once, with one error line each.
+    let script = "sed -i 's|^TSPROXY_PROXY=.*|TSPROXY_PROXY=socks5://127.0.0.1:1090|' /etc/tsproxy.conf\n\
+         setpriv --reuid=user --regid=user --init-groups microsocks -i 127.0.0.1 -p 1090 2>/tmp/ms.err & MS=$!\n\
+         i=0; while ! grep -q ':0442 00000000:0000 0A' /proc/net/tcp && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
+         echo -- maps; grep -c libtsproxy.so /proc/$MS/maps\n\
+         n0=$(ls /proc/$MS/fd | wc -l)\n\
+         for d in 100.64.0.2 peer-1; do echo \"-- $d\"; t=$(date +%s%N); env -i /usr/bin/curl -sS --max-time 10 http://$d:8080/ 2>/dev/null; echo rc=$? ms=$(( ($(date +%s%N) - t) / 1000000 )); done\n\
+         sleep 0.3\n\
+         echo -- fds; echo $n0 $(ls /proc/$MS/fd | wc -l) $(sed -n 's/^Threads:[[:space:]]*//p' /proc/$MS/status)\n\
+         kill $MS; wait $MS\n\
+         echo -- end";
+    let r = ws(&rf, script, 60);
+    let maps = section(&r.stdout, "-- maps");
+    assert!(maps.first().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1)), "microsocks did not load the library:\n{}", r.text());
+    for d in ["100.64.0.2", "peer-1"] {
+        let got = section(&r.stdout, &format!("-- {d}"));
+        let ms: u64 = got.last().and_then(|l| l.rsplit("ms=").next()).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+        assert!(!got.contains(&PEER) && !got.iter().any(|l| l.starts_with("rc=0 ")) && ms < 3000, "{d}: refused at once, not after a loop:\n{}", r.text());
+    }
+    let fds: Vec<u32> = section(&r.stdout, "-- fds").first().map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
+    assert_eq!(fds.len(), 3, "{}", r.text());
+    assert!(fds[1] <= fds[0] + 2 && fds[2] <= 4, "microsocks's descriptors or threads grew (a loop): fds before, after; threads: {fds:?}");
+    // What microsocks said: one refusal per request (the address, then peer-1's placeholder),
+    // nothing else — which also shows both requests did reach it.
+    let ms_err = std::fs::read_to_string(rf.root.join("tmp/ms.err")).unwrap_or_default();
+    let lines: Vec<&str> = ms_err.lines().filter(|l| !l.is_empty()).collect();
+    assert!(
+        lines.len() == 2 && lines.iter().all(|l| l.contains("this process listens on the proxy's address")) && lines[0].contains("100.64.0.2:8080"),
+        "microsocks's stderr:\n{ms_err}\n{}",
+        r.text()
+    );
+    assert!(r.ok() && r.stderr.is_empty(), "{}", r.text());
+    no_leak("microsocks as the system-wide upstream");
+
+    // Controls, with the library out of /etc/ld.so.preload: the same microsocks, as the
+    // proxies' uid (which the meter lets through), carries the request to the peer — the
+    // refusal above was the library's; and a plain fetch from the rootfs is a direct dial,
+    // rejected and counted by the leak meter.
     let px = std::process::Command::new("id").args(["-u", "tsproxy-px"]).output().unwrap();
     let px = String::from_utf8(px.stdout).unwrap().trim().to_string();
     assert!(px.parse::<u32>().is_ok(), "topology.sh creates the user tsproxy-px");
     let script = format!(
-        "sed -i 's|^TSPROXY_PROXY=.*|TSPROXY_PROXY=socks5://127.0.0.1:1090|' /etc/tsproxy.conf\n\
-         setpriv --reuid={px} --regid={px} --clear-groups microsocks -i 127.0.0.1 -p 1090 2>/tmp/ms.err & MS=$!\n\
+        "tsproxy uninstall --system >/dev/null || exit 1\n\
+         setpriv --reuid={px} --regid={px} --clear-groups microsocks -i 127.0.0.1 -p 1090 & MS=$!\n\
          i=0; while ! grep -q ':0442 00000000:0000 0A' /proc/net/tcp && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
-         echo -- maps; grep -c libtsproxy.so /proc/$MS/maps\n\
-         n0=$(ls /proc/$MS/fd | wc -l)\n\
-         echo -- ip; env -i /usr/bin/curl -sS --max-time 10 http://100.64.0.2:8080/\n\
-         echo -- name; t=$(date +%s%N); env -i /usr/bin/curl -sS --max-time 10 http://peer-1:8080/ 2>&1; echo rc=$? ms=$(( ($(date +%s%N) - t) / 1000000 ))\n\
-         sleep 0.3\n\
-         echo -- fds; echo $n0 $(ls /proc/$MS/fd | wc -l) $(sed -n 's/^Threads:[[:space:]]*//p' /proc/$MS/status)\n\
+         echo -- via; curl -sS --max-time 10 --socks5 127.0.0.1:1090 http://100.64.0.2:8080/\n\
          kill $MS; wait $MS\n\
-         echo -- after; env -i /usr/bin/curl -sS --max-time 10 http://100.64.0.2:8080/ 2>&1; echo rc=$?\n\
-         echo -- err; cat /tmp/ms.err\n\
+         echo -- direct; curl -sS --max-time 5 http://100.64.0.2:8080/ 2>/dev/null; echo rc=$?\n\
          echo -- end"
     );
     let r = ws(&rf, &script, 60);
-    eprintln!("rootfs test: microsocks phase:\n{}", r.text());
-    let maps = section(&r.stdout, "-- maps");
-    assert!(maps.first().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 1)), "microsocks did not load the library:\n{}", r.text());
-    assert_eq!(section(&r.stdout, "-- ip"), [PEER], "a client reached the peer through the rootfs's microsocks:\n{}", r.text());
-    let name = section(&r.stdout, "-- name");
-    let ms: u64 = name.last().and_then(|l| l.rsplit("ms=").next()).and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
-    assert!(!name.contains(&PEER) && ms < 3000, "by name: microsocks cannot resolve a MagicDNS name itself; fails at once, not after a loop:\n{}", r.text());
-    let fds: Vec<u32> = section(&r.stdout, "-- fds").first().map(|l| l.split_whitespace().filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
-    assert_eq!(fds.len(), 3, "{}", r.text());
-    assert!(fds[1] <= fds[0] + 2 && fds[2] <= 4, "microsocks's descriptors or threads grew (a loop): before/after fds, threads {fds:?}");
-    let after = section(&r.stdout, "-- after");
-    assert!(!after.contains(&PEER) && !after.contains(&"rc=0"), "control: with microsocks stopped the request fails:\n{}", r.text());
-    no_leak("microsocks as the system-wide upstream");
-
-    // Control for the meter and for system-wide mode: with the library out of
-    // /etc/ld.so.preload the same fetch is a direct dial from the rootfs — rejected and counted.
-    let r = ws(&rf, "tsproxy uninstall --system >/dev/null && curl -sS --max-time 5 http://100.64.0.2:8080/; echo rc=$?", 30);
-    assert!(!r.stdout.contains(PEER) && counter("leak") >= 1, "control: a direct dial from the rootfs is seen by the leak meter:\n{}", r.text());
+    assert_eq!(section(&r.stdout, "-- via"), [PEER], "control: microsocks without the library reaches the peer:\n{}", r.text());
+    assert_eq!(counter("leak"), 0, "control: microsocks's dial as the proxies' uid is not counted");
+    assert!(
+        !section(&r.stdout, "-- direct").contains(&PEER) && counter("leak") >= 1,
+        "control: a direct dial from the rootfs is seen by the leak meter:\n{}",
+        r.text()
+    );
     eprintln!("rootfs test: done at {:.1} s (library {})", t0.elapsed().as_secs_f64(), rf.lib);
 }
 
