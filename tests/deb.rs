@@ -17,56 +17,19 @@
 mod common;
 
 use common::child::{bounded, Run};
+use common::debian::{self, build_deb, multiarch, rootfs_tarball, suite, tools, unpack, Net, Scratch, BUILD_DEB, MANIFEST};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 use tsproxy_core::conffile::{self, KEYS};
 use tsproxy_core::config::Config;
 
-const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-const BUILD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/build-deb.sh");
-/// Debian's mirror (mmdebstrap's default for Debian suites).
-const MIRROR: &str = "http://deb.debian.org/debian";
 /// lintian warnings accepted, each with the reason.
 const LINTIAN_ACCEPTED: &[(&str, &str)] = &[
     // An initial Debian upload should close an ITP bug; this package is not uploaded to Debian.
     ("initial-upload-closes-no-bugs", "not a Debian archive upload (no ITP bug)"),
 ];
-
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool} >/dev/null")]).status().is_ok_and(|s| s.success())
-}
-
-/// Skip (`false`) when a tool is missing, unless the root tier is required (`make test` as root
-/// sets TSPROXY_REQUIRE_NETNS): then it is a failure.
-fn tools(list: &[&str], what: &str) -> bool {
-    let missing: Vec<&&str> = list.iter().filter(|t| !have(t)).collect();
-    if missing.is_empty() {
-        return true;
-    }
-    assert!(std::env::var_os("TSPROXY_REQUIRE_NETNS").is_none(), "{what}: {missing:?} missing (scripts/test-deps.sh installs them)");
-    eprintln!("SKIPPED: {what}: {missing:?} missing");
-    false
-}
-
-/// A scratch directory removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("tsp-deb-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Why a tsproxy.conf does not list every key as `#KEY=EXAMPLE` (exactly once, with an example
 /// the parser and the configuration accept), or holds a key the parser does not know, or sets
@@ -118,7 +81,7 @@ fn generated(tag: &str) -> Option<(Scratch, String)> {
     }
     let s = Scratch::new(tag);
     let mut c = Command::new("bash");
-    c.arg(BUILD).arg("--gen").arg(&s.0);
+    c.arg(BUILD_DEB).arg("--gen").arg(&s.0);
     let r = bounded(c, 60);
     assert!(r.ok(), "build-deb.sh --gen failed:\n{}", r.text());
     let conf = std::fs::read_to_string(s.0.join("tsproxy.conf")).unwrap();
@@ -180,49 +143,9 @@ fn every_option_documented_and_completed() {
     }
 }
 
-/// The host's Debian suite (its codename), else Debian stable.
-fn suite() -> String {
-    let os = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
-    let field = |k: &str| os.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim_matches('"').to_string());
-    match (field("ID").as_deref(), field("VERSION_CODENAME")) {
-        (Some("debian"), Some(c)) if !c.is_empty() => c,
-        _ => "stable".into(),
-    }
-}
-
-/// The minbase tarball of `suite`, made once and reused while younger than 30 days (CI does not
-/// rebuild it every run; a month keeps its packages close to the mirror's).
-fn rootfs_tarball(suite: &str) -> PathBuf {
-    let dir = std::env::var_os("TSPROXY_TEST_CACHE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/tsproxy-test"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let tar = dir.join(format!("debian-{suite}-minbase.tar"));
-    let fresh = std::fs::metadata(&tar).and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|e| e.as_secs() < 30 * 86400));
-    if fresh {
-        return tar;
-    }
-    // Written beside and renamed: an interrupted run never leaves a truncated tarball behind.
-    let part = dir.join(format!("debian-{suite}-minbase.part-{}.tar", std::process::id()));
-    let mut c = Command::new("mmdebstrap");
-    c.args(["--variant=minbase", "--format=tar", "--quiet", suite]).arg(&part).arg(MIRROR);
-    let r = bounded(c, 900);
-    if !r.ok() || !part.is_file() {
-        let _ = std::fs::remove_file(&part);
-        panic!("mmdebstrap {suite} failed:\n{}", r.text());
-    }
-    std::fs::rename(&part, &tar).unwrap();
-    tar
-}
-
-/// Run `script` with sh inside the rootfs: a private mount namespace (its /proc mounted there,
-/// gone with the namespace) and an empty network namespace, chroot, a clean environment.
+/// Run `script` in the rootfs, without any network (the package needs none).
 fn in_root(root: &Path, script: &str, secs: u64) -> Run {
-    let full = format!("mount -t proc proc {r}/proc || exit 99\nexec chroot {r} /bin/sh -c \"$1\"", r = root.display());
-    let mut c = Command::new("unshare");
-    c.args(["-m", "-n", "--propagation", "private", "sh", "-c", &full, "sh", script]);
-    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").env("HOME", "/root").env("LANG", "C.UTF-8");
-    let r = bounded(c, secs);
-    assert_ne!(r.code(), Some(99), "mounting /proc in the rootfs failed:\n{}", r.text());
-    r
+    debian::in_root(root, Net::Isolated, script, &[], secs)
 }
 
 /// Every path under `root` (relative), without the places that change whatever is installed:
@@ -249,17 +172,9 @@ fn tree(root: &Path) -> BTreeSet<String> {
     out
 }
 
-fn multiarch() -> String {
-    let o = Command::new("dpkg-architecture").arg("-qDEB_HOST_MULTIARCH").output().unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn package_installs_runs_and_purges_on_fresh_debian() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var_os("TSPROXY_REQUIRE_NETNS").is_none(), "TSPROXY_REQUIRE_NETNS is set but the package test needs root");
-        eprintln!("SKIPPED: the package test needs root (chroot, dpkg in a rootfs)");
+    if !debian::root("the package test") {
         return;
     }
     if !tools(&["dpkg-deb", "dpkg-shlibdeps", "dpkg-architecture", "mmdebstrap", "lintian", "unshare", "chroot", "python3"], "package test") {
@@ -269,16 +184,11 @@ fn package_installs_runs_and_purges_on_fresh_debian() {
     let phase = |what: &str| eprintln!("deb test: {what} at {:.1} s", t0.elapsed().as_secs_f64());
 
     // `make deb` itself (a release build: minutes the first time, seconds when fresh).
-    let mut c = Command::new("bash");
-    c.arg(BUILD).env("CARGO", env!("CARGO")).current_dir(MANIFEST);
-    let r = bounded(c, 1500);
-    assert!(r.ok(), "make deb failed:\n{}", r.text());
-    let deb = Path::new(MANIFEST).join(r.stdout.lines().last().expect("build-deb.sh prints the .deb's path"));
+    let deb = build_deb();
     let name = deb.file_name().unwrap().to_string_lossy().into_owned();
     let version = format!("{}-1", env!("CARGO_PKG_VERSION"));
     let arch = String::from_utf8(Command::new("dpkg").arg("--print-architecture").output().unwrap().stdout).unwrap().trim().to_string();
     assert_eq!(name, format!("tsproxy_{version}_{arch}.deb"));
-    assert!(deb.is_file(), "{} missing", deb.display());
     phase("built");
 
     // Control fields.
@@ -314,15 +224,11 @@ fn package_installs_runs_and_purges_on_fresh_debian() {
 
     // A fresh rootfs of the host's suite.
     let suite = suite();
-    let tar = rootfs_tarball(&suite);
+    let tar = rootfs_tarball(&suite, &[]);
     phase(&format!("rootfs tarball {} ready", tar.display()));
     let s = Scratch::new("root");
     let root = s.0.join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let mut c = Command::new("tar");
-    c.arg("-C").arg(&root).arg("-xf").arg(&tar);
-    let r = bounded(c, 120);
-    assert!(r.ok(), "unpacking the rootfs failed:\n{}", r.text());
+    unpack(&tar, &root);
     std::fs::copy(&deb, root.join("tmp").join(&name)).unwrap();
     phase("rootfs unpacked");
     let before = tree(&root);

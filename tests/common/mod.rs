@@ -4,6 +4,8 @@
 
 /// Children under a time bound.
 pub mod child;
+/// A Debian rootfs (mmdebstrap, cached) and `make deb`, for the package tests.
+pub mod debian;
 /// The root tier's namespaces with per-uid leak and DNS meters, for the adversarial tests.
 pub mod world;
 
