@@ -412,6 +412,40 @@ static int sys_checks(void) {
     return 0;
 }
 
+/* An AF_INET6 socket (IPV6_V6ONLY as ONLY says) asks 127.0.0.1:53, v4-mapped: the kernel
+ * refuses that on a v6-only socket; a dual-stack one gets the answer from ::ffff:127.0.0.1. */
+#include <netinet/in.h>
+static int v6(int only) {
+    int u = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    setsockopt(u, IPPROTO_IPV6, IPV6_V6ONLY, &only, sizeof only);
+    /* v6-only: another socket (another program's, another user's) holds the same port in
+     * IPv4, which a v6-only socket allows. */
+    int other = -1;
+    if (only) {
+        struct sockaddr_in6 me = { .sin6_family = AF_INET6, .sin6_port = htons(40053) };
+        bind(u, (struct sockaddr *)&me, sizeof me);
+        other = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in oa = { .sin_family = AF_INET, .sin_port = htons(40053) };
+        if (bind(other, (struct sockaddr *)&oa, sizeof oa)) printf("other_bind=%s\n", h_en(errno));
+    }
+    struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons(53) };
+    inet_pton(AF_INET6, "::ffff:127.0.0.1", &a.sin6_addr);
+    unsigned char q[512], r[4096];
+    int n = query(q, 31, "peer-1", 1);
+    errno = 0;
+    ssize_t k = sendto(u, q, n, 0, (struct sockaddr *)&a, sizeof a);
+    printf("sendto=%zd sendto_errno=%s\n", k, h_en(k < 0 ? errno : 0));
+    struct pollfd p = { u, POLLIN, 0 };
+    struct sockaddr_in6 from = {0};
+    socklen_t fl = sizeof from;
+    ssize_t g = poll(&p, 1, 500) == 1 ? recvfrom(u, r, sizeof r, 0, (struct sockaddr *)&from, &fl) : -1;
+    char ip[64] = "?";
+    inet_ntop(AF_INET6, &from.sin6_addr, ip, sizeof ip);
+    printf("answer=%zd from=[%s]:%d\n", g, ip, ntohs(from.sin6_port));
+    if (other >= 0) printf("other_socket_got=%zu\n", drain(other, r, sizeof r, 200));
+    return 0;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc < 2) return 2;
@@ -425,5 +459,6 @@ int main(int argc, char **argv) {
     if (!strcmp(m, "inj_dup2")) return inj_dup2(argc == 3 && !strcmp(argv[2], "keep"));
     if (!strcmp(m, "race") && argc == 3) return race(atoi(argv[2]));
     if (!strcmp(m, "sys")) return sys_checks();
+    if (!strcmp(m, "v6") && argc == 3) return v6(!strcmp(argv[2], "only"));
     return 2;
 }

@@ -157,3 +157,19 @@ fn review_syscall_numbers_not_dispatched_behave_as_without_the_library() {
     // syscall(SYS_recvfrom) shows the server, its address truncated to the 4 bytes given.
     assert_eq!((get(&m, "sys_recvfrom"), get(&m, "fromlen"), get(&m, "port")), ("40", "16", "53"), "{t}");
 }
+
+#[test]
+fn review_a_v6_only_socket_asking_a_v4_server_is_refused_and_its_answer_reaches_nobody_else() {
+    if !namespaces() {
+        return;
+    }
+    // Control: a dual-stack socket gets the answer as from ::ffff:127.0.0.1:53.
+    let (m, t) = r_dns(true, &["v6", "dual"]);
+    assert_eq!((get(&m, "answer"), get(&m, "from")), ("40", "[::ffff:127.0.0.1]:53"), "control: {t}");
+    // Without the library the kernel refuses the send (ENETUNREACH) and nothing goes anywhere.
+    let (m, t) = r_dns(false, &["v6", "only"]);
+    assert_eq!((get(&m, "sendto_errno"), get(&m, "other_socket_got")), ("ENETUNREACH", "0"), "control: {t}");
+    let (m, t) = r_dns(true, &["v6", "only"]);
+    assert_eq!(get(&m, "other_socket_got"), "0", "the answer (with the tailnet name) went to another socket holding the port in IPv4: {t}");
+    assert_eq!(get(&m, "sendto_errno"), "ENETUNREACH", "{t}");
+}
