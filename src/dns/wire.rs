@@ -49,6 +49,8 @@ struct Sock {
     owed: VecDeque<SocketAddr>,
     /// A TCP connection to the server (`wire_tcp`).
     tcp: bool,
+    /// TCP: bytes the program wrote that are not yet a whole question (not sent yet).
+    tcp_buf: Vec<u8>,
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -56,15 +58,21 @@ static TABLE: SpinLock<BTreeMap<i32, Sock>> = SpinLock::new(BTreeMap::new());
 /// The injectors: fd << 16 | port, 0 until made.
 static INJ4: AtomicU64 = AtomicU64::new(0);
 static INJ6: AtomicU64 = AtomicU64::new(0);
+/// Held while an answer is injected, and by sends of other questions on our sockets (see
+/// `inject`). Nothing under it can panic or block: raw syscalls on loopback and our own sockets.
+static INJECTING: SpinLock<()> = SpinLock::new(());
+
 /// Most answers remembered per socket (a program that never reads them: the oldest go).
 const OWED_MAX: usize = 64;
 
 pub fn lock_for_fork() {
+    INJECTING.hold_for_fork();
     TABLE.hold_for_fork();
 }
 
 pub fn unlock_after_fork() {
     TABLE.release_after_fork();
+    INJECTING.release_after_fork();
 }
 
 /// Does any socket of this process have DNS answered by us? (The I/O hooks' fast check.)
@@ -131,6 +139,41 @@ fn injector(v6: bool) -> Option<(c_int, SocketAddr)> {
     }
 }
 
+/// The program dup2()s over `fd`: if it is one of our injectors, forget it (a new one is made
+/// for the next answer; the old number is the program's now, as is the port it had).
+pub fn evicted(fd: c_int) {
+    for cell in [&INJ4, &INJ6] {
+        let v = cell.load(Ordering::Acquire);
+        if v != 0 && (v >> 16) as c_int == fd {
+            let _ = cell.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+}
+
+/// `new` is a dup of `old`: a DNS socket of ours under another number is ours as well.
+pub fn on_dup(old: c_int, new: c_int) {
+    if !marked(old) || new < 0 || new as usize >= fds::N {
+        return;
+    }
+    let mut t = TABLE.lock();
+    let Some(s) = t.get(&old) else { return };
+    let copy = Sock { ino: s.ino, peer: s.peer, owed: VecDeque::new(), tcp: s.tcp, tcp_buf: Vec::new() };
+    t.insert(new, copy);
+    fds::mark_dns(new);
+}
+
+/// TCP: take the bytes kept for `fd` (written by the program, not yet a whole question).
+pub fn tcp_take(fd: c_int) -> Vec<u8> {
+    TABLE.lock().get_mut(&fd).map(|s| std::mem::take(&mut s.tcp_buf)).unwrap_or_default()
+}
+
+/// TCP: keep these bytes for `fd` until the question they begin is whole.
+pub fn tcp_keep(fd: c_int, rest: Vec<u8>) {
+    if let Some(s) = TABLE.lock().get_mut(&fd) {
+        s.tcp_buf = rest;
+    }
+}
+
 /// Is `from` one of our injectors?
 fn from_injector(from: SocketAddr) -> bool {
     let ip = tsproxy_core::cidr::unmap(from.ip());
@@ -173,6 +216,16 @@ fn ensure_bound(fd: c_int, fam: c_int) -> Option<SocketAddr> {
 /// could not be done (the caller fails the send: the question must not go out either).
 fn inject(fd: c_int, server: SocketAddr, answer: &[u8]) -> bool {
     let Some(fam) = family(fd) else { return false };
+    // An IPv6-only socket cannot reach an IPv4 server (the kernel refuses the send with
+    // ENETUNREACH): neither may its answer come, nor go to whoever holds that IPv4 port.
+    let v4_server = tsproxy_core::cidr::unmap(server.ip()).is_ipv4();
+    if fam == libc::AF_INET6 && v4_server && sys::getsockopt_int(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).unwrap_or(0) != 0 {
+        return false;
+    }
+    // One injection at a time, and no send on a DNS socket of ours meanwhile (`send_public`):
+    // a connected socket is pointed at the injector for a moment, and a question another
+    // thread sent then would go there instead of to the server.
+    let _one = INJECTING.lock();
     // The injector of the server's family (a v4 server on a dual-stack socket: the v4 one,
     // seen v4-mapped), so the answer reaches the socket on the path a reply would take.
     let v6 = matches!(server, SocketAddr::V6(a) if a.ip().to_ipv4_mapped().is_none());
@@ -218,9 +271,9 @@ fn inject_to(fd: c_int, inj: c_int, me: SocketAddr, server: SocketAddr, answer: 
     {
         crate::fork::arm();
         let mut t = TABLE.lock();
-        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp: false });
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp: false, tcp_buf: Vec::new() });
         if s.ino != ino {
-            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp: false };
+            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp: false, tcp_buf: Vec::new() };
         }
         if s.owed.len() >= OWED_MAX {
             s.owed.pop_front();
@@ -278,9 +331,9 @@ pub fn connect(fd: c_int, server: SocketAddr, fam: c_int) {
     crate::fork::arm();
     {
         let mut t = TABLE.lock();
-        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp });
+        let s = t.entry(fd).or_insert(Sock { ino, peer: None, owed: VecDeque::new(), tcp, tcp_buf: Vec::new() });
         if s.ino != ino {
-            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp };
+            *s = Sock { ino, peer: None, owed: VecDeque::new(), tcp, tcp_buf: Vec::new() };
         }
         s.peer = Some(server);
         s.tcp = tcp;
@@ -338,11 +391,13 @@ unsafe fn gather(iov: *const iovec, n: usize) -> Vec<u8> {
 }
 
 /// A send without an address on a socket of ours (write, send, writev, sendmsg with no name,
-/// sendto with none): answered here when it asks about a tailnet name. None: libc sends it.
+/// sendto with none): answered here when it asks about a tailnet name; any other question is
+/// sent by the kernel on the connection — by us, while no answer is being injected (see
+/// `inject`). None: not ours (libc sends it).
 ///
 /// # Safety
-/// `iov` holds `n` readable iovecs.
-pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize) -> Option<Detour<ssize_t>> {
+/// `iov` holds `n` readable iovecs; `control` has `clen` readable bytes (or is null).
+pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen: usize, flags: c_int) -> Option<Detour<ssize_t>> {
     let (server, tcp) = peer_kind(fd)?;
     // SAFETY: the caller's contract.
     let bytes = unsafe { gather(iov, n) };
@@ -355,8 +410,17 @@ pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize) -> Option<Detour<ssiz
             Err(e) => Detour::Fail(e),
         });
     }
-    // Any other question: the kernel sends it on the connection, as without tsproxy.
-    None
+    // SAFETY: all-zero is a valid msghdr; the caller's buffers, as given.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov as *mut iovec;
+    m.msg_iovlen = n;
+    m.msg_control = control;
+    m.msg_controllen = clen;
+    let _quiet = INJECTING.lock();
+    Some(match syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags) {
+        Ok(k) => Detour::Done(k as ssize_t),
+        Err(e) => Detour::Fail(Errno::of(&e)),
+    })
 }
 
 /// What a receive on a socket of ours got.
@@ -380,7 +444,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
     if !is_ours(fd) {
         return None;
     }
-    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) {
+    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) && !restartable() {
         return Some(Detour::Fail(Errno(libc::EINTR)));
     }
     let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
@@ -433,6 +497,29 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
         }
         Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: src, controllen: m.msg_controllen }))
     }
+}
+
+/// A blocking receive interrupted by a signal handler: would the kernel have restarted it?
+/// It restarts when the handler has `SA_RESTART`; which signal came is not known here, so: yes
+/// when every signal the program catches has it (the usual case: glibc's `signal()` sets it),
+/// no (EINTR) when one does not. Asked only after an interruption (64 `rt_sigaction` reads).
+fn restartable() -> bool {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // The kernel's sigaction: handler, flags, restorer, an 8-byte mask.
+        let mut old: [u64; 4] = [0; 4];
+        if syscall!(SYS_rt_sigaction, sig, 0usize, old.as_mut_ptr(), 8usize).is_err() {
+            continue;
+        }
+        let (handler, flags) = (old[0], old[1]);
+        let caught = handler != libc::SIG_DFL as u64 && handler != libc::SIG_IGN as u64;
+        if caught && flags & libc::SA_RESTART as u64 == 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// Write `from` into a caller's address buffer of `*len` bytes as the kernel does: truncated to

@@ -1,16 +1,15 @@
 //! DNS over TCP to port 53 spoken by the program itself (dig +tcp, dnspython, c-ares after a
 //! truncated reply): a question for a tailnet name is answered here, never sent.
 //!
-//! The connection to the server is the kernel's, untouched, until a hooked send carries a
-//! question for a tailnet name (framed with its two-byte length, or alone after a send of the
-//! length). Nothing can be put in a TCP stream from the server's side, so that socket is then
+//! The connection to the server is the kernel's; hooked sends on it are cut into framed
+//! messages (across writes) and judged whole (see `send`), until one carries a question for a
+//! tailnet name. Nothing can be put in a TCP stream from the server's side, so that socket is then
 //! replaced, under the same descriptor number, by one connected to a loopback listener of
 //! ours that holds the framed answer and then closes (a DNS-over-TCP client reads the answer,
 //! then EOF, as when a server closes an idle connection). The program sees the answer on its
 //! own descriptor: its epoll registrations are moved to the new socket with their events and
 //! data, its file status flags (O_NONBLOCK) and close-on-exec flag are kept, and
-//! `getpeername` still names the server. The first bytes of the question, if sent on their own
-//! (the length), went to the server: no name. What cannot carry over: other queries already
+//! `getpeername` still names the server. What cannot carry over: other queries already
 //! sent on that connection and not yet answered (their answers are lost with it; the client
 //! asks again), socket options the program set on the old socket.
 use crate::boundary::Detour;
@@ -18,23 +17,86 @@ use libc::{c_int, ssize_t};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tsproxy_core::{sockaddr as sa, sys, syscall, Errno};
 
-/// A send on a TCP socket connected to `server:53`: answered here when `bytes` (the start of
-/// what is being sent) hold a question for a tailnet name. None: the kernel sends it.
+/// A DNS-over-TCP message longer than this is not a question a stub sends: the connection is
+/// then not looked at any more (its bytes go to the kernel as they come).
+const QUESTION_MAX: usize = 4096;
+
+/// A send on a TCP socket connected to `server:53`. The stream is cut into its framed messages
+/// (two-byte length, message), across writes: bytes that are not yet a whole message are kept
+/// (and reported written) until they are, so no question is judged in pieces. Whole messages
+/// that ask nothing about a tailnet name are sent to the server at once; whole messages that
+/// all do are answered (every one of them); a write that mixes the two, or leaves part of a
+/// message after a tailnet question, is refused (`ECONNRESET`) — nothing of it is sent.
+/// None: not looked at (the kernel sends it).
 pub fn send(fd: c_int, server: SocketAddr, bytes: &[u8]) -> Option<Detour<ssize_t>> {
-    let framed = (bytes.len() >= 14).then(|| {
-        let len = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
-        &bytes[2..(2 + len).min(bytes.len())]
-    });
-    let answer = framed.and_then(super::wire::answer_for).or_else(|| super::wire::answer_for(bytes))?;
-    let mut frame = Vec::with_capacity(answer.len() + 2);
-    frame.extend_from_slice(&(answer.len().min(u16::MAX as usize) as u16).to_be_bytes());
-    frame.extend_from_slice(&answer[..answer.len().min(u16::MAX as usize)]);
-    if swap(fd, server, &frame) {
-        Some(Detour::Done(bytes.len() as ssize_t))
-    } else {
-        crate::log::log!(Error, "dns: could not answer a query for a tailnet name over TCP on fd={fd}; refused (it never goes to {server})");
-        Some(Detour::Fail(Errno(libc::ECONNRESET)))
+    let mut data = super::wire::tcp_take(fd);
+    let kept = data.len();
+    data.extend_from_slice(bytes);
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while data.len() >= at + 2 {
+        let len = u16::from_be_bytes([data[at], data[at + 1]]) as usize;
+        if len > QUESTION_MAX {
+            // Not DNS questions: stop looking at this connection; what was kept goes first.
+            super::wire::forget(fd);
+            return Some(send_all(fd, &data, kept, bytes.len()));
+        }
+        if data.len() < at + 2 + len {
+            break;
+        }
+        frames.push(at + 2..at + 2 + len);
+        at += 2 + len;
     }
+    let answers: Vec<Option<Vec<u8>>> = frames.iter().map(|r| super::wire::answer_for(&data[r.clone()])).collect();
+    if answers.iter().all(Option::is_none) {
+        // Nothing about a tailnet name: the whole messages go now, a partial one waits.
+        let rest = data.split_off(at);
+        let r = if data.is_empty() { Detour::Done(bytes.len() as ssize_t) } else { send_all(fd, &data, kept.min(data.len()), bytes.len()) };
+        if matches!(r, Detour::Done(_)) {
+            super::wire::tcp_keep(fd, rest);
+        }
+        return Some(r);
+    }
+    if answers.iter().all(Option::is_some) && at == data.len() {
+        let mut frame = Vec::new();
+        for a in answers.into_iter().flatten() {
+            let a = &a[..a.len().min(u16::MAX as usize)];
+            frame.extend_from_slice(&(a.len() as u16).to_be_bytes());
+            frame.extend_from_slice(a);
+        }
+        if swap(fd, server, &frame) {
+            return Some(Detour::Done(bytes.len() as ssize_t));
+        }
+        crate::log::log!(Error, "dns: could not answer a query for a tailnet name over TCP on fd={fd}; refused (it never goes to {server})");
+        return Some(Detour::Fail(Errno(libc::ECONNRESET)));
+    }
+    crate::log::log!(Error, "dns: fd={fd} wrote questions for a tailnet name and others to {server} in one stream write; refused (nothing of it is sent)");
+    Some(Detour::Fail(Errno(libc::ECONNRESET)))
+}
+
+/// Send `data` (the bytes kept from earlier writes, `kept` of them, then this write's) to the
+/// server. The result is this write's: all of it written, or the error (a failure before this
+/// write's bytes went out leaves the kept bytes to be tried again with the program's retry).
+fn send_all(fd: c_int, data: &[u8], kept: usize, this: usize) -> Detour<ssize_t> {
+    let mut off = 0;
+    let mut waited = 0;
+    while off < data.len() {
+        match sys::send(fd, &data[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && waited < 10 => {
+                // A full send buffer on a DNS connection: wait a little for room, bounded.
+                waited += 1;
+                let _ = sys::poll1(fd, libc::POLLOUT, 100);
+            }
+            Err(e) => {
+                if off < kept {
+                    super::wire::tcp_keep(fd, data[off..kept].to_vec());
+                }
+                return Detour::Fail(Errno::of(&e));
+            }
+        }
+    }
+    Detour::Done(this as ssize_t)
 }
 
 /// Replace `fd`'s socket by one whose peer has sent `frame` and closed.

@@ -122,6 +122,7 @@ hook! {
 /// to take), then the duplicate is recorded.
 fn onto(old: c_int, new: c_int, dup: impl FnOnce() -> c_int) -> Detour<c_int> {
     if fds::is_ours(new) {
+        crate::dns::wire::evicted(new);
         fds::evict(new);
     }
     if old != new {
@@ -137,5 +138,6 @@ fn after_dup(old: c_int, new: c_int) {
         fds::duplicated(old, new);
         pending::on_dup(old, new);
         crate::net::udp::on_dup(old, new);
+        crate::dns::wire::on_dup(old, new);
     }
 }

@@ -68,10 +68,8 @@ unsafe fn tx(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void, clen:
         // SAFETY: forwarded contract.
         return unsafe { udp::relay::send(fd, None, iov, n, control, clen, flags) };
     }
-    // A DNS socket's send is the kernel's unless answered (its control data, flags and all).
-    let _ = (control, clen, flags);
     // SAFETY: forwarded contract.
-    unsafe { wire::send(fd, iov, n) }
+    unsafe { wire::send(fd, iov, n, control, clen, flags) }
 }
 
 /// A receive on a DNS socket: the byte count, the sender written where the caller wants it.

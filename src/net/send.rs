@@ -202,7 +202,7 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
         if crate::dns::wire::marked(fd) {
             let v = libc::iovec { iov_base: buf as *mut c_void, iov_len: n };
             // SAFETY: buf holds n readable bytes (contract).
-            if let Some(d) = unsafe { crate::dns::wire::send(fd, &v, 1) } {
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, &v, 1, std::ptr::null_mut(), 0, flags) } {
                 return d;
             }
         }
@@ -251,7 +251,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
         }
         if crate::dns::wire::marked(fd) {
             // SAFETY: the msghdr's buffers are readable (contract).
-            if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen) } {
+            if let Some(d) = unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
                 return d;
             }
         }
@@ -318,7 +318,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
                 None => kernel_sendmsg(fd, m, flags),
             },
             // SAFETY: the msghdr's buffers are readable (contract).
-            None if ours => match unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen) } {
+            None if ours => match unsafe { crate::dns::wire::send(fd, m.msg_iov, m.msg_iovlen, m.msg_control, m.msg_controllen, flags) } {
                 Some(d) => d,
                 None => kernel_sendmsg(fd, m, flags),
             },
