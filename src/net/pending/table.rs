@@ -405,7 +405,10 @@ impl Table {
                     if let Some(c) = self.conn(s) {
                         c.held = Some(Some(Instant::now() + HELD_GRACE));
                     }
+                    // The driver may be waiting for a later deadline (when this end was not
+                    // its own doing): wake it to look again.
                     super::driver::rescan();
+                    super::driver::poke();
                 }
                 Err(e) => {
                     if let Some(c) = self.conn(s) {
