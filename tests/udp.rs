@@ -228,3 +228,79 @@ s.sendto(b"failover", ("100.64.0.2", 4002)); print("got=%s" % s.recvfrom(100)[0]
     let r = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", &format!("socks5://127.0.0.1:1080,{DANTE}")).run().expect_clean();
     assert_eq!(r.get("got"), "failover", "{}", r.text());
 }
+
+/// `dig`'s answer lines (+short): one per record.
+fn short(r: &Outcome) -> Vec<String> {
+    r.run.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// The questions MagicDNS (topology.sh: dns_server.py --magic on 100.100.100.100) has seen.
+fn magic_log() -> String {
+    std::fs::read_to_string(format!("{RUN_DIR}/dns-magic.log")).unwrap_or_default()
+}
+
+#[test]
+fn dig_and_nslookup_ask_magicdns_at_100_100_100_100_through_the_relay() {
+    let Some(m) = Meter::fresh() else { return };
+    if !tool("dig") {
+        return;
+    }
+    // dig 9.18 sends on a connected socket through libuv; libuv before 1.45 with
+    // syscall(SYS_sendmmsg)/syscall(SYS_recvmmsg): the syscall() dispatcher's path.
+    let dig = |extra: &[&str], name: &str, proxy: &str| {
+        let mut argv = vec!["dig", "@100.100.100.100", "+short", "+time=3", "+tries=1"];
+        argv.extend_from_slice(extra);
+        argv.push(name);
+        m.attack(Via::Preload, &argv).env("TSPROXY_PROXY", proxy).secs(30).run()
+    };
+    for (extra, name, want) in [
+        (&[][..], "peer-1.tail1234.ts.net", "100.64.0.2"),
+        (&[][..], "peer-1", "100.64.0.2"),
+        (&["AAAA"][..], "peer6.tail1234.ts.net", "fd7a:115c:a1e0::2"),
+        // DNS over TCP to the same server (a tunnelled connect) for comparison.
+        (&["+tcp"][..], "peer-1.tail1234.ts.net", "100.64.0.2"),
+    ] {
+        let r = dig(extra, name, DANTE).expect_clean();
+        assert!(r.run.ok(), "dig {extra:?} {name}: {}", r.text());
+        // MagicDNS's own answer (the peer's real address), not a placeholder of tsproxy's.
+        assert_eq!(short(&r), vec![want.to_string()], "dig {extra:?} {name}: {}", r.text());
+    }
+    // The questions did reach the server in the tailnet, from the proxy's side of the veth
+    // (dante's external address), over UDP and over TCP.
+    let log = magic_log();
+    for line in [
+        "100.100.100.100 udp A peer-1.tail1234.ts.net from 10.200.0.1",
+        "100.100.100.100 udp A peer-1 from 10.200.0.1",
+        "100.100.100.100 udp AAAA peer6.tail1234.ts.net from 10.200.0.1",
+        "100.100.100.100 tcp A peer-1.tail1234.ts.net from 10.200.0.1",
+    ] {
+        assert!(log.lines().any(|l| l == line), "MagicDNS never saw {line:?}: {log}");
+    }
+    // A name MagicDNS does not know: its NXDOMAIN, relayed as it is.
+    let r = m
+        .attack(Via::Preload, &["dig", "@100.100.100.100", "+time=3", "+tries=1", "nobody.tail1234.ts.net"])
+        .env("TSPROXY_PROXY", DANTE)
+        .secs(30)
+        .run()
+        .expect_clean();
+    assert!(r.run.stdout.contains("status: NXDOMAIN"), "{}", r.text());
+    if tool("nslookup") {
+        let r = m
+            .attack(Via::Preload, &["nslookup", "-timeout=3", "-retry=1", "peer-1.tail1234.ts.net", "100.100.100.100"])
+            .env("TSPROXY_PROXY", DANTE)
+            .secs(30)
+            .run()
+            .expect_clean();
+        let out = r.run.stdout.clone();
+        assert!(out.contains("Address: 100.64.0.2"), "nslookup: {}", r.text());
+        assert!(out.contains("100.100.100.100#53"), "nslookup names the server it asked: {}", r.text());
+    }
+    // microsocks refuses UDP ASSOCIATE: dig gets no answer (ENETUNREACH on its send), and
+    // nothing leaves directly.
+    let r = dig(&[], "peer-1.tail1234.ts.net", "socks5://127.0.0.1:1080").expect_clean();
+    assert!(!short(&r).iter().any(|l| l == "100.64.0.2"), "{}", r.text());
+    // Control: without tsproxy dig's datagram is sent to 100.100.100.100 directly (the meter
+    // counts it, the tailnet is unreachable from the workspace, so no answer).
+    let c = m.attack(Via::Plain, &["dig", "@100.100.100.100", "+short", "+time=1", "+tries=1", "peer-1"]).secs(30).run().expect_leak();
+    assert!(!short(&c).iter().any(|l| l == "100.64.0.2"), "{}", c.text());
+}
