@@ -228,3 +228,160 @@ s.sendto(b"failover", ("100.64.0.2", 4002)); print("got=%s" % s.recvfrom(100)[0]
     let r = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", &format!("socks5://127.0.0.1:1080,{DANTE}")).run().expect_clean();
     assert_eq!(r.get("got"), "failover", "{}", r.text());
 }
+
+/// `dig`'s answer lines (+short): one per record.
+fn short(r: &Outcome) -> Vec<String> {
+    r.run.stdout.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect()
+}
+
+/// The questions MagicDNS (topology.sh: dns_server.py --magic on 100.100.100.100) has seen.
+fn magic_log() -> String {
+    std::fs::read_to_string(format!("{RUN_DIR}/dns-magic.log")).unwrap_or_default()
+}
+
+#[test]
+fn dig_and_nslookup_ask_magicdns_at_100_100_100_100_through_the_relay() {
+    let Some(m) = Meter::fresh() else { return };
+    if !tool("dig") {
+        return;
+    }
+    // dig 9.18 sends on a connected socket through libuv; libuv before 1.45 with
+    // syscall(SYS_sendmmsg)/syscall(SYS_recvmmsg): the syscall() dispatcher's path.
+    let dig = |extra: &[&str], name: &str, proxy: &str| {
+        let mut argv = vec!["dig", "@100.100.100.100", "+short", "+time=3", "+tries=1"];
+        argv.extend_from_slice(extra);
+        argv.push(name);
+        m.attack(Via::Preload, &argv).env("TSPROXY_PROXY", proxy).secs(30).run()
+    };
+    for (extra, name, want) in [
+        (&[][..], "peer-1.tail1234.ts.net", "100.64.0.2"),
+        (&[][..], "peer-1", "100.64.0.2"),
+        (&["AAAA"][..], "peer6.tail1234.ts.net", "fd7a:115c:a1e0::2"),
+        // DNS over TCP to the same server (a tunnelled connect) for comparison.
+        (&["+tcp"][..], "peer-1.tail1234.ts.net", "100.64.0.2"),
+    ] {
+        let r = dig(extra, name, DANTE).expect_clean();
+        assert!(r.run.ok(), "dig {extra:?} {name}: {}", r.text());
+        // MagicDNS's own answer (the peer's real address), not a placeholder of tsproxy's.
+        assert_eq!(short(&r), vec![want.to_string()], "dig {extra:?} {name}: {}", r.text());
+    }
+    // The questions did reach the server in the tailnet, from the proxy's side of the veth
+    // (dante's external address), over UDP and over TCP.
+    let log = magic_log();
+    for line in [
+        "100.100.100.100 udp A peer-1.tail1234.ts.net from 10.200.0.1",
+        "100.100.100.100 udp A peer-1 from 10.200.0.1",
+        "100.100.100.100 udp AAAA peer6.tail1234.ts.net from 10.200.0.1",
+        "100.100.100.100 tcp A peer-1.tail1234.ts.net from 10.200.0.1",
+    ] {
+        assert!(log.lines().any(|l| l == line), "MagicDNS never saw {line:?}: {log}");
+    }
+    // A name MagicDNS does not know: its NXDOMAIN, relayed as it is.
+    let r = m
+        .attack(Via::Preload, &["dig", "@100.100.100.100", "+time=3", "+tries=1", "nobody.tail1234.ts.net"])
+        .env("TSPROXY_PROXY", DANTE)
+        .secs(30)
+        .run()
+        .expect_clean();
+    assert!(r.run.stdout.contains("status: NXDOMAIN"), "{}", r.text());
+    if tool("nslookup") {
+        let r = m
+            .attack(Via::Preload, &["nslookup", "-timeout=3", "-retry=1", "peer-1.tail1234.ts.net", "100.100.100.100"])
+            .env("TSPROXY_PROXY", DANTE)
+            .secs(30)
+            .run()
+            .expect_clean();
+        let out = r.run.stdout.clone();
+        assert!(out.contains("Address: 100.64.0.2"), "nslookup: {}", r.text());
+        assert!(out.contains("100.100.100.100#53"), "nslookup names the server it asked: {}", r.text());
+    }
+    // microsocks refuses UDP ASSOCIATE: dig gets no answer (ENETUNREACH on its send), and
+    // nothing leaves directly.
+    let r = dig(&[], "peer-1.tail1234.ts.net", "socks5://127.0.0.1:1080").expect_clean();
+    assert!(!short(&r).iter().any(|l| l == "100.64.0.2"), "{}", r.text());
+    // Control: without tsproxy dig's datagram is sent to 100.100.100.100 directly (the meter
+    // counts it, the tailnet is unreachable from the workspace, so no answer).
+    let c = m.attack(Via::Plain, &["dig", "@100.100.100.100", "+short", "+time=1", "+tries=1", "peer-1"]).secs(30).run().expect_leak();
+    assert!(!short(&c).iter().any(|l| l == "100.64.0.2"), "{}", c.text());
+}
+
+#[test]
+fn control_connection_killed_means_the_next_send_associates_again() {
+    let Some(m) = Meter::fresh() else { return };
+    if !tool("ss") {
+        return;
+    }
+    // Two sockets, unconnected and connected; each reports the local port of its control
+    // connection (the one new descriptor: a high one of tsproxy's), the test kills those TCP
+    // connections (ss -K: a reset to dante, which ends the associations and closes their
+    // relays), and each socket must send and receive again, through a new association.
+    let script = r#"
+import os, socket, sys, time
+fds = lambda: set(int(x) for x in os.listdir("/proc/self/fd"))
+def ctl_port(before, mine):
+    for e in sorted(fds() - before - {mine}):
+        try:
+            c = socket.socket(fileno=e)
+        except OSError:
+            continue
+        try:
+            if c.type == socket.SOCK_STREAM:
+                return c.getsockname()[1]
+        finally:
+            c.detach()
+ports = []
+before = fds()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(b"u1", ("100.64.0.2", 4002)); print("u1=%s" % u.recvfrom(100)[0].decode())
+ports.append(ctl_port(before, u.fileno()))
+before = fds()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.connect(("100.64.0.2", 4002)); c.send(b"c1"); print("c1=%s" % c.recv(100).decode())
+ports.append(ctl_port(before, c.fileno()))
+print("ports=%s" % ",".join(str(p) for p in ports), flush=True)
+sys.stdin.readline()
+time.sleep(0.5)  # past the 200 ms between looks at the control connection
+u.sendto(b"u2", ("100.64.0.2", 4002)); print("u2=%s" % u.recvfrom(100)[0].decode())
+c.send(b"c2")
+try:
+    print("c2=%s" % c.recv(100).decode())
+except OSError as e:
+    print("c2=%s" % e)
+print("peer=%s:%d" % c.getpeername(), flush=True)
+"#;
+    let l0 = m.leak();
+    let mut p = m.attack(Via::Preload, &["python3", "-c", script]).env("TSPROXY_PROXY", DANTE).env("TSPROXY_LOG", "info").secs(30).spawn();
+    let mut lines = vec![p.line(), p.line()];
+    let ports = p.line();
+    lines.push(ports.clone());
+    let ports: Vec<String> = ports.trim().strip_prefix("ports=").unwrap_or_else(|| panic!("{lines:?}")).split(',').map(String::from).collect();
+    assert_eq!(ports.len(), 2, "{lines:?}");
+    for port in &ports {
+        assert!(port.parse::<u16>().is_ok(), "no control connection found: {lines:?}");
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", "tsp-ws", "ss", "-K", "-t", "state", "established", &format!("( sport = :{port} and dport = :1081 )")])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ss -K: {}", String::from_utf8_lossy(&o.stderr));
+        // Control: the kill took (ss lists it no more).
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", "tsp-ws", "ss", "-Htn", "state", "established", &format!("( sport = :{port} )")])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "still there: {}", String::from_utf8_lossy(&o.stdout));
+    }
+    p.send("go\n");
+    let run = p.finish();
+    let leaked = m.leak() - l0;
+    let all = format!("{lines:?}\n{}\n{}", run.stdout, run.stderr);
+    assert_eq!(leaked, 0, "{all}");
+    assert!(run.ok(), "{all}");
+    for want in ["u1=u1", "c1=c1"] {
+        assert!(lines.iter().any(|l| l.trim() == want), "{all}");
+    }
+    for want in ["u2=u2", "c2=c2", "peer=100.64.0.2:4002"] {
+        assert!(run.stdout.lines().any(|l| l.trim() == want), "{want}: {all}");
+    }
+    // Both noticed the closed association and made a new one.
+    assert_eq!(run.stderr.matches("the proxy closed the association; associating again").count(), 2, "{all}");
+}

@@ -2,6 +2,7 @@
 """A real DNS server for the root tier (stdlib only), UDP and TCP on one address, port 53.
 
     dns_server.py LOG ADDR...
+    dns_server.py --magic LOG ADDR...
 
 Listens on every ADDR (one per test in tests/names.rs, so a test reads only the questions its
 own programs asked). Answers `public.example` and every name under it: A -> 198.51.100.10 (the topology's public
@@ -10,14 +11,28 @@ question to LOG ("ADDR udp|tcp TYPE name": the address asked, the name as it arr
 assert that no tailnet name ever reached it. It stands in for the system resolver of a program
 whose resolv.conf names ADDR (tests/names.rs bind-mounts one).
 The log is what the tests assert on: no tailnet name may ever appear in it.
+
+With --magic it is MagicDNS instead (topology.sh runs it on 100.100.100.100 in the tailnet, for
+programs that ask it themselves through tsproxy's UDP relay: `dig @100.100.100.100 peer-1`):
+it answers the tailnet's names as tailscaled's resolver does (the short name and the FQDN under
+tail1234.ts.net: A for peer-1, AAAA for peer6), the other types of those names NOERROR without
+data, every other name NXDOMAIN; the log then shows which questions reached the tailnet.
 """
 import socket
 import struct
 import sys
 import threading
 
-LOG, ADDRS = sys.argv[1], sys.argv[2:]
+MAGIC = len(sys.argv) > 1 and sys.argv[1] == "--magic"
+ARGS = sys.argv[2:] if MAGIC else sys.argv[1:]
+LOG, ADDRS = ARGS[0], ARGS[1:]
 PUBLIC = bytes([198, 51, 100, 10])
+# MagicDNS's view (the proxies' /etc/hosts in topology.sh holds the same): name -> {qtype: rdata}.
+TAILNET = {
+    "peer-1": {1: bytes([100, 64, 0, 2])},
+    "peer6": {28: bytes.fromhex("fd7a115ca1e000000000000000000002")},
+}
+TAILNET_DOMAIN = "tail1234.ts.net"
 TYPES = {1: "A", 28: "AAAA", 5: "CNAME", 15: "MX", 16: "TXT", 33: "SRV", 12: "PTR", 65: "HTTPS", 64: "SVCB"}
 log_lock = threading.Lock()
 log = open(LOG, "a", buffering=1)
@@ -47,7 +62,7 @@ def question(msg):
     return ".".join(labels), qtype, i + 4
 
 
-def answer(msg, addr, proto):
+def answer(msg, addr, proto, peer):
     q = question(msg)
     ident, flags = struct.unpack(">HH", msg[:4]) if len(msg) >= 4 else (0, 0)
     rd = flags & 0x0100
@@ -56,15 +71,24 @@ def answer(msg, addr, proto):
         return struct.pack(">HHHHHH", ident, 0x8000 | rd | 0x0080 | 1, 0, 0, 0, 0)
     name, qtype, end = q
     with log_lock:
-        log.write("%s %s %s %s\n" % (addr, proto, TYPES.get(qtype, str(qtype)), name))
+        line = "%s %s %s %s" % (addr, proto, TYPES.get(qtype, str(qtype)), name)
+        # MagicDNS also logs who asked (the proxy's address in the tailnet, for relayed questions).
+        log.write(line + (" from %s" % peer[0] if MAGIC else "") + "\n")
     qsec = msg[12:end]
     low = name.lower().rstrip(".")
-    ours = low == "public.example" or low.endswith(".public.example")
+    if MAGIC:
+        host = low[: -len(TAILNET_DOMAIN) - 1] if low.endswith("." + TAILNET_DOMAIN) else low
+        rrs = TAILNET.get(host)
+        ours = rrs is not None
+        data = rrs.get(qtype) if ours else None
+    else:
+        ours = low == "public.example" or low.endswith(".public.example")
+        data = PUBLIC if ours and qtype == 1 else None
     rcode = 0 if ours else 3
     answers = b""
-    if ours and qtype == 1:
+    if data is not None:
         # Name: a pointer to the question (offset 12); TTL 60.
-        answers = struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + PUBLIC
+        answers = struct.pack(">HHHIH", 0xC00C, qtype, 1, 60, len(data)) + data
     # QR, AA, RD as asked, RA.
     hdr = struct.pack(">HHHHHH", ident, 0x8000 | 0x0400 | rd | 0x0080 | rcode, 1, 1 if answers else 0, 0, 0)
     return hdr + qsec + answers
@@ -77,7 +101,7 @@ def udp(addr):
     while True:
         msg, peer = s.recvfrom(4096)
         try:
-            s.sendto(answer(msg, addr, "udp"), peer)
+            s.sendto(answer(msg, addr, "udp", peer), peer)
         except OSError:
             pass
 
@@ -99,7 +123,7 @@ def tcp_conn(c, addr):
                 if not b:
                     return
                 msg += b
-            r = answer(msg, addr, "tcp")
+            r = answer(msg, addr, "tcp", c.getpeername())
             c.sendall(struct.pack(">H", len(r)) + r)
     except OSError:
         pass

@@ -17,6 +17,8 @@
 #                                                        DNS server (dns_server.py)
 #                                                      sshd on 100.64.0.2 and
 #                                                        fd7a:115c:a1e0::2 port 22
+#                                                      100.100.100.100:53 MagicDNS
+#                                                        (dns_server.py --magic)
 #
 # The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
 # names. The workspace's applications see the machine's /etc/hosts (no tailnet names) and a
@@ -25,7 +27,8 @@
 #
 # A real system resolver for tests that need one (tests/names.rs): dns_server.py on 10.200.0.3
 # and 10.200.0.11-20 (one address per test) answers public.example and logs every question,
-# with the address asked, to $RUN/dns-real.log; a test bind-mounts a resolv.conf naming one of
+# with the address asked, to $RUN/dns-real.log; MagicDNS (dns_server.py --magic on
+# 100.100.100.100, UDP and TCP) answers the tailnet's names and logs to $RUN/dns-magic.log; a test bind-mounts a resolv.conf naming one of
 # them ($RUN/resolv.real: 10.200.0.3) over /etc/resolv.conf in a mount namespace of its own. sshd (if installed) accepts key auth for root with the keys in $RUN/ssh_authorized_keys.
 #
 # Leak meter (nft, table inet tsproxy in tsp-ws): every packet to 100.64.0.0/10 or
@@ -104,6 +107,8 @@ up() {
     tn ip addr add fd00:200::2/64 dev tn0 nodad
     for a in 3 $(seq 11 20); do tn ip addr add "10.200.0.$a/24" dev tn0; done
     for a in 100.64.0.2/32 100.64.0.3/32 100.64.0.4/32 100.64.0.5/32 198.51.100.10/32; do tn ip addr add "$a" dev lo; done
+    # MagicDNS's address (tests/udp.rs: dig @100.100.100.100 through the UDP relay).
+    tn ip addr add 100.100.100.100/32 dev lo
     tn ip addr add fd7a:115c:a1e0::2/128 dev lo nodad
     tn ip link set tn0 up
     ws ip route add 100.64.0.0/10 via 10.200.0.2
@@ -175,6 +180,10 @@ NFT
     # shellcheck disable=SC2046
     tn python3 "$HERE/dns_server.py" "$RUN/dns-real.log" 10.200.0.3 $(seq -f 10.200.0.%g 11 20) >"$RUN/dns-real.out" 2>&1 &
     echo $! > "$RUN/dns-real.pid"
+    # MagicDNS on its address in the tailnet (reached only through a proxy, like any peer).
+    : > "$RUN/dns-magic.log"
+    tn python3 "$HERE/dns_server.py" --magic "$RUN/dns-magic.log" 100.100.100.100 >"$RUN/dns-magic.out" 2>&1 &
+    echo $! > "$RUN/dns-magic.pid"
     # sshd on peer-1's addresses (tests/names.rs: ssh -6 by name), when installed.
     if [ -x /usr/sbin/sshd ] && command -v ssh-keygen >/dev/null; then
         ssh-keygen -q -t ed25519 -N '' -f "$RUN/ssh_host_ed25519_key"
@@ -268,6 +277,7 @@ TINY
     wait_port "$TN" 100.64.0.2 8081
     wait_port "$TN" 10.200.0.3 53
     wait_port "$TN" 10.200.0.20 53
+    wait_port "$TN" 100.100.100.100 53
     if [ -f "$RUN/sshd.pid" ]; then
         wait_port "$TN" 100.64.0.2 22
         wait_port "$TN" fd7a:115c:a1e0::2 22

@@ -25,7 +25,7 @@
 //!   datagram with ENETUNREACH rather than stall the program's loop longer).
 //! - **Errors**: no proxy takes the association → ENETUNREACH and one log line per datagram,
 //!   never a direct packet. The control connection closed by the proxy is noticed at the next
-//!   send (checked at most every `CHECK_EVERY`, or at once when the relay answers a connected
+//!   send (checked at most every `CHECK_EVERY_MS`, or at once when the relay answers a connected
 //!   socket with ICMP "port unreachable"): that send associates again.
 //!
 //! Limits (README): descriptors at 65536 and above are not relayed (the per-fd byte table ends
@@ -37,6 +37,7 @@ use crate::net::fds;
 use crate::spin::SpinLock;
 use crate::state;
 use libc::c_int;
+use libc::{sockaddr_storage, socklen_t};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,8 +47,9 @@ use tsproxy_core::{sockaddr as sa, socks5, sys, syscall, tunnel, Errno, Target};
 
 /// The longest a nonblocking socket's first datagram waits for its association.
 const NONBLOCK_SETUP: Duration = Duration::from_secs(1);
-/// How often a send looks at the control connection (a poll without waiting).
-const CHECK_EVERY: Duration = Duration::from_millis(200);
+/// How often a send looks at the control connection (a poll without waiting), in ms of the
+/// coarse clock (`coarse_ms`).
+const CHECK_EVERY_MS: u64 = 200;
 /// Names remembered per association for the replies (the oldest go first).
 const NAMES_MAX: usize = 64;
 
@@ -76,10 +78,77 @@ pub struct Assoc {
     pub names: Vec<(String, u16, SocketAddr)>,
     /// IP targets sent to (replies from them are reported as they are).
     pub ips: usize,
-    /// The program's socket's family (how the relay's address is written for it).
-    pub fam: c_int,
-    checked: Instant,
+    /// The relay's address as written for the program's socket's family (what a send names).
+    relay_sa: (sockaddr_storage, socklen_t),
+    /// The kernel socket is connected to this relay (a send then names no address: the kernel
+    /// uses the socket's cached route, as for the program's own connected socket).
+    wired: bool,
+    /// When the control connection was last looked at (`coarse_ms`).
+    checked: u64,
     dead: bool,
+}
+
+/// A coarse monotonic clock in ms: the vDSO's CLOCK_MONOTONIC_COARSE (the kernel's last tick,
+/// read from a shared page: no syscall, no TSC read), plenty for a 200 ms period.
+fn coarse_ms() -> u64 {
+    // SAFETY: all-zero is a valid timespec; clock_gettime writes it (the vDSO: no syscall, and
+    // not a function of ours or one that re-enters a hook).
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: ts is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1000).saturating_add(ts.tv_nsec as u64 / 1_000_000)
+}
+
+/// What a send needs of its socket's association, taken in one look (`route`).
+pub struct Route {
+    /// Where the datagram goes: None when the kernel socket is connected to the relay.
+    pub to: Option<(sockaddr_storage, socklen_t)>,
+    /// The connected destination's §7 header and its length (asked for with `want_peer`).
+    pub hdr: [u8; socks5::UDP_HEADER_MAX],
+    pub hlen: usize,
+}
+
+/// The outcome of `route`. (Returned by value, not boxed: the send path allocates nothing.)
+#[allow(clippy::large_enum_variant)]
+pub enum Look {
+    Live(Route),
+    /// No association, or one whose control connection is gone: `ensure` first.
+    Stale,
+    /// `want_peer`, but the socket is not connected through the relay.
+    NoPeer,
+}
+
+/// The per-send look at `fd`'s association: one lock, one coarse clock read, and a poll of the
+/// control connection no more than every `CHECK_EVERY_MS`. `note`: the destination a datagram
+/// names (remembered for the replies); `want_peer`: a send without an address, which goes to
+/// the destination the socket is connected to.
+pub fn route(fd: c_int, note: Option<(&Target, SocketAddr)>, want_peer: bool) -> Look {
+    let now = coarse_ms();
+    let mut t = TABLE.lock();
+    let Some(&ino) = t.by_fd.get(&fd) else { return Look::Stale };
+    let Some(a) = t.by_ino.get_mut(&ino) else { return Look::Stale };
+    if want_peer && a.peer.is_none() {
+        return Look::NoPeer;
+    }
+    if !a.dead && now.wrapping_sub(a.checked) >= CHECK_EVERY_MS {
+        a.checked = now;
+        // A poll without waiting: a nonblocking syscall, allowed under the lock.
+        a.dead = ctl_gone(a.ctl);
+    }
+    if a.dead {
+        return Look::Stale;
+    }
+    if let Some((t, d)) = note {
+        a.note(t, d);
+    }
+    let mut r = Route { to: (!a.wired).then_some(a.relay_sa), hdr: [0u8; socks5::UDP_HEADER_MAX], hlen: 0 };
+    if want_peer {
+        if let Some(p) = &a.peer {
+            r.hdr = p.hdr;
+            r.hlen = p.hlen;
+        }
+    }
+    Look::Live(r)
 }
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
@@ -179,7 +248,11 @@ pub fn on_dup(old: c_int, new: c_int) {
 /// longer connected through the relay (the association stays for its unconnected sends).
 pub fn disconnect(fd: c_int) {
     if marked(fd) {
-        let was = with(fd, |a| a.peer.take().is_some()).unwrap_or(false);
+        let was = with(fd, |a| {
+            a.wired = false;
+            a.peer.take().is_some()
+        })
+        .unwrap_or(false);
         if was {
             sys::disconnect(fd);
         }
@@ -217,14 +290,14 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         crate::log::log!(Error, "udp fd={fd} {why}: descriptor beyond the relay's table; refused");
         return Err(Errno(libc::ENETUNREACH));
     }
-    let now = Instant::now();
+    let now = coarse_ms();
     let mut stale = None;
     let mut found = None;
     if marked(fd) {
         let mut t = TABLE.lock();
         if let Some(&ino) = t.by_fd.get(&fd) {
             if let Some(a) = t.by_ino.get_mut(&ino) {
-                if !a.dead && now.duration_since(a.checked) >= CHECK_EVERY {
+                if !a.dead && now.wrapping_sub(a.checked) >= CHECK_EVERY_MS {
                     a.checked = now;
                     a.dead = ctl_gone(a.ctl);
                 }
@@ -254,7 +327,12 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         return Err(Errno(libc::EBADF));
     };
     let (peer, names, ips) = peer.unwrap_or((None, Vec::new(), 0));
-    let a = Assoc { ctl, relay, peer, names, ips, fam, checked: now, dead: false };
+    // associate() made sure the relay can be written for this family.
+    let Some(relay_sa) = sa::encode(relay, fam) else {
+        fds::release_ours(ctl);
+        return Err(Errno(libc::ENETUNREACH));
+    };
+    let a = Assoc { ctl, relay, peer, names, ips, relay_sa, wired: false, checked: now, dead: false };
     crate::fork::arm();
     let extra = {
         let mut t = TABLE.lock();
@@ -275,10 +353,10 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         return Ok(theirs);
     }
     if with(fd, |a| a.peer.is_some()) == Some(true) {
-        // Connected through the old relay: through the new one from now on.
-        if let Some((s, l)) = family(fd).and_then(|f| sa::encode(relay, f)) {
-            let _ = sys::connect_raw(fd, (&s as *const libc::sockaddr_storage).cast(), l);
-        }
+        // Connected through the old relay: through the new one from now on (sends name the
+        // relay until that succeeds).
+        let ok = sys::connect_raw(fd, (&relay_sa.0 as *const libc::sockaddr_storage).cast(), relay_sa.1).is_ok();
+        with(fd, |a| a.wired = ok);
     }
     Ok(relay)
 }
@@ -386,6 +464,8 @@ pub fn connect(fd: c_int, dest: SocketAddr, target: &Target, known: u8) -> Optio
     });
     with(fd, |a| {
         a.peer = Some(Peer { addr: dest, target: target.clone(), hdr, hlen, local });
+        // connect_raw above connected the kernel socket to this association's relay.
+        a.wired = a.relay == relay;
         a.note(target, dest);
     });
     crate::log::log!(Debug, "connect fd={fd} {dest} -> udp via relay {relay} ({target})");

@@ -1,6 +1,10 @@
-//! The datagrams themselves: sends get the §7 header in front (one sendmsg, the header as an
-//! extra iovec: the program's bytes are not copied), receives from the relay lose it.
-use super::{ensure, with, Peer};
+//! The datagrams themselves: sends get the §7 header in front, receives from the relay lose it.
+//! A send is one system call: a small datagram without control data (up to `FLAT_MAX` with its
+//! header) is copied behind the header into a stack buffer and sent with sendto (the kernel's
+//! cheapest path, as for a plain send of the same bytes); a larger one, or one with control
+//! data, is one sendmsg with the header as an extra iovec (the program's bytes not copied). A
+//! socket connected through the relay sends without an address (the kernel's cached route).
+use super::{ensure, with, Look};
 use crate::boundary::{Ctx, Detour, Wait};
 use crate::dns::wire::Got;
 use libc::{c_int, c_void, iovec, msghdr, socklen_t, ssize_t};
@@ -52,39 +56,88 @@ pub unsafe fn send(
     if n > 1023 {
         return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
     }
+    // A datagram naming its destination brings its own header; a connected socket's comes
+    // with the association's look (`route`), taken once per send.
     let mut hdr = [0u8; socks5::UDP_HEADER_MAX];
-    // A connected socket's destination was noted when it connected.
-    let named = to.is_some();
-    let (hlen, target, dest) = match to {
-        Some((t, d)) => match socks5::udp_header(&t, &mut hdr) {
-            Ok(h) => (h, t, d),
+    let named = match &to {
+        Some((t, _)) => match socks5::udp_header(t, &mut hdr) {
+            Ok(h) => Some(h),
             Err(e) => {
                 crate::log::log!(Error, "udp send fd={fd} {t}: {e:?}; refused");
                 return Some(Detour::Fail(Errno(libc::EINVAL)));
             }
         },
-        None => {
-            let p: Peer = with(fd, |a| a.peer.clone()).flatten()?;
-            hdr = p.hdr;
-            (p.hlen, p.target, p.addr)
-        }
+        None => None,
     };
     // SAFETY: the caller's contract.
     let len = unsafe { total(iov, n) };
-    if len.saturating_add(hlen) > socks5::UDP_MAX {
-        // As a real socket answers a datagram larger than it can send.
+    if named.is_some_and(|h| len.saturating_add(h) > socks5::UDP_MAX) {
+        // As a real socket answers a datagram larger than it can send (and before associating).
         return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
     }
+    let note = to.as_ref().map(|(t, d)| (t, *d));
     for attempt in 0..2 {
-        let relay = match ensure(fd, &format_args!("send {target}")) {
-            Ok(r) => r,
-            Err(e) => return Some(Detour::Fail(e)),
+        let r = match super::route(fd, note, named.is_none()) {
+            Look::Live(r) => r,
+            Look::NoPeer => return None,
+            Look::Stale => {
+                // No association yet, or its control connection is gone: (re)associate, then
+                // look again. A send without an address needs one already (connected through
+                // the relay); none means the socket is not ours.
+                let why = match &to {
+                    Some((t, _)) => t.to_string(),
+                    None => with(fd, |a| a.peer.as_ref().map(|p| p.target.to_string())).flatten()?,
+                };
+                if let Err(e) = ensure(fd, &format_args!("send {why}")) {
+                    return Some(Detour::Fail(e));
+                }
+                match super::route(fd, note, named.is_none()) {
+                    Look::Live(r) => r,
+                    Look::NoPeer => return None,
+                    Look::Stale => return Some(Detour::Fail(Errno(libc::ENETUNREACH))),
+                }
+            }
         };
-        if named {
-            with(fd, |a| a.note(&target, dest));
+        let hlen = match named {
+            Some(h) => h,
+            None => {
+                hdr = r.hdr;
+                r.hlen
+            }
+        };
+        if len.saturating_add(hlen) > socks5::UDP_MAX {
+            // As a real socket answers a datagram larger than it can send.
+            return Some(Detour::Fail(Errno(libc::EMSGSIZE)));
         }
-        let fam = with(fd, |a| a.fam).unwrap_or(libc::AF_INET);
-        let Some((mut to_sa, tl)) = sa::encode(relay, fam) else { return Some(Detour::Fail(Errno(libc::ENETUNREACH))) };
+        let mut to_sa = r.to;
+        let flags = flags & !libc::MSG_FASTOPEN;
+        // SAFETY: the caller's contract (iov holds n readable iovecs).
+        let flat_ok = clen == 0 && len.saturating_add(hlen) <= FLAT_MAX && n <= 8 && unsafe { readable(iov, n) };
+        if flat_ok {
+            // A small datagram without control data: header and payload copied into one buffer
+            // and sent with sendto — cheaper for the kernel than importing a msghdr and two
+            // iovecs (the same datagram on the wire).
+            let mut flat = [std::mem::MaybeUninit::<u8>::uninit(); FLAT_MAX];
+            let base = flat.as_mut_ptr().cast::<u8>();
+            // SAFETY: hlen <= UDP_HEADER_MAX bytes of hdr into the start of flat (FLAT_MAX >=
+            // len + hlen).
+            unsafe { std::ptr::copy_nonoverlapping(hdr.as_ptr(), base, hlen) };
+            // SAFETY: iov holds n readable iovecs (contract) of len bytes in all, which fit
+            // after the header.
+            unsafe { gather(iov, n, base.add(hlen)) };
+            let (name, nl) = match to_sa.as_ref() {
+                Some((sa, l)) => ((sa as *const libc::sockaddr_storage) as usize, *l as usize),
+                None => (0, 0),
+            };
+            match syscall!(SYS_sendto, fd, base, len + hlen, flags, name, nl) {
+                Ok(k) => return Some(Detour::Done((k as usize).saturating_sub(hlen) as ssize_t)),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && attempt == 0 => {
+                    super::relay_gone(fd);
+                    continue;
+                }
+                Err(e) => return Some(Detour::Fail(Errno::of(&e))),
+            }
+        }
         let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
         let mut big: Vec<iovec> = Vec::new();
         let iovs: &mut [iovec] = if n < 8 {
@@ -100,13 +153,15 @@ pub unsafe fn send(
         }
         // SAFETY: all-zero is a valid msghdr.
         let mut m: msghdr = unsafe { std::mem::zeroed() };
-        m.msg_name = (&mut to_sa as *mut libc::sockaddr_storage).cast();
-        m.msg_namelen = tl;
+        if let Some((sa, l)) = to_sa.as_mut() {
+            m.msg_name = (sa as *mut libc::sockaddr_storage).cast();
+            m.msg_namelen = *l;
+        }
         m.msg_iov = iovs.as_mut_ptr();
         m.msg_iovlen = n + 1;
         m.msg_control = control;
         m.msg_controllen = clen;
-        match syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags & !libc::MSG_FASTOPEN) {
+        match syscall!(SYS_sendmsg, fd, &m as *const msghdr, flags) {
             Ok(k) => return Some(Detour::Done((k as usize).saturating_sub(hlen) as ssize_t)),
             // The relay is gone (its port answered "unreachable"): associate again, once.
             Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) && attempt == 0 => super::relay_gone(fd),
@@ -114,6 +169,37 @@ pub unsafe fn send(
         }
     }
     Some(Detour::Fail(Errno(libc::ENETUNREACH)))
+}
+
+/// Datagrams up to this size with their header (and no control data) are sent from one
+/// buffer on the stack (an MTU's worth: DNS, QUIC, games, metrics).
+const FLAT_MAX: usize = 1536;
+
+/// Does every non-empty iovec have a buffer? (A null one is the kernel's EFAULT to give: such a
+/// send goes the sendmsg way.)
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs.
+unsafe fn readable(iov: *const iovec, n: usize) -> bool {
+    // SAFETY: the caller's contract.
+    (0..n).all(|i| unsafe { std::ptr::read_unaligned(iov.add(i)) }.iov_len == 0 || !unsafe { std::ptr::read_unaligned(iov.add(i)) }.iov_base.is_null())
+}
+
+/// Copy the bytes of `n` iovecs to `dst`, in order.
+///
+/// # Safety
+/// `iov` holds `n` readable iovecs; `dst` has room for all their bytes.
+unsafe fn gather(iov: *const iovec, n: usize, dst: *mut u8) {
+    let mut at = 0;
+    for i in 0..n {
+        // SAFETY: the caller's contract.
+        let v = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        if v.iov_len > 0 && !v.iov_base.is_null() {
+            // SAFETY: iov_base holds iov_len readable bytes; dst has room (contract).
+            unsafe { std::ptr::copy_nonoverlapping(v.iov_base.cast::<u8>(), dst.add(at), v.iov_len) };
+            at += v.iov_len;
+        }
+    }
 }
 
 /// Copy `src` into the caller's iovecs: how many bytes fit.
