@@ -385,3 +385,25 @@ print("peer=%s:%d" % c.getpeername(), flush=True)
     // Both noticed the closed association and made a new one.
     assert_eq!(run.stderr.matches("the proxy closed the association; associating again").count(), 2, "{all}");
 }
+
+/// A static Go program (no libc, raw syscalls: only the supervisor sees it) with a connected
+/// UDP socket to tailnet peers, v4 and v6, through dante's UDP ASSOCIATE relayed by the
+/// supervisor (wrapper/src/supervisor/udp.rs). Control: the same program without tsproxy
+/// leaks (the meter counts it); with microsocks, which refuses UDP ASSOCIATE, it is refused
+/// and nothing leaks.
+#[test]
+fn static_go_connected_udp_through_the_supervisor() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(go) = common::go_client() else { return };
+    let go = s(&go);
+    let plain = m.attack(Via::Plain, &[go, "udp", "100.64.0.2:4002", "ctl"]).secs(20).run();
+    assert!(m.leak() > 0, "control: the static program's datagram was not seen by the meter: {}", plain.text());
+    let Some(m) = Meter::fresh() else { return };
+    for dest in ["100.64.0.2:4002", "[fd7a:115c:a1e0::2]:4002"] {
+        let r = m.attack(Via::Launcher, &[go, "udp", dest, "hello-static-udp"]).env("TSPROXY_PROXY", DANTE).secs(30).run();
+        assert_eq!(r.run.stdout.trim(), "hello-static-udp", "{dest}: {}", r.text());
+    }
+    let r = m.attack(Via::Launcher, &[go, "udp", "100.64.0.2:4002", "x"]).env("TSPROXY_PROXY", "socks5://127.0.0.1:1080").secs(30).run();
+    assert!(r.run.stdout.starts_with("ERR"), "microsocks refuses UDP ASSOCIATE: refused, not sent: {}", r.text());
+    assert_eq!(m.leak(), 0);
+}

@@ -20,6 +20,7 @@ mod fdpass;
 pub mod filter;
 mod notify;
 mod selfproxy;
+mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};

@@ -95,6 +95,10 @@ struct Job {
     dest: SocketAddr,
     target: Target,
     family: i32,
+    /// The thread group holding the socket.
+    tgid: i32,
+    /// A datagram socket: relayed through UDP ASSOCIATE (`udp.rs`).
+    udp: bool,
 }
 
 enum Step {
@@ -265,6 +269,11 @@ fn take(tid: i32, fd: i32) -> Option<Sock> {
 }
 
 impl Sup {
+    /// The upstreams, resolved.
+    pub(super) fn upstreams(&self) -> &[Resolved] {
+        &self.ups
+    }
+
     pub(super) fn respond(&self, id: u64, v: Verdict) {
         let (val, error, flags) = match v {
             Verdict::Continue => (0, 0, libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32),
@@ -341,18 +350,19 @@ impl Sup {
         if !self.valid(n.id) {
             return refused; // nobody is waiting for this answer any more
         }
-        if s.ty & 0xf != libc::SOCK_STREAM {
-            log(&self.cfg, LogLevel::Info, format_args!("{target}: only TCP is proxied; refusing a datagram socket to a tailnet destination"));
+        let udp = s.ty & 0xf == libc::SOCK_DGRAM;
+        if s.ty & 0xf != libc::SOCK_STREAM && !udp {
+            log(&self.cfg, LogLevel::Info, format_args!("{target}: only TCP and UDP are proxied; refused"));
             return Step::Answer(Verdict::Fail(Errno(libc::ENETUNREACH)));
         }
         if !lock(&self.inflight).insert(s.ino) {
             return Step::Answer(Verdict::Fail(Errno(libc::EALREADY)));
         }
-        if sys::is_connected(s.fd.as_raw_fd()) {
+        if !udp && sys::is_connected(s.fd.as_raw_fd()) {
             self.finish(s.ino);
             return Step::Answer(Verdict::Fail(Errno(libc::EISCONN)));
         }
-        Step::Dial(Job { id: n.id, ino: s.ino, family: s.domain, sock: s.fd, dest, target })
+        Step::Dial(Job { id: n.id, ino: s.ino, family: s.domain, sock: s.fd, dest, target, tgid: s.tgid, udp })
     }
 
     fn dial(&self, job: Job) -> Verdict {
@@ -363,6 +373,12 @@ impl Sup {
             }
         }
         let _done = Done(self, job.ino);
+        if job.udp {
+            return match super::udp::start(self, job.sock, job.ino, job.tgid, job.family, job.target) {
+                Ok(()) => Verdict::Return(0),
+                Err(e) => Verdict::Fail(e),
+            };
+        }
         let t0 = Instant::now();
         let opts = Opts { deadline: t0 + self.cfg.timeout, read_cap: None, pipeline: self.cfg.pipeline };
         let cfg = &self.cfg;
@@ -523,7 +539,7 @@ fn read_msghdr(tid: i32, addr: u64) -> Option<Msg> {
     Some(Msg { name, data: DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64) })
 }
 
-fn local_addr(fd: i32) -> Option<SocketAddr> {
+pub(super) fn local_addr(fd: i32) -> Option<SocketAddr> {
     // SAFETY: all-zero sockaddr_storage is valid.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
