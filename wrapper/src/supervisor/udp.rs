@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tsproxy_core::config::LogLevel;
-use tsproxy_core::{socks5, sockaddr, sys, syscall, tunnel, Errno, Target};
+use tsproxy_core::{sockaddr, socks5, sys, syscall, tunnel, Errno, Target};
 
 /// Associations relayed at once; more are refused (`ENETUNREACH`).
 pub const MAX: usize = 64;
@@ -58,7 +58,14 @@ pub(super) fn start(sup: &Sup, sock: OwnedFd, ino: u64, tgid: i32, family: i32, 
         (Ok(via), Some(b)) if b.ip().is_unspecified() => SocketAddr::new(via.ip(), b.port()),
         (Ok(_), Some(b)) => b,
         (r, _) => {
-            log(cfg, LogLevel::Error, format_args!("udp {target}: no proxy relays UDP ({}); refused, never sent directly (supervisor)", r.err().map(|e| e.to_string()).unwrap_or_default()));
+            log(
+                cfg,
+                LogLevel::Error,
+                format_args!(
+                    "udp {target}: no proxy relays UDP ({}); refused, never sent directly (supervisor)",
+                    r.err().map(|e| e.to_string()).unwrap_or_default()
+                ),
+            );
             return refused;
         }
     };
@@ -95,7 +102,18 @@ fn held(tgid: i32, ino: u64) -> bool {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn relay_loop(cfg: &tsproxy_core::config::Config, target: &Target, near: UdpSocket, up: UdpSocket, relay: SocketAddr, header: &[u8], ctl: OwnedFd, prog: OwnedFd, ino: u64, tgid: i32) {
+fn relay_loop(
+    cfg: &tsproxy_core::config::Config,
+    target: &Target,
+    near: UdpSocket,
+    up: UdpSocket,
+    relay: SocketAddr,
+    header: &[u8],
+    ctl: OwnedFd,
+    prog: OwnedFd,
+    ino: u64,
+    tgid: i32,
+) {
     let mut buf = vec![0u8; DGRAM + socks5::UDP_HEADER_MAX];
     let mut looked = Instant::now();
     loop {
