@@ -33,7 +33,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-const TOPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/netns/topology.sh");
 const RUN_DIR: &str = "/run/tsproxy-test";
 const PEER: &str = "hello from peer";
 const PEER_REPLY: &str = "HTTP/1.0 200 OK";
@@ -44,41 +43,14 @@ const OTHER_UID: &str = "65534";
 
 // ---------------------------------------------------------------- the world
 
-fn required() -> bool {
-    std::env::var("TSPROXY_REQUIRE_NETNS").as_deref() == Ok("1")
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
-}
+use common::world::{have, required, root_world, tier_ready};
 
 /// Root, the base tools, and topology.sh up (once per test process).
 fn ready() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = READY.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root".into());
-        }
-        for t in ["ip", "nft", "microsocks", "danted", "tinyproxy", "curl", "python3", "node", "setpriv", "unshare", "getent", "cc"] {
-            if !have(t) {
-                return Err(format!("{t} not installed"));
-            }
-        }
-        let out = Command::new("bash").arg(TOPO).arg("up").output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("topology.sh up failed:\n{}", text(&out)));
-        }
-        Ok(())
-    });
-    match r {
-        Ok(()) => true,
-        Err(why) if required() => panic!("root tier required: {why}"),
-        Err(why) => {
-            eprintln!("names tier skipped: {why} (set TSPROXY_REQUIRE_NETNS=1 to make this an error)");
-            false
-        }
-    }
+    let r =
+        READY.get_or_init(|| root_world(&["ip", "nft", "microsocks", "danted", "tinyproxy", "curl", "python3", "node", "setpriv", "unshare", "getent", "cc"]));
+    tier_ready(r, "names")
 }
 
 /// A tool one test needs (scripts/test-deps.sh installs it): false (skip) when missing, a

@@ -30,7 +30,7 @@
 //! with a raw syscall is not seen; an answer read with a raw syscall shows our loopback address
 //! as its sender (a stub that checks drops it: that lookup fails, nothing leaks). DNS over TCP:
 //! `wire_tcp`.
-use crate::boundary::{Ctx, Detour, Wait};
+use crate::boundary::{Ctx, Detour};
 use crate::net::fds;
 use crate::spin::SpinLock;
 use crate::state;
@@ -444,7 +444,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
     if !is_ours(fd) {
         return None;
     }
-    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) && !restartable() {
+    if crate::net::rx::interrupted(ctx) {
         return Some(Detour::Fail(Errno(libc::EINTR)));
     }
     let blocking = flags & libc::MSG_DONTWAIT == 0 && sys::fcntl_getfl(fd).is_ok_and(|f| f & libc::O_NONBLOCK == 0);
@@ -462,19 +462,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
         let k = match syscall!(SYS_recvmsg, fd, &mut m as *mut msghdr, flags | libc::MSG_DONTWAIT) {
             Ok(k) => k as usize,
             Err(e) if blocking && e.raw_os_error() == Some(libc::EAGAIN) => {
-                let timeout = sys::sock_timeout(fd, libc::SO_RCVTIMEO);
-                let start = *ctx.start.get_or_insert_with(std::time::Instant::now);
-                let left = match timeout {
-                    Some(t) => {
-                        let left = t.saturating_sub(start.elapsed());
-                        if left.is_zero() {
-                            return Some(Detour::Fail(Errno(libc::EAGAIN)));
-                        }
-                        left.as_millis().clamp(1, i32::MAX as u128) as c_int
-                    }
-                    None => -1,
-                };
-                return Some(Detour::Wait(Wait { fds: crate::net::pending::wake::one(fd, libc::POLLIN), n: 1, timeout_ms: left, sigmask: std::ptr::null() }));
+                return Some(crate::net::rx::wait_readable(fd, ctx));
             }
             Err(e) => return Some(Detour::Fail(Errno::of(&e))),
         };
@@ -497,29 +485,6 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
         }
         Some(Detour::Done(Got { n: k, flags: m.msg_flags, from: src, controllen: m.msg_controllen }))
     }
-}
-
-/// A blocking receive interrupted by a signal handler: would the kernel have restarted it?
-/// It restarts when the handler has `SA_RESTART`; which signal came is not known here, so: yes
-/// when every signal the program catches has it (the usual case: glibc's `signal()` sets it),
-/// no (EINTR) when one does not. Asked only after an interruption (64 `rt_sigaction` reads).
-fn restartable() -> bool {
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
-        // The kernel's sigaction: handler, flags, restorer, an 8-byte mask.
-        let mut old: [u64; 4] = [0; 4];
-        if syscall!(SYS_rt_sigaction, sig, 0usize, old.as_mut_ptr(), 8usize).is_err() {
-            continue;
-        }
-        let (handler, flags) = (old[0], old[1]);
-        let caught = handler != libc::SIG_DFL as u64 && handler != libc::SIG_IGN as u64;
-        if caught && flags & libc::SA_RESTART as u64 == 0 {
-            return false;
-        }
-    }
-    true
 }
 
 /// Write `from` into a caller's address buffer of `*len` bytes as the kernel does: truncated to

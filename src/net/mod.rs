@@ -3,6 +3,7 @@ pub mod connect;
 pub mod fds;
 pub mod io;
 pub mod pending;
+pub mod rx;
 pub mod selfproxy;
 pub mod send;
 pub mod siblings;

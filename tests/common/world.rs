@@ -73,42 +73,53 @@ pub fn launcher() -> PathBuf {
     }
 }
 
-fn required() -> bool {
+/// TSPROXY_REQUIRE_NETNS=1: a missing piece of the root tier is a failure, not a skip.
+pub fn required() -> bool {
     std::env::var("TSPROXY_REQUIRE_NETNS").as_deref() == Ok("1")
 }
 
-fn have(tool: &str) -> bool {
+/// Is `tool` on PATH?
+pub fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// Root, `tools` on PATH, and topology.sh up: why not, if not.
+pub fn root_world(tools: &[&str]) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not root".into());
+    }
+    for tool in tools {
+        if !have(tool) {
+            return Err(format!("{tool} not installed"));
+        }
+    }
+    let out = Command::new("bash").arg(TOPO).arg("up").output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("topology.sh up failed:\n{}", text(&out)));
+    }
+    Ok(())
+}
+
+/// A tier's verdict on `root_world`: run (true), skip with a line (false), or fail when the
+/// root tier is required.
+pub fn tier_ready(r: &Result<(), String>, tier: &str) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(why) if required() => panic!("root tier required: {why}"),
+        Err(why) => {
+            eprintln!("{tier} tier skipped: {why} (set TSPROXY_REQUIRE_NETNS=1 to make this an error)");
+            false
+        }
+    }
 }
 
 /// Root, the tools, and topology.sh up (once per test process). False (skip) when something
 /// is missing, unless TSPROXY_REQUIRE_NETNS=1, where that is a failure.
 pub fn ready() -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let r = READY.get_or_init(|| {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not root".into());
-        }
-        for tool in ["ip", "nft", "microsocks", "danted", "tinyproxy", "curl", "python3", "setpriv", "unshare", "chroot", "ps"] {
-            if !have(tool) {
-                return Err(format!("{tool} not installed"));
-            }
-        }
-        let out = Command::new("bash").arg(TOPO).arg("up").output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("topology.sh up failed:\n{}", text(&out)));
-        }
-        Ok(())
-    });
-    match r {
-        Ok(()) => true,
-        Err(why) if required() => panic!("root tier required: {why}"),
-        Err(why) => {
-            eprintln!("adversarial tier skipped: {why} (set TSPROXY_REQUIRE_NETNS=1 to make this an error)");
-            false
-        }
-    }
+    let r = READY.get_or_init(|| root_world(&["ip", "nft", "microsocks", "danted", "tinyproxy", "curl", "python3", "setpriv", "unshare", "chroot", "ps"]));
+    tier_ready(r, "adversarial")
 }
 
 /// A named counter of table inet tsproxy in tsp-ws (packets).

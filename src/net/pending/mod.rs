@@ -235,8 +235,8 @@ unsafe fn held(
         return None;
     }
     let ino = inode(fd)?;
-    let ep = driver::ensure().ok()?;
-    let _ = ep;
+    // The driver must run: it starts the held connect when its time comes.
+    driver::ensure().ok()?;
     crate::fork::arm();
     let fresh_unregistered = known & (fds::FRESH_STREAM | fds::IN_EPOLL) == fds::FRESH_STREAM;
     let regs: Vec<Reg> = if fresh_unregistered { Vec::new() } else { epoll::take_existing(fd) };

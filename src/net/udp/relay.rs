@@ -5,7 +5,7 @@
 //! data, is one sendmsg with the header as an extra iovec (the program's bytes not copied). A
 //! socket connected through the relay sends without an address (the kernel's cached route).
 use super::{ensure, with, Look};
-use crate::boundary::{Ctx, Detour, Wait};
+use crate::boundary::{Ctx, Detour};
 use crate::dns::wire::Got;
 use libc::{c_int, c_void, iovec, msghdr, socklen_t, ssize_t};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -246,7 +246,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
         return None;
     }
     let (relay, peer) = with(fd, |a| (a.relay, a.peer.as_ref().filter(|p| matches!(p.target, Target::Ip(_))).map(|p| (p.hdr, p.hlen, p.addr))))?;
-    if ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR) {
+    if crate::net::rx::interrupted(ctx) {
         return Some(Detour::Fail(Errno(libc::EINTR)));
     }
     // Asked only when nothing is queued (an event loop's receive finds a datagram: no syscall).
@@ -268,19 +268,7 @@ pub unsafe fn recv(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
                 continue;
             }
             Err(e) if e == libc::EAGAIN && blocking() => {
-                let timeout = sys::sock_timeout(fd, libc::SO_RCVTIMEO);
-                let start = *ctx.start.get_or_insert_with(std::time::Instant::now);
-                let left = match timeout {
-                    Some(t) => {
-                        let left = t.saturating_sub(start.elapsed());
-                        if left.is_zero() {
-                            return Some(Detour::Fail(Errno(libc::EAGAIN)));
-                        }
-                        left.as_millis().clamp(1, i32::MAX as u128) as c_int
-                    }
-                    None => -1,
-                };
-                return Some(Detour::Wait(Wait { fds: crate::net::pending::wake::one(fd, libc::POLLIN), n: 1, timeout_ms: left, sigmask: std::ptr::null() }));
+                return Some(crate::net::rx::wait_readable(fd, ctx));
             }
             Err(e) => {
                 if e == libc::ECONNREFUSED {
