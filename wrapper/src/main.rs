@@ -1,6 +1,8 @@
 //! `tsproxy [options] [--] CMD [ARGS...]`: run CMD with libtsproxy.so preloaded.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
+// Our own C `main` instead of std's start-up: see `main` at the end.
+#![cfg_attr(not(test), no_main)]
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -128,9 +130,11 @@ fn find_lib(files: &[tsproxy_core::conffile::ConfFile]) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     let candidates = [dir.join(LIB), dir.join("../lib/tsproxy").join(LIB), dir.join("../lib").join(MULTIARCH).join("tsproxy").join(LIB)];
-    for c in candidates {
+    for (i, c) in candidates.into_iter().enumerate() {
         if c.is_file() {
-            return c.canonicalize().ok().or(Some(c));
+            // Our directory is already canonical (the kernel's /proc/self/exe); the others hold
+            // a `..` to take out.
+            return if i == 0 { Some(c) } else { c.canonicalize().ok().or(Some(c)) };
         }
     }
     conf::lookup(files, "TSPROXY_LIB").map(PathBuf::from).filter(|p| p.is_file())
@@ -230,7 +234,27 @@ fn env_main(mut args: impl Iterator<Item = OsString>) -> ! {
     exit(0)
 }
 
-fn main() {
+/// The C entry point, in place of std's `lang_start`. What std's start-up does — check that
+/// descriptors 0 to 2 are open, ignore SIGPIPE, read /proc/self/maps for the main thread's
+/// stack guard, set up an alternate signal stack and SIGSEGV/SIGBUS handlers — is about twenty
+/// system calls on every launch, for a process that execs the command a few dozen
+/// microseconds later and whose exec resets all of it. std itself works without it: on glibc
+/// it takes the arguments and the environment from the loader. Descriptors 0 to 2 are left as
+/// we got them, for the command, as `env` does.
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // A panic must not unwind out of this extern "C" frame (that aborts with a core dump):
+    // the hook has printed its message; exit as std's runtime would.
+    match std::panic::catch_unwind(launcher) {
+        Ok(()) => 0,
+        Err(_) => 101,
+    }
+}
+
+// Unit tests have std's own main, so nothing calls this there.
+#[cfg_attr(test, allow(dead_code))]
+fn launcher() {
     let mut args = std::env::args_os().skip(1).peekable();
     match args.peek().and_then(|a| a.to_str()) {
         Some("env") => {

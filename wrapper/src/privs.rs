@@ -89,6 +89,12 @@ fn facts(p: &Path) -> Option<FileFacts> {
     let c = CString::new(p.as_os_str().as_bytes()).ok()?;
     // SAFETY: c is NUL-terminated; a NULL buffer of size 0 asks only for the attribute's size.
     let caps = unsafe { libc::getxattr(c.as_ptr(), c"security.capability".as_ptr(), std::ptr::null_mut(), 0) } > 0;
+    let mode = m.mode();
+    if !caps && mode & libc::S_ISUID == 0 && mode & (libc::S_ISGID | libc::S_IXGRP) != libc::S_ISGID | libc::S_IXGRP {
+        // Nothing that could make the exec secure: the mount and the id mappings cannot change
+        // that (`judge` answers None), and the common case stays a stat and one getxattr.
+        return Some(FileFacts { mode, uid: m.uid(), gid: m.gid(), caps, nosuid: false, uid_mapped: true, gid_mapped: true });
+    }
     // SAFETY: all-zero is a valid statvfs; statvfs only writes into it.
     let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: c is NUL-terminated, sv a valid out-pointer.

@@ -1,12 +1,13 @@
 //! The seccomp user-notify supervisor, for programs the preload library cannot reach: static
 //! binaries (Go with CGO_ENABLED=0, musl-static), raw syscalls.
 //!
-//! Shape: the launcher forks the supervisor (double fork, so it is nobody's child: a shell's
-//! bare `wait` never waits for it; own session, so terminal signals do not reach it), then
-//! installs a seccomp filter on itself (`filter.rs`: connect, addressed sendto, sendmsg and
+//! Shape: the launcher clones the supervisor (`spawn.rs`: it shares the launcher's memory and
+//! sleeps until the launcher's exec, then owns that memory alone; a child of the command that
+//! no `wait` reports, in its own session so terminal signals do not reach it), then installs a
+//! seccomp filter on itself (`filter.rs`: connect, addressed sendto, sendmsg and
 //! sendmmsg return SECCOMP_RET_USER_NOTIF; foreign ABIs, x32 and io_uring get ENOSYS;
-//! everything else runs at full speed in the kernel), hands the listener to the supervisor
-//! (`fdpass.rs`), and execs the command (same pid: exit status and signals are the command's).
+//! everything else runs at full speed in the kernel), records the listener for the supervisor
+//! (a shared descriptor table), and execs the command (same pid: exit status and signals are the command's).
 //! The supervisor lives until every process of the tree is gone (the listener reports
 //! POLLHUP), so daemons started in the tree stay supervised.
 //!
@@ -16,13 +17,12 @@
 //! A process that also loads libtsproxy.so is handled by the library first: it never issues a
 //! connect to a tailnet address (it connects to the proxy, which the supervisor lets through).
 mod dns;
-mod fdpass;
 pub mod filter;
 mod notify;
 mod selfproxy;
+mod spawn;
 mod udp;
 
-use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use tsproxy_core::config::{Config, LogLevel};
 use tsproxy_core::{logline, sys, syscall};
@@ -69,8 +69,9 @@ pub struct Handoff {
     pub key: String,
 }
 
-/// Fork the supervisor, install the filter on this process, hand over the listener. On Ok the
-/// caller sets the returned variables and execs the command.
+/// Start the supervisor (`spawn.rs`: a clone that waits for our exec), install the filter on
+/// this process, record the listener for it. On Ok the caller sets the returned variables and
+/// execs the command; the supervisor starts its work when that exec happens.
 pub fn install(cfg: &Config) -> Result<Handoff, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("the supervisor's filter is written for x86_64 only".into());
@@ -87,46 +88,20 @@ pub fn install(cfg: &Config) -> Result<Handoff, String> {
     // The command will have our pid (we exec it): the root of the supervised tree.
     // SAFETY: getpid has no preconditions.
     let root = unsafe { libc::getpid() };
-    let mut sv = [0i32; 2];
-    syscall!(SYS_socketpair, libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()).map_err(|e| format!("socketpair: {e}"))?;
-    // SAFETY: fork in the launcher, which is single-threaded here (no thread was started), so
-    // the child's copy of every lock and allocator state is consistent.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        // SAFETY: still single-threaded (a fork of a single-threaded process).
-        let s2 = unsafe { libc::fork() };
-        if s2 != 0 {
-            // Tell the launcher who the supervisor is (or that the fork failed: -1), then leave
-            // without running atexit handlers or destructors of the launcher's state.
-            let _ = sys::send(sv[1], &s2.to_ne_bytes());
-            // SAFETY: _exit has no preconditions.
-            unsafe { libc::_exit(0) };
-        }
-        let _ = syscall!(SYS_close, sv[0]);
-        supervise(sv[1], cfg.clone(), responder, key, root);
-    }
-    drop(responder);
-    let _ = syscall!(SYS_close, sv[1]);
-    let mut st = 0;
-    // SAFETY: reaping the intermediate child we just forked; st is a valid int.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    let mut buf = [0u8; 4];
-    let spid = match sys::recv(sv[0], &mut buf, 0) {
-        Ok(4) if i32::from_ne_bytes(buf) > 0 => i32::from_ne_bytes(buf),
-        _ => {
-            let _ = syscall!(SYS_close, sv[0]);
-            return Err("the supervisor did not start".into());
-        }
-    };
-    let r = install_filter_and_send(cfg, &prog, sv[0], spid);
-    let _ = syscall!(SYS_close, sv[0]);
-    r.map(|()| Handoff { dns: dns_addr, key: dns::key_hex(&key) })
+    let cfg2 = cfg.clone();
+    let (start, spid) = spawn::spawn(Box::new(move |listener| supervise(listener, cfg2, responder, key, root)))?;
+    let listener = install_filter(cfg, &prog)?;
+    start.set_listener(listener);
+    // Let the supervisor take our fds even where Yama restricts ptrace to ancestors. No need to
+    // wait for it: notifications queue on the listener until it reads them.
+    let _ = syscall!(SYS_prctl, libc::PR_SET_PTRACER, spid, 0, 0, 0);
+    Ok(Handoff { dns: dns_addr, key: dns::key_hex(&key) })
 }
 
-fn install_filter_and_send(cfg: &Config, prog_v: &[libc::sock_filter], sock: i32, spid: i32) -> Result<(), String> {
+/// no_new_privs and the filter on this thread (the supervisor, cloned before, is under
+/// neither); returns the listener (close-on-exec: the command's copy of the descriptor table
+/// loses it at the exec, the supervisor's keeps it).
+fn install_filter(cfg: &Config, prog_v: &[libc::sock_filter]) -> Result<i32, String> {
     let prog = libc::sock_fprog { len: prog_v.len() as u16, filter: prog_v.as_ptr() as *mut libc::sock_filter };
     syscall!(SYS_prctl, libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0).map_err(|e| format!("no_new_privs: {e}"))?;
     // WAIT_KILLABLE_RECV (Linux 5.19): once the supervisor has received a notification, only a
@@ -140,35 +115,32 @@ fn install_filter_and_send(cfg: &Config, prog_v: &[libc::sock_filter], sock: i32
     let base = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
     let killable = base | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
     let prog_p = &prog as *const libc::sock_fprog;
-    let listener = match syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, killable, prog_p) {
-        Ok(fd) => fd as i32,
+    match syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, killable, prog_p) {
+        Ok(fd) => Ok(fd as i32),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
             log(
                 cfg,
                 LogLevel::Debug,
                 format_args!("kernel without SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux < 5.19): a signal can interrupt a held connect"),
             );
-            syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, base, prog_p).map_err(|e| format!("seccomp: {e}"))? as i32
+            syscall!(SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, base, prog_p).map(|fd| fd as i32).map_err(|e| format!("seccomp: {e}"))
         }
-        Err(e) => return Err(format!("seccomp: {e}")),
-    };
-    let sent = fdpass::send_fd(sock, listener);
-    let _ = syscall!(SYS_close, listener);
-    sent.map_err(|e| format!("handing the listener over: {e}"))?;
-    // Let the supervisor take our fds even where Yama restricts ptrace to ancestors. No need to
-    // wait for it: notifications queue on the listener until it reads them.
-    let _ = syscall!(SYS_prctl, libc::PR_SET_PTRACER, spid, 0, 0, 0);
-    Ok(())
+        Err(e) => Err(format!("seccomp: {e}")),
+    }
 }
 
-/// The supervisor process: never returns.
-fn supervise(sock: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) -> ! {
-    // The supervisor is a fork of the launcher: its argv is the launcher's, where `--proxy
-    // socks5://user:password@...` may be, readable by every user in /proc/PID/cmdline (ps).
+/// The supervisor, in the clone after the launcher's exec: never returns.
+fn supervise(listener: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
+    // The supervisor's memory is the launcher's: its argv, where `--proxy
+    // socks5://user:password@...` may be, is readable by every user in /proc/PID/cmdline (ps).
     // It lives as long as the command: overwrite it now.
     scrub_cmdline();
-    // SAFETY: setsid has no preconditions.
+    // SAFETY: setsid has no preconditions (we are not a group leader: our pid is new).
     unsafe { libc::setsid() };
+    {
+        use std::os::fd::AsRawFd;
+        close_inherited(&[listener, responder.as_raw_fd()]);
+    }
     if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
         use std::os::fd::AsRawFd;
         // SAFETY: dup2 of a valid fd onto 0 and 1: the supervisor must not hold the program's
@@ -178,15 +150,24 @@ fn supervise(sock: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LE
             libc::dup2(null.as_raw_fd(), 1);
         }
     }
-    let listener = match fdpass::recv_fd(sock) {
-        Ok(fd) => fd,
-        // SAFETY: _exit has no preconditions.
-        Err(_) => unsafe { libc::_exit(0) },
-    };
-    let _ = syscall!(SYS_close, sock);
     notify::run(cfg, listener, responder, key, root);
-    // SAFETY: _exit has no preconditions.
-    unsafe { libc::_exit(0) }
+}
+
+/// Close every descriptor above stderr except `keep`: the descriptor table is the launcher's
+/// as it was at the exec, the command's pipes and files included (close-on-exec ones too). A
+/// pipe the command was given must reach EOF when the command's tree closes it, not when the
+/// supervisor ends.
+fn close_inherited(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for k in keep {
+        if k > from {
+            let _ = syscall!(SYS_close_range, from, k - 1, 0);
+        }
+        from = k + 1;
+    }
+    let _ = syscall!(SYS_close_range, from, u32::MAX, 0);
 }
 
 /// Overwrite this process's argument area (what /proc/self/cmdline shows) with
