@@ -8,7 +8,12 @@
  *       as "query=HEX". `connect`: connect(), send(), then wait 3 s for an answer: "rcode=N"
  *       (or "rcode=none")
  *   dns_send gai NAME
- *       getaddrinfo(NAME, "80", AF_UNSPEC, SOCK_STREAM); prints "gai=RC" (0: success)
+ *       getaddrinfo(NAME, "80", AF_UNSPEC, SOCK_STREAM); prints "gai=RC" (0: success) and
+ *       "addr=ADDRESS" per result
+ *
+ * Each reply to sendto/sendmsg/sendmmsg is printed as "replyN=id:.. rcode:.. an:.. from:IP:PORT
+ * addr:.. same:S", S = 1 when its source is byte for byte the address the query was sent to,
+ * as read from that variable after the send (musl's check: memcmp over the sockaddr length).
  *
  * DNS_SEND_KILL_VM_READV=1: first install a seccomp filter of the program's own that kills the
  * process on process_vm_readv (as systemd's SystemCallFilter= without @debug does), so a
@@ -74,6 +79,12 @@ int main(int argc, char **argv) {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC }, *res;
         int r = getaddrinfo(argv[2], "80", &hints, &res);
         printf("gai=%d\n", r);
+        for (struct addrinfo *p = r ? NULL : res; p; p = p->ai_next) {
+            char ip[64] = "?";
+            if (p->ai_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)p->ai_addr)->sin_addr, ip, sizeof ip);
+            else if (p->ai_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)p->ai_addr)->sin6_addr, ip, sizeof ip);
+            printf("addr=%s\n", ip);
+        }
         return 0;
     }
     if (argc != 5 || strlen(argv[2]) > 800) return 2;
@@ -130,7 +141,8 @@ int main(int argc, char **argv) {
             char addr[64] = "none";
             if (an && k >= 18 && r[k - 6] == 0 && r[k - 5] == 4) inet_ntop(AF_INET, r + k - 4, addr, sizeof addr);
             else if (an && k >= 30 && r[k - 18] == 0 && r[k - 17] == 16) inet_ntop(AF_INET6, r + k - 16, addr, sizeof addr);
-            printf("reply%d=id:%02x%02x rcode:%d an:%d from:%s:%d addr:%s\n", i, r[0], r[1], r[3] & 15, an, ip, ntohs(from.sin_port), addr);
+            int same = fl == sizeof a && !memcmp(&from, &a, sizeof a);
+            printf("reply%d=id:%02x%02x rcode:%d an:%d from:%s:%d addr:%s same:%d\n", i, r[0], r[1], r[3] & 15, an, ip, ntohs(from.sin_port), addr, same);
         }
     }
     return 0;
