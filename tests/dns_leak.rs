@@ -165,7 +165,7 @@ fn command(under: Under, prog: &Path, rest: &[&str]) -> Vec<OsString> {
 /// rewritten in its memory to the supervisor's responder (127.0.0.1, another port), which
 /// answers. A public name arrives byte for byte.
 fn datagrams(under: Under, prog: &Path) {
-    let rewritten = prog.to_string_lossy().contains("musl");
+    let rewritten = prog.file_name().is_some_and(|f| f.to_string_lossy().contains("musl"));
     for how in ["sendto", "sendmsg", "sendmmsg"] {
         // A short name, a MagicDNS name in mixed case, a TSPROXY_DOMAINS name, an SRV name under
         // ts.net, and a tailnet name as the second question of two.
