@@ -611,7 +611,11 @@ impl Sup {
             return refuse(&format!("its destination could not be rewritten ({e})"));
         }
         for q in questions {
-            log(&self.cfg, LogLevel::Debug, format_args!("dns query for tailnet name {:?} to {}: sent to the responder {} instead (supervisor)", q.name, q.server, self.dns));
+            log(
+                &self.cfg,
+                LogLevel::Debug,
+                format_args!("dns query for tailnet name {:?} to {}: sent to the responder {} instead (supervisor)", q.name, q.server, self.dns),
+            );
         }
         Verdict::Continue
     }
@@ -642,7 +646,8 @@ impl Sup {
         let fd = s.fd.as_raw_fd();
         let mut me = local_addr(fd);
         if me.is_none_or(|a| a.port() == 0) {
-            let any: SocketAddr = if s.domain == libc::AF_INET6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
+            let any: SocketAddr =
+                if s.domain == libc::AF_INET6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
             let Some((sa, len)) = sockaddr::encode(any, s.domain) else { return false };
             // An error here (bound meanwhile by another thread: EINVAL) shows in the re-read.
             let _ = syscall!(SYS_bind, fd, &sa as *const libc::sockaddr_storage, len);
