@@ -903,6 +903,22 @@ fn static_musl_getaddrinfo_connect_under_the_launcher() {
             fails.push(format!("static musl tcpclient {args} 8080: the peer's reply through a placeholder: {}", r.text()));
         }
     }
+    // After a tailnet question, the program's address variable holds the responder's address:
+    // a public question sent there (from the same socket, and from another) is carried to the
+    // real server, and its answer comes back from the address sent to (musl's check).
+    if let Some(ds) = musl("dns_send") {
+        let r = sh(Ns::Dns(16), "exec $TSP \"$P\" then peer-1 musl-then.public.example $NS 53", &[("P", &ds.to_string_lossy()), ("NS", &res.addr())], 20);
+        let (r0, r1, r2) = (kv(&r, "reply0"), kv(&r, "reply1"), kv(&r, "reply2"));
+        let ok = r0.starts_with("id:4242 rcode:0 an:1 from:127.0.0.1:")
+            && r0.contains(" addr:240.")
+            && r0.ends_with(" same:1")
+            && [(&r1, "4244"), (&r2, "4245")]
+                .iter()
+                .all(|(r, id)| r.starts_with(&format!("id:{id} rcode:0 an:1 from:127.0.0.1:")) && r.ends_with(" addr:198.51.100.10 same:1"));
+        if !ok || res.asked().iter().filter(|n| *n == "musl-then.public.example").count() != 2 {
+            fails.push(format!("a public question to the rewritten address, twice, answered by the real server: {}\nasked: {:?}", r.text(), res.asked()));
+        }
+    }
     res.no_tailnet_name(&mut fails);
     assert!(fails.is_empty(), "{} failed:\n{}", fails.len(), fails.join("\n"));
     no_leak();
