@@ -595,17 +595,8 @@ impl Sup {
         }
         let mut writes: Vec<(u64, Vec<u8>)> = Vec::with_capacity(questions.len());
         for q in questions {
-            let Some((sa, salen)) = sockaddr::encode(self.dns, q.family) else { return refuse("no responder address of that family") };
-            // The kernel reads sizeof(sockaddr_in) of an AF_INET address, and of an AF_INET6
-            // one 24 (RFC 2133, no scope_id) or 28 octets: write exactly what it will read.
-            let min = if q.family == libc::AF_INET { salen as usize } else { 24 };
-            if q.len < min {
-                return refuse("an address the kernel would not take");
-            }
-            let n = q.len.min(salen as usize);
-            // SAFETY: sa is a sockaddr_storage (128 octets), n <= salen <= 128.
-            let bytes = unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(sa).cast::<u8>(), n) };
-            writes.push((q.at, bytes.to_vec()));
+            let Some(bytes) = responder_sockaddr(self.dns, q.family, q.len) else { return refuse("no responder address of that form") };
+            writes.push((q.at, bytes));
         }
         if let Err(e) = self.write_target(n, &writes) {
             return refuse(&format!("its destination could not be rewritten ({e})"));
@@ -645,7 +636,7 @@ impl Sup {
     fn register_dns_sender(&self, s: &Sock, server: Option<SocketAddr>) -> bool {
         let fd = s.fd.as_raw_fd();
         let mut me = local_addr(fd);
-        if me.is_none_or(|a| a.port() == 0) {
+        if me.map_or(true, |a| a.port() == 0) {
             let any: SocketAddr =
                 if s.domain == libc::AF_INET6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
             let Some((sa, len)) = sockaddr::encode(any, s.domain) else { return false };
@@ -682,10 +673,32 @@ struct Question {
     name: String,
 }
 
+/// The octets written over a destination sockaddr of family `family` and length `len` (as
+/// the program passed it) so that it names the responder `dns`: AF_INET, 127.0.0.1:port with
+/// sin_zero zeroed (16 octets: all the kernel reads); AF_INET6, ::ffff:127.0.0.1:port with
+/// flowinfo and scope_id 0 (28 octets, or 24 when the program passed 24: RFC 2133's form,
+/// without scope_id). None for a length the kernel would refuse anyway (EINVAL), or another
+/// family.
+fn responder_sockaddr(dns: SocketAddr, family: i32, len: usize) -> Option<Vec<u8>> {
+    let (sa, salen) = sockaddr::encode(dns, family)?;
+    let min = if family == libc::AF_INET { salen as usize } else { 24 };
+    if len < min {
+        return None;
+    }
+    let n = len.min(salen as usize);
+    // SAFETY: sa is a sockaddr_storage (128 octets, all initialized: encode starts from zeros),
+    // and n <= salen <= 128.
+    let bytes = unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(sa).cast::<u8>(), n) };
+    Some(bytes.to_vec())
+}
+
 /// The first nameserver of the resolv.conf process `tgid` sees (through its root), port 53;
 /// without one, 127.0.0.1:53 (the default of musl and glibc).
 fn first_nameserver(tgid: i32) -> SocketAddr {
-    let text = std::fs::read_to_string(format!("/proc/{tgid}/root/etc/resolv.conf")).unwrap_or_default();
+    first_nameserver_in(&std::fs::read_to_string(format!("/proc/{tgid}/root/etc/resolv.conf")).unwrap_or_default())
+}
+
+fn first_nameserver_in(text: &str) -> SocketAddr {
     text.lines()
         .filter_map(|l| {
             let mut f = l.split_whitespace();
@@ -723,4 +736,39 @@ pub(super) fn local_addr(fd: i32) -> Option<SocketAddr> {
     // SAFETY: the kernel wrote len bytes into st.
     let a = unsafe { sockaddr::read(std::ptr::addr_of!(st).cast(), len) }?;
     Some(SocketAddr::new(cidr::unmap(a.ip()), a.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_responders_address_in_the_programs_form() {
+        let dns: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let port = 4242u16.to_be_bytes();
+        let mut v4 = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        v4.extend_from_slice(&port);
+        v4.extend_from_slice(&[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 16), Some(v4.clone()));
+        // A longer length (sockaddr_storage): the 16 octets the kernel reads.
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 128), Some(v4));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 15), None);
+        let mut v6 = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        v6.extend_from_slice(&port);
+        v6.extend_from_slice(&[0; 4]); // flowinfo
+        v6.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1]);
+        v6.extend_from_slice(&[0; 4]); // scope_id
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 28), Some(v6.clone()));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 24), Some(v6[..24].to_vec()));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 23), None);
+        assert_eq!(responder_sockaddr(dns, libc::AF_UNIX, 110), None);
+    }
+
+    #[test]
+    fn first_nameserver_of_a_resolv_conf() {
+        let t = "# comment\nsearch example.com\nnameserver  fd00::53\nnameserver 10.0.0.1\n";
+        assert_eq!(first_nameserver_in(t), "[fd00::53]:53".parse().unwrap());
+        assert_eq!(first_nameserver_in("nameserver bogus\nnameserver 10.0.0.1\n"), "10.0.0.1:53".parse().unwrap());
+        assert_eq!(first_nameserver_in("options ndots:1\n"), "127.0.0.1:53".parse().unwrap());
+    }
 }
