@@ -648,12 +648,12 @@ impl Sup {
         // A datagram to 127.0.0.1 from a socket bound to the wildcard address comes from
         // 127.0.0.1: the address the responder sees (`dns::handle` looks routes up by it).
         let key = SocketAddr::new(if me.ip().is_unspecified() { self.dns.ip() } else { me.ip() }, me.port());
-        let mut routes = lock(&self.dns_routes);
-        let server = match (server, routes.get(&key)) {
-            (Some(sv), _) => sv,
-            (None, Some(r)) if r.tgid == s.tgid => return true,
-            (None, _) => first_nameserver(s.tgid),
+        let server = match server {
+            Some(sv) => sv,
+            None if lock(&self.dns_routes).get(&key).is_some_and(|r| r.tgid == s.tgid) => return true,
+            None => first_nameserver(s.tgid), // read with no lock held
         };
+        let mut routes = lock(&self.dns_routes);
         if routes.len() >= 4096 {
             routes.clear(); // old sockets; a live one re-registers on its next send
         }
