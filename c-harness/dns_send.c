@@ -7,8 +7,17 @@
  *       with one question per NAME to IP:PORT; prints "ret=N" and "errno=E"; the query bytes
  *       as "query=HEX". `connect`: connect(), send(), then wait 3 s for an answer: "rcode=N"
  *       (or "rcode=none")
+ *   dns_send then NAME1 NAME2 IP PORT
+ *       NAME1's A query with sendto to IP:PORT, its reply; then NAME2's to the same address
+ *       variable (as the send left it) from the same socket and from another: "retN=",
+ *       "errnoN=", "replyN=" (N = 0, 1, 2)
  *   dns_send gai NAME
- *       getaddrinfo(NAME, "80", AF_UNSPEC, SOCK_STREAM); prints "gai=RC" (0: success)
+ *       getaddrinfo(NAME, "80", AF_UNSPEC, SOCK_STREAM); prints "gai=RC" (0: success) and
+ *       "addr=ADDRESS" per result
+ *
+ * Each reply to sendto/sendmsg/sendmmsg is printed as "replyN=id:.. rcode:.. an:.. from:IP:PORT
+ * addr:.. same:S", S = 1 when its source is byte for byte the address the query was sent to,
+ * as read from that variable after the send (musl's check: memcmp over the sockaddr length).
  *
  * DNS_SEND_KILL_VM_READV=1: first install a seccomp filter of the program's own that kills the
  * process on process_vm_readv (as systemd's SystemCallFilter= without @debug does), so a
@@ -69,11 +78,56 @@ static size_t build(unsigned char *q, unsigned id, const char *names, unsigned q
     return n;
 }
 
+/* One reply on fd, as a stub reads it (recvfrom with the sender's address), printed as
+ * "replyI=..." (see the top); waits at most ms. 0 when none came. */
+static int print_reply(int fd, int i, const struct sockaddr_in *a, int ms) {
+    unsigned char r[1500];
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    struct pollfd pf = { fd, POLLIN, 0 };
+    if (poll(&pf, 1, ms) != 1) return 0;
+    long k = recvfrom(fd, r, sizeof r, 0, (struct sockaddr *)&from, &fl);
+    if (k < 12) return 0;
+    char ip[64] = "?";
+    inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
+    int an = r[6] << 8 | r[7];
+    char addr[64] = "none";
+    if (an && k >= 18 && r[k - 6] == 0 && r[k - 5] == 4) inet_ntop(AF_INET, r + k - 4, addr, sizeof addr);
+    else if (an && k >= 30 && r[k - 18] == 0 && r[k - 17] == 16) inet_ntop(AF_INET6, r + k - 16, addr, sizeof addr);
+    int same = fl == sizeof *a && !memcmp(&from, a, sizeof *a);
+    printf("reply%d=id:%02x%02x rcode:%d an:%d from:%s:%d addr:%s same:%d\n", i, r[0], r[1], r[3] & 15, an, ip, ntohs(from.sin_port), addr, same);
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "gai")) {
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC }, *res;
         int r = getaddrinfo(argv[2], "80", &hints, &res);
         printf("gai=%d\n", r);
+        for (struct addrinfo *p = r ? NULL : res; p; p = p->ai_next) {
+            char ip[64] = "?";
+            if (p->ai_family == AF_INET) inet_ntop(AF_INET, &((struct sockaddr_in *)p->ai_addr)->sin_addr, ip, sizeof ip);
+            else if (p->ai_family == AF_INET6) inet_ntop(AF_INET6, &((struct sockaddr_in6 *)p->ai_addr)->sin6_addr, ip, sizeof ip);
+            printf("addr=%s\n", ip);
+        }
+        return 0;
+    }
+    if (argc == 6 && !strcmp(argv[1], "then") && strlen(argv[2]) < 800 && strlen(argv[3]) < 800) {
+        /* NAME1's A query (ID 0x4242) with sendto to IP:PORT and its reply; then NAME2's A query
+         * sent to the same address variable (whatever it holds now) from the same socket (ID
+         * 0x4244), and from a second socket (ID 0x4245); their replies (2 s each). */
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[5])) };
+        if (inet_pton(AF_INET, argv[4], &a.sin_addr) != 1) return 2;
+        unsigned char q[3][1024];
+        size_t n[3] = { build(q[0], 0x4242, argv[2], 1), build(q[1], 0x4244, argv[3], 1), build(q[2], 0x4245, argv[3], 1) };
+        int fd[3];
+        fd[0] = fd[1] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        fd[2] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        for (int i = 0; i < 3; i++) {
+            long ret = sendto(fd[i], q[i], n[i], 0, (struct sockaddr *)&a, sizeof a);
+            printf("ret%d=%ld\nerrno%d=%s\n", i, ret, i, h_en(ret < 0 ? errno : 0));
+            if (ret > 0) print_reply(fd[i], i, &a, 2000);
+        }
         return 0;
     }
     if (argc != 5 || strlen(argv[2]) > 800) return 2;
@@ -116,22 +170,8 @@ int main(int argc, char **argv) {
     printf("ret=%ld\nerrno=%s\n", ret, h_en(e));
     if (ret > 0 && strcmp(argv[1], "connect")) {
         /* Replies, as a stub reads them: recvfrom with the sender's address (300 ms each). */
-        for (int i = 0; i < (strcmp(argv[1], "sendmmsg") ? 1 : 2); i++) {
-            unsigned char r[1500];
-            struct sockaddr_in from;
-            socklen_t fl = sizeof from;
-            struct pollfd pf = { fd, POLLIN, 0 };
-            if (poll(&pf, 1, 300) != 1) break;
-            long k = recvfrom(fd, r, sizeof r, 0, (struct sockaddr *)&from, &fl);
-            if (k < 12) break;
-            char ip[64] = "?";
-            inet_ntop(AF_INET, &from.sin_addr, ip, sizeof ip);
-            int an = r[6] << 8 | r[7];
-            char addr[64] = "none";
-            if (an && k >= 18 && r[k - 6] == 0 && r[k - 5] == 4) inet_ntop(AF_INET, r + k - 4, addr, sizeof addr);
-            else if (an && k >= 30 && r[k - 18] == 0 && r[k - 17] == 16) inet_ntop(AF_INET6, r + k - 16, addr, sizeof addr);
-            printf("reply%d=id:%02x%02x rcode:%d an:%d from:%s:%d addr:%s\n", i, r[0], r[1], r[3] & 15, an, ip, ntohs(from.sin_port), addr);
-        }
+        for (int i = 0; i < (strcmp(argv[1], "sendmmsg") ? 1 : 2); i++)
+            if (!print_reply(fd, i, &a, 300)) break;
     }
     return 0;
 }

@@ -248,7 +248,12 @@ fn item10_static_musl_lookups_under_the_launcher_never_reach_the_resolver() {
     for name in ["peer-1", "peer-1.tail1234.ts.net"] {
         // Control: musl's resolver asks the system resolver with sendto (no connect).
         m.attack(Via::Plain, &[s(&ns), "gai", name, "8080"]).secs(15).run().expect_dns();
-        m.attack(Via::Launcher, &[s(&ns), "gai", name, "8080"]).secs(15).run().expect_clean();
+        // Under the supervisor the questions go to its responder instead (their destination
+        // rewritten in the program's memory): the lookup gets the placeholder, and the connect
+        // to it reaches the peer through the proxy.
+        let r = m.attack(Via::Launcher, &[s(&ns), "gai", name, "8080"]).secs(15).run().expect_clean();
+        assert_eq!((r.get("gai").as_str(), r.get("placeholder").as_str(), r.get("gethostbyname").as_str()), ("ok", "1", "placeholder"), "{name}: {}", r.text());
+        assert!(r.get("reply").contains("hello from peer"), "{name}: {}", r.text());
     }
 }
 

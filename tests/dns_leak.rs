@@ -1,7 +1,9 @@
 //! A tailnet name never reaches a DNS server in a datagram a program sends itself with
 //! `sendto`/`sendmsg`/`sendmmsg` to port 53 (no `connect`): a static musl program's
-//! `getaddrinfo` under the launcher (the supervisor), and a program speaking DNS itself (as dig,
-//! c-ares, libuv do) under the library, the launcher, or both.
+//! `getaddrinfo` under the launcher (the supervisor: the question goes to its responder instead,
+//! the destination rewritten in the program's memory, and the lookup gets the placeholders), and
+//! a program speaking DNS itself (as dig, c-ares, libuv do) under the library, the launcher, or
+//! both.
 //!
 //! Port 53 is privileged, so each run is in its own user + network + mount namespace
 //! (`unshare -r -n -m`, no root needed where unprivileged user namespaces are allowed): there
@@ -95,13 +97,20 @@ impl Run {
     }
 }
 
+/// One second, one attempt: musl's lookup of a name nobody answers ends after its timeout.
+const RESOLV: &str = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+
 /// Run `cmd` in a fresh namespace with the stand-in resolver (see the module docs).
 fn in_ns(cmd: &[&OsStr]) -> Run {
+    in_ns_with(RESOLV, cmd)
+}
+
+/// [`in_ns`] with this resolv.conf.
+fn in_ns_with(resolv_conf: &str, cmd: &[&OsStr]) -> Run {
     let dir = std::env::temp_dir().join(format!("tsp-dnsleak-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
     std::fs::create_dir_all(&dir).unwrap();
     let resolv = dir.join("resolv.conf");
-    // One second, one attempt: musl's lookup of a refused name ends after its timeout.
-    std::fs::write(&resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
+    std::fs::write(&resolv, resolv_conf).unwrap();
     let sink_out = dir.join("sink.out");
     let mut c = Command::new("unshare");
     c.args(["-r", "-n", "-m", "sh", "-c", NS_SCRIPT, "sh"]).args(cmd);
@@ -149,11 +158,14 @@ fn command(under: Under, prog: &Path, rest: &[&str]) -> Vec<OsString> {
 }
 
 /// sendto, sendmsg (two iovecs) and sendmmsg (two messages) of a hand-built query: a tailnet
-/// question never arrives — a dynamic program (the library acts) gets tsproxy's answer as the
-/// server's reply (a plain query: the placeholder; anything else: SERVFAIL), a static one
-/// under the supervisor gets ENETUNREACH; a public name arrives byte for byte.
+/// question never arrives, and the program gets tsproxy's answer (a plain query: the
+/// placeholder; anything else: SERVFAIL) as a stub accepts it, from the very address its
+/// variable holds after the send (`same:1`). A dynamic program (the library acts): from the
+/// server's address, 127.0.0.1:53. A static one under the supervisor: the destination was
+/// rewritten in its memory to the supervisor's responder (127.0.0.1, another port), which
+/// answers. A public name arrives byte for byte.
 fn datagrams(under: Under, prog: &Path) {
-    let answered = !prog.to_string_lossy().contains("musl");
+    let rewritten = prog.file_name().is_some_and(|f| f.to_string_lossy().contains("musl"));
     for how in ["sendto", "sendmsg", "sendmmsg"] {
         // A short name, a MagicDNS name in mixed case, a TSPROXY_DOMAINS name, an SRV name under
         // ts.net, and a tailnet name as the second question of two.
@@ -166,17 +178,18 @@ fn datagrams(under: Under, prog: &Path) {
             c.insert(1, &env);
             let r = in_ns(&c);
             assert!(r.got.is_empty(), "{under:?} {how} {name}: a tailnet question reached the resolver: {}", r.text());
-            if !answered {
-                assert_eq!(r.kv("errno"), "ENETUNREACH", "{under:?} {how} {name}: {}", r.text());
-                continue;
-            }
             assert_eq!(r.kv("errno"), "0", "{under:?} {how} {name}: answered, as sent: {}", r.text());
             let reply = r.kv("reply0");
-            assert!(
-                reply.starts_with("id:4242 ") && reply.contains(" from:127.0.0.1:53 "),
-                "{under:?} {how} {name}: the answer comes as the server's: {}",
-                r.text()
-            );
+            assert!(reply.starts_with("id:4242 ") && reply.ends_with(" same:1"), "{under:?} {how} {name}: an answer the program accepts: {}", r.text());
+            if rewritten {
+                assert!(
+                    reply.contains(" from:127.0.0.1:") && !reply.contains(" from:127.0.0.1:53 "),
+                    "{under:?} {how} {name}: from the responder, the destination rewritten: {}",
+                    r.text()
+                );
+            } else {
+                assert!(reply.contains(" from:127.0.0.1:53 "), "{under:?} {how} {name}: the answer comes as the server's: {}", r.text());
+            }
             // A plain query for one tailnet host name: its placeholder (A: 240/8). An SRV name
             // or a second question: SERVFAIL.
             let plain = !name.contains(',') && !name.starts_with('_');
@@ -200,20 +213,42 @@ fn datagrams(under: Under, prog: &Path) {
     }
 }
 
+/// The addresses `dns_send gai` printed.
+fn gai_addrs(r: &Run) -> Vec<String> {
+    String::from_utf8_lossy(&r.out.stdout).lines().filter_map(|l| l.strip_prefix("addr=")).map(str::to_string).collect()
+}
+
 #[test]
 fn static_musl_getaddrinfo_of_a_tailnet_name_never_reaches_the_resolver() {
     let Some(prog) = musl_send() else { return };
     if !namespaces() {
         return;
     }
-    for name in ["peer-1", "peer-1.tail1234.ts.net"] {
-        let r = in_ns(&args(&command(Under::Launcher, &prog, &["gai", name])));
-        assert_ne!(r.kv("gai"), "", "{name}: {}", r.text());
-        assert!(r.got.is_empty(), "{name}: musl's queries reached the resolver: {}", r.text());
+    // musl asks A and AAAA with sendto from one socket to every nameserver: one IPv4 server
+    // (an AF_INET socket), and an IPv4 and an IPv6 server (an AF_INET6 socket, the IPv4 server
+    // v4-mapped). Either way the questions go to the supervisor's responder, rewritten, and
+    // musl takes its answers: the placeholders of both families.
+    for resolv in [RESOLV, "nameserver 127.0.0.1\nnameserver ::1\noptions timeout:1 attempts:1\n"] {
+        for name in ["peer-1", "peer-1.tail1234.ts.net"] {
+            let r = in_ns_with(resolv, &args(&command(Under::Launcher, &prog, &["gai", name])));
+            let addrs = gai_addrs(&r);
+            let v4 = addrs.iter().any(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|a| a.octets()[0] & 0xf8 == 240));
+            let v6 = addrs.iter().any(|a| a.parse::<std::net::Ipv6Addr>().is_ok_and(|a| a.segments()[..4] == [0x100, 0, 0, 0]));
+            assert!(r.kv("gai") == "0" && v4 && v6, "{name} ({resolv:?}): both placeholders: {}", r.text());
+            assert!(r.got.is_empty(), "{name}: musl's queries reached the resolver: {}", r.text());
+        }
     }
+    // After a tailnet question the program's address variable holds the responder's address:
+    // a public question sent there, from the same socket and from another, is carried to the
+    // server unchanged (here nobody answers it); the tailnet one never.
+    let r = in_ns(&args(&command(Under::Launcher, &prog, &["then", "peer-1", "public-name.example", "127.0.0.1", "53"])));
+    assert!(r.kv("reply0").contains(" addr:240.") && r.kv("reply0").ends_with(" same:1"), "{}", r.text());
+    let ids: Vec<u16> = r.got.iter().filter(|d| d.len() > 2).map(|d| u16::from_be_bytes([d[0], d[1]])).collect();
+    assert_eq!((r.asked(), ids), (vec!["public-name.example".to_string(); 2], vec![0x4244, 0x4245]), "{}", r.text());
     // Any other name is asked as before (nobody answers here: musl then gives up).
     let r = in_ns(&args(&command(Under::Launcher, &prog, &["gai", "public-name.example"])));
     assert!(!r.got.is_empty() && r.asked().iter().all(|n| n == "public-name.example"), "{}", r.text());
+    assert_ne!(r.kv("gai"), "0", "nobody answers public-name.example here: {}", r.text());
 }
 
 #[test]

@@ -868,8 +868,11 @@ for name, ty in [("py.public.example", "A"), ("peer-1", "A"), ("peer-1", "AAAA")
 }
 
 /// A static musl program under the launcher: musl's getaddrinfo sends its own queries (an
-/// unconnected sendto to port 53); the supervisor must answer a tailnet name and let a public
-/// one through to the real server.
+/// unconnected sendto to port 53); the supervisor sends a tailnet question to its responder
+/// instead (the destination rewritten in the program's memory, so musl takes the answer as the
+/// server's), which answers with the placeholder; the program connects to it and talks to the
+/// peer's service through the proxy. A public name still goes to the real server, whose answer
+/// musl takes.
 #[test]
 fn static_musl_getaddrinfo_connect_under_the_launcher() {
     if !ready() || !tool("musl-gcc") {
@@ -877,8 +880,7 @@ fn static_musl_getaddrinfo_connect_under_the_launcher() {
     }
     let res = Resolver(16);
     let run = |args: &str| sh(Ns::Dns(16), &format!("exec $TSP $TCPS -s '{GET}' -r {args} 8080"), &[], 30);
-    // Controls: by IP (works today), and a public name answered by the real server and dialled
-    // directly.
+    // Controls: by IP, and a public name answered by the real server and dialled directly.
     let r = run("100.64.0.2");
     assert_eq!(kv(&r, "reply"), PEER_REPLY, "control, by IP: {}", r.text());
     let before = counter("public_direct");
@@ -887,14 +889,34 @@ fn static_musl_getaddrinfo_connect_under_the_launcher() {
     assert!(res.was_asked("public.example"), "control: {:?}", res.asked());
     assert!(counter("public_direct") > before, "the public server was dialled directly");
     let mut fails = Vec::new();
-    // Not done (README, Limitations): musl asks with unconnected sendto and accepts a reply only
-    // from the server's address, which the supervisor cannot give; the question is refused
-    // (never sent) and getaddrinfo fails with EAI_AGAIN ("Try again") after resolv.conf's
-    // timeout. What is asserted: it fails that way, and no tailnet name reaches the server.
-    for args in ["peer-1", "peer-1.tail1234.ts.net", "-6 peer-1", "-4 peer6"] {
+    for (args, v6) in [("peer-1", None), ("peer-1.tail1234.ts.net", None), ("-6 peer-1", Some(true)), ("-4 peer6", Some(false))] {
         let r = run(args);
-        if kv(&r, "reply") == PEER_REPLY || !r.stdout.contains("Try again") {
-            fails.push(format!("static musl tcpclient {args} 8080: EAI_AGAIN expected (not resolved, not leaked): {}", r.text()));
+        // The address getaddrinfo gave (getpeername of a tunnelled socket names the proxy).
+        let resolved = kv(&r, "resolved");
+        let ip = resolved.rsplit_once(':').map_or(resolved.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+        let family_ok = match v6 {
+            None => v4_placeholder(ip) || v6_placeholder(ip),
+            Some(true) => v6_placeholder(ip),
+            Some(false) => v4_placeholder(ip),
+        };
+        if kv(&r, "reply") != PEER_REPLY || !family_ok {
+            fails.push(format!("static musl tcpclient {args} 8080: the peer's reply through a placeholder: {}", r.text()));
+        }
+    }
+    // After a tailnet question, the program's address variable holds the responder's address:
+    // a public question sent there (from the same socket, and from another) is carried to the
+    // real server, and its answer comes back from the address sent to (musl's check).
+    if let Some(ds) = musl("dns_send") {
+        let r = sh(Ns::Dns(16), "exec $TSP \"$P\" then peer-1 musl-then.public.example $NS 53", &[("P", &ds.to_string_lossy()), ("NS", &res.addr())], 20);
+        let (r0, r1, r2) = (kv(&r, "reply0"), kv(&r, "reply1"), kv(&r, "reply2"));
+        let ok = r0.starts_with("id:4242 rcode:0 an:1 from:127.0.0.1:")
+            && r0.contains(" addr:240.")
+            && r0.ends_with(" same:1")
+            && [(&r1, "4244"), (&r2, "4245")]
+                .iter()
+                .all(|(r, id)| r.starts_with(&format!("id:{id} rcode:0 an:1 from:127.0.0.1:")) && r.ends_with(" addr:198.51.100.10 same:1"));
+        if !ok || res.asked().iter().filter(|n| *n == "musl-then.public.example").count() != 2 {
+            fails.push(format!("a public question to the rewritten address, twice, answered by the real server: {}\nasked: {:?}", r.text(), res.asked()));
         }
     }
     res.no_tailnet_name(&mut fails);
@@ -923,20 +945,18 @@ fn own_dns_client_udp_connected_udp_and_tcp() {
         for mode in ["udp", "cudp", "tcp"] {
             for (ty, name, want) in [("A", "public.example", "198.51.100.10"), ("A", "peer-1", want4.as_str()), ("AAAA", "peer-1", want6.as_str())] {
                 let r = sh(Ns::Dns(18), &format!("exec {via} \"$P\" {mode} {ty} {name} $NS 53"), &[("P", &prog.to_string_lossy()), ("NS", &res.addr())], 20);
-                let from_ok = mode != "udp" || kv(&r, "from") == format!("{}:53", res.addr());
+                // A static program's question for a tailnet name on an unconnected socket went
+                // to the supervisor's responder (its destination rewritten in the program's
+                // memory to 127.0.0.1:<responder>): the reply comes from there, the address the
+                // program's variable now holds; anything else from the server asked.
+                let static_unconnected = via == "$TSP" && mode == "udp" && name != "public.example";
+                let from = kv(&r, "from");
+                let from_ok = mode != "udp"
+                    || if static_unconnected { from.starts_with("127.0.0.1:") && from != "127.0.0.1:53" } else { from == format!("{}:53", res.addr()) };
                 let ok = kv(&r, "errno") == "0" && kv(&r, "rcode") == "0" && kv(&r, "id_ok") == "1" && kv(&r, "an") == want && from_ok;
                 let what = format!("{via} {} {mode} {ty} {name}", prog.file_name().unwrap().to_string_lossy());
-                // Not done (README, Limitations): a static program's question for a tailnet
-                // name on an unconnected socket cannot be answered as the server's reply (the
-                // supervisor cannot send from the server's address, nor rewrite the sender
-                // recvfrom reports); it is refused (ENETUNREACH) and never sent.
-                let static_unconnected = via == "$TSP" && mode == "udp" && name != "public.example";
                 if name == "public.example" {
                     assert!(ok, "control, {what}: the real server's answer: {}", r.text());
-                } else if static_unconnected {
-                    if kv(&r, "errno") != "ENETUNREACH" {
-                        fails.push(format!("{what}: refused (ENETUNREACH), never sent: {}", r.text()));
-                    }
                 } else if !ok {
                     fails.push(format!("{what}: want {want}, from {}:53: {}", res.addr(), r.text()));
                 }

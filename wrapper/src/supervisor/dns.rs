@@ -6,7 +6,10 @@
 //! Who may use it. The socket is on 127.0.0.1, where any local user can reach it; it answers
 //! only:
 //! - datagrams from sockets the supervisor itself redirected (their local address is in
-//!   `dns_routes`, recorded when a supervised process connected them to port 53), and
+//!   `dns_routes`, recorded when a supervised process connected them to port 53, sent a
+//!   tailnet question to port 53 without connecting — `notify::redirect_questions`, musl's
+//!   resolver — or sent to this address itself); their questions that are not about tailnet
+//!   names are carried to the server recorded with them, and
 //! - datagrams that start with the per-tree key (`KEY_MAGIC` + the key in hex), which the
 //!   launcher hands to the command in `TSPROXY_SUPERVISOR_DNS_KEY`: the preload library's
 //!   name registration. The answer is a plain DNS message;

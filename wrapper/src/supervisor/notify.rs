@@ -1,8 +1,11 @@
 //! The notification loop, the verdicts, and the worker pool that dials through the proxy.
 //!
 //! The loop answers at once everything that needs no waiting: connects that are not ours
-//! (CONTINUE), refusals, datagrams to tailnet destinations and DNS questions for tailnet names
-//! sent to port 53 (ENETUNREACH), DNS redirects. Only
+//! (CONTINUE), refusals, datagrams to tailnet destinations (ENETUNREACH), DNS redirects: a
+//! connect to port 53 redirected to our responder, and a DNS question for a tailnet name sent
+//! to port 53 on an unconnected datagram socket sent to the responder instead, its destination
+//! rewritten in the program's memory (`redirect_questions`: the one place the supervisor
+//! writes into a program, and why). Only
 //! a tailnet TCP connect, which waits on the proxy, goes to a worker: a bounded pool
 //! (`WORKERS` threads, started on demand, and a queue of `QUEUE`). When the queue is full the
 //! connect fails closed with EAGAIN and one log line, instead of a thread per connect; a
@@ -455,6 +458,10 @@ impl Sup {
             }
             matches!(sock, Some(Some(_)))
         };
+        // Tailnet DNS questions on this datagram socket, to be sent to our responder instead
+        // (`redirect_questions`), and whether a message goes to the responder's address.
+        let mut questions: Vec<Question> = Vec::new();
+        let mut to_responder = false;
         for m in msgs {
             let (ptr, len) = m.name;
             let len = (len as usize).min(ADDR_MAX);
@@ -476,6 +483,10 @@ impl Sup {
                 unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }
             };
             let Some(dest) = dest else { continue };
+            if SocketAddr::new(cidr::unmap(dest.ip()), dest.port()) == self.dns {
+                to_responder = true;
+                continue;
+            }
             let why = match self.decide(n.pid as i32, dest) {
                 Route::Direct(_) if dest.port() == route::DNS_PORT => {
                     // A DNS question to any server, sent without connect() (musl's resolver, dig,
@@ -488,6 +499,10 @@ impl Sup {
                     let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
                     if s.ty & 0xf == libc::SOCK_STREAM {
                         continue; // DNS over TCP is not inspected (README, Limitations)
+                    }
+                    if s.ty & 0xf == libc::SOCK_DGRAM && (family == libc::AF_INET || family == libc::AF_INET6) {
+                        questions.push(Question { at: ptr, len, family, server: dest, name });
+                        continue;
                     }
                     log(
                         &self.cfg,
@@ -515,8 +530,182 @@ impl Sup {
             log(&self.cfg, LogLevel::Info, format_args!("{why}: only TCP is proxied; refusing a datagram to a tailnet destination"));
             return Verdict::Fail(Errno(libc::ENETUNREACH));
         }
+        if !questions.is_empty() {
+            // Taken above (a question is only recorded once its socket is).
+            let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+            return self.redirect_questions(n, s, &questions);
+        }
+        if to_responder {
+            // A datagram socket of the tree sending to the responder's address itself (a
+            // program whose destination an earlier `redirect_questions` rewrote, using it from
+            // another socket): registered, so its public questions are carried to a server.
+            // Nothing here can leak (the responder never forwards a tailnet question), so
+            // failing to register lets the send go on: the responder then drops it.
+            if take_once(&mut sock) {
+                if let Some(Some(s)) = &sock {
+                    if s.ty & 0xf == libc::SOCK_DGRAM {
+                        self.register_dns_sender(s, None);
+                    }
+                }
+            }
+        }
         Verdict::Continue
     }
+
+    /// Tailnet DNS questions sent on an unconnected datagram socket (a static musl program's
+    /// `getaddrinfo` under the supervisor: musl sends each question with `sendto` to every
+    /// nameserver of resolv.conf, from one socket it bound to port 0). They must not reach the
+    /// server, and refusing them (ENETUNREACH) makes the lookup fail (EAI_AGAIN). They go to
+    /// our responder instead, which answers them with the placeholders:
+    ///
+    /// 1. the socket gets a local address if it has none (bound to the wildcard address, port
+    ///    0, of its family: what the kernel's autobind does at this very send), and that
+    ///    address is registered in `dns_routes` with the server asked and the thread group, as
+    ///    `dns_redirect` does for a connect to port 53; the responder then answers its tailnet
+    ///    questions and carries its other questions to that server;
+    /// 2. the destination sockaddr is rewritten in the PROGRAM'S MEMORY to the responder's
+    ///    address, in the program's own form (AF_INET: 127.0.0.1:port, sin_zero zeroed;
+    ///    AF_INET6: ::ffff:127.0.0.1:port, flowinfo and scope_id 0), and the send CONTINUEs:
+    ///    the kernel copies the address in only after our answer, so the question goes to the
+    ///    responder and never to the server.
+    ///
+    /// Why the program's memory. musl accepts a reply only when recvfrom's source address is
+    /// byte for byte (memcmp over the sockaddr length) the address it sent to. We cannot send
+    /// from the server's address (that needs privileges and would answer for the server on
+    /// the network), and rewriting the source of every recvfrom of static programs would put
+    /// every UDP receive of theirs through the supervisor. Rewritten where musl keeps it (its
+    /// `ns[]` entry), the address it sent to IS the responder's, and the responder's reply
+    /// passes musl's check. This is a deliberate, documented exception (README, the
+    /// supervisor): the supervisor writes into a program's memory only here — a tailnet DNS
+    /// question on an unconnected send under the supervisor, which would otherwise fail — and
+    /// only the destination sockaddr of that very send. The program sees its address variable
+    /// changed: later sends to it (a retry, the AAAA question, a public question, another
+    /// socket) reach the responder, which answers tailnet questions and forwards the others
+    /// (`on_send` registers a socket that sends there unregistered).
+    ///
+    /// Any step that fails: ENETUNREACH, as before — the question is never sent to the server.
+    fn redirect_questions(&self, n: &libc::seccomp_notif, s: &Sock, questions: &[Question]) -> Verdict {
+        let refuse = |why: &str| {
+            let q = &questions[0];
+            log(&self.cfg, LogLevel::Info, format_args!("dns query for tailnet name {:?} to {}: refused, {why} (ENETUNREACH)", q.name, q.server));
+            Verdict::Fail(Errno(libc::ENETUNREACH))
+        };
+        if !self.register_dns_sender(s, Some(questions[0].server)) {
+            return refuse("the socket could not be registered with the responder");
+        }
+        let mut writes: Vec<(u64, Vec<u8>)> = Vec::with_capacity(questions.len());
+        for q in questions {
+            let Some(bytes) = responder_sockaddr(self.dns, q.family, q.len) else { return refuse("no responder address of that form") };
+            writes.push((q.at, bytes));
+        }
+        if let Err(e) = self.write_target(n, &writes) {
+            return refuse(&format!("its destination could not be rewritten ({e})"));
+        }
+        for q in questions {
+            log(
+                &self.cfg,
+                LogLevel::Debug,
+                format_args!("dns query for tailnet name {:?} to {}: sent to the responder {} instead (supervisor)", q.name, q.server, self.dns),
+            );
+        }
+        Verdict::Continue
+    }
+
+    /// Write each (address, bytes) into the memory of the notifying thread's process through
+    /// /proc/<tid>/mem (a pwrite: it also writes where the program's mapping is read-only, as
+    /// a debugger does — where the kernel allows that, see `proc_mem.force_override`). The
+    /// notification is checked live after the file is opened and before the first write: the
+    /// file holds the process's memory, so a pid reused meanwhile is never written to. Only
+    /// `redirect_questions` writes (see there why).
+    fn write_target(&self, n: &libc::seccomp_notif, writes: &[(u64, Vec<u8>)]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::OpenOptions::new().write(true).open(format!("/proc/{}/mem", n.pid))?;
+        if !self.valid(n.id) {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        for (at, bytes) in writes {
+            mem.write_all_at(bytes, *at)?;
+        }
+        Ok(())
+    }
+
+    /// Register datagram socket `s` with the responder: its local address (made, as the
+    /// kernel's autobind would, when it has none) -> the server its public questions go to
+    /// (`server`, else the one already recorded, else the first nameserver of the process's
+    /// resolv.conf) and its thread group. False when it has or gets no local address.
+    fn register_dns_sender(&self, s: &Sock, server: Option<SocketAddr>) -> bool {
+        let fd = s.fd.as_raw_fd();
+        let mut me = local_addr(fd);
+        if me.map_or(true, |a| a.port() == 0) {
+            let any: SocketAddr =
+                if s.domain == libc::AF_INET6 { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() };
+            let Some((sa, len)) = sockaddr::encode(any, s.domain) else { return false };
+            // An error here (bound meanwhile by another thread: EINVAL) shows in the re-read.
+            let _ = syscall!(SYS_bind, fd, &sa as *const libc::sockaddr_storage, len);
+            me = local_addr(fd);
+        }
+        let Some(me) = me.filter(|a| a.port() != 0) else { return false };
+        // A datagram to 127.0.0.1 from a socket bound to the wildcard address comes from
+        // 127.0.0.1: the address the responder sees (`dns::handle` looks routes up by it).
+        let key = SocketAddr::new(if me.ip().is_unspecified() { self.dns.ip() } else { me.ip() }, me.port());
+        let server = match server {
+            Some(sv) => sv,
+            None if lock(&self.dns_routes).get(&key).is_some_and(|r| r.tgid == s.tgid) => return true,
+            None => first_nameserver(s.tgid), // read with no lock held
+        };
+        let mut routes = lock(&self.dns_routes);
+        if routes.len() >= 4096 {
+            routes.clear(); // old sockets; a live one re-registers on its next send
+        }
+        routes.insert(key, DnsRoute { server, tgid: s.tgid });
+        true
+    }
+}
+
+/// A tailnet DNS question in one message of a send (`redirect_questions`).
+struct Question {
+    /// Where its destination sockaddr is in the target, and its length (<= ADDR_MAX).
+    at: u64,
+    len: usize,
+    /// The sockaddr's family field (AF_INET or AF_INET6).
+    family: i32,
+    server: SocketAddr,
+    name: String,
+}
+
+/// The octets written over a destination sockaddr of family `family` and length `len` (as
+/// the program passed it) so that it names the responder `dns`: AF_INET, 127.0.0.1:port with
+/// sin_zero zeroed (16 octets: all the kernel reads); AF_INET6, ::ffff:127.0.0.1:port with
+/// flowinfo and scope_id 0 (28 octets, or 24 when the program passed 24: RFC 2133's form,
+/// without scope_id). None for a length the kernel would refuse anyway (EINVAL), or another
+/// family.
+fn responder_sockaddr(dns: SocketAddr, family: i32, len: usize) -> Option<Vec<u8>> {
+    let (sa, salen) = sockaddr::encode(dns, family)?;
+    let min = if family == libc::AF_INET { salen as usize } else { 24 };
+    if len < min {
+        return None;
+    }
+    let n = len.min(salen as usize);
+    // SAFETY: sa is a sockaddr_storage (128 octets, all initialized: encode starts from zeros),
+    // and n <= salen <= 128.
+    let bytes = unsafe { std::slice::from_raw_parts(std::ptr::addr_of!(sa).cast::<u8>(), n) };
+    Some(bytes.to_vec())
+}
+
+/// The first nameserver of the resolv.conf process `tgid` sees (through its root), port 53;
+/// without one, 127.0.0.1:53 (the default of musl and glibc).
+fn first_nameserver(tgid: i32) -> SocketAddr {
+    first_nameserver_in(&std::fs::read_to_string(format!("/proc/{tgid}/root/etc/resolv.conf")).unwrap_or_default())
+}
+
+fn first_nameserver_in(text: &str) -> SocketAddr {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            (f.next() == Some("nameserver")).then(|| f.next()).flatten()
+        })
+        .find_map(|a| a.parse::<std::net::IpAddr>().ok())
+        .map_or(SocketAddr::from(([127, 0, 0, 1], route::DNS_PORT)), |ip| SocketAddr::new(ip, route::DNS_PORT))
 }
 
 /// One message of a send, as addresses in the target's memory.
@@ -547,4 +736,39 @@ pub(super) fn local_addr(fd: i32) -> Option<SocketAddr> {
     // SAFETY: the kernel wrote len bytes into st.
     let a = unsafe { sockaddr::read(std::ptr::addr_of!(st).cast(), len) }?;
     Some(SocketAddr::new(cidr::unmap(a.ip()), a.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_responders_address_in_the_programs_form() {
+        let dns: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let port = 4242u16.to_be_bytes();
+        let mut v4 = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        v4.extend_from_slice(&port);
+        v4.extend_from_slice(&[127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 16), Some(v4.clone()));
+        // A longer length (sockaddr_storage): the 16 octets the kernel reads.
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 128), Some(v4));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET, 15), None);
+        let mut v6 = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        v6.extend_from_slice(&port);
+        v6.extend_from_slice(&[0; 4]); // flowinfo
+        v6.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1]);
+        v6.extend_from_slice(&[0; 4]); // scope_id
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 28), Some(v6.clone()));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 24), Some(v6[..24].to_vec()));
+        assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 23), None);
+        assert_eq!(responder_sockaddr(dns, libc::AF_UNIX, 110), None);
+    }
+
+    #[test]
+    fn first_nameserver_of_a_resolv_conf() {
+        let t = "# comment\nsearch example.com\nnameserver  fd00::53\nnameserver 10.0.0.1\n";
+        assert_eq!(first_nameserver_in(t), "[fd00::53]:53".parse().unwrap());
+        assert_eq!(first_nameserver_in("nameserver bogus\nnameserver 10.0.0.1\n"), "10.0.0.1:53".parse().unwrap());
+        assert_eq!(first_nameserver_in("options ndots:1\n"), "127.0.0.1:53".parse().unwrap());
+    }
 }
