@@ -8,7 +8,7 @@ ROOT := $(shell id -u)
 all: build
 
 build:
-	$(CARGO) build --release --workspace
+	CARGO="$(CARGO)" bash scripts/build.sh --release
 	@echo "built target/release/tsproxy and target/release/libtsproxy.so"
 
 # Every tier: unit tests, the no-root loopback tier, and (as root) the namespace tier with
@@ -16,7 +16,7 @@ build:
 test: test-deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -q -- -D warnings
-	$(CARGO) build --workspace
+	CARGO="$(CARGO)" bash scripts/build.sh
 	@if [ "$(ROOT)" = 0 ]; then \
 		TSPROXY_REQUIRE_NETNS=1 TSPROXY_REQUIRE_STATIC=1 TSPROXY_REQUIRE_GRPC=1 TSPROXY_REQUIRE_IMAGE=1 $(CARGO) test --workspace; rc=$$?; \
 		bash tests/netns/topology.sh down; exit $$rc; \

@@ -13,7 +13,7 @@ command -v iperf3 >/dev/null || missing+=(iperf3)
 if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-cargo build --release --workspace -q
+bash scripts/build.sh --release -q
 mkdir -p target/release/c-harness
 cc -O2 -Wall -o target/release/c-harness/connbench c-harness/connbench.c
 cc -O2 -Wall -o target/release/c-harness/udpbench c-harness/udpbench.c

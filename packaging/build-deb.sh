@@ -107,7 +107,7 @@ for tool in dpkg-deb dpkg-shlibdeps; do
     command -v "$tool" >/dev/null || die "$tool missing (apt-get install dpkg-dev)"
 done
 
-"$CARGO" build --release --workspace --quiet
+CARGO="$CARGO" bash scripts/build.sh --release --quiet
 BIN=target/release/tsproxy
 LIB=target/release/libtsproxy.so
 
@@ -130,6 +130,7 @@ install -Dm644 "$P/completions/_tsproxy" "$STAGE/usr/share/zsh/vendor-completion
 install -Dm644 "$P/completions/tsproxy.fish" "$STAGE/usr/share/fish/vendor_completions.d/tsproxy.fish"
 DOC=$STAGE/usr/share/doc/tsproxy
 install -Dm644 "$P/copyright" "$DOC/copyright"
+install -Dm644 "$P/lintian-overrides" "$STAGE/usr/share/lintian/overrides/tsproxy"
 gzip -9n < "$P/changelog" > "$DOC/changelog.Debian.gz"
 gzip -9n < README.md > "$DOC/README.md.gz"
 chmod 644 "$DOC"/*.gz "$STAGE"/usr/share/man/man*/*.gz

@@ -228,3 +228,54 @@ fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
         assert!(u.recv(&mut b).is_err(), "{prog}: a datagram reached the tailnet route");
     }
 }
+
+/// The supervisor is started by a clone that waits for the launcher's exec
+/// (wrapper/src/supervisor/spawn.rs). What the command can see of it: one child that no
+/// `wait` reports, in a session of its own, its argument area scrubbed, holding none of the
+/// descriptors the command was given (here an extra fd 3) and /dev/null as its stdin/stdout.
+#[test]
+fn supervisor_is_a_quiet_child_of_the_command() {
+    let script = r#"
+import os, sys, time
+me = os.getpid()
+kids = open('/proc/self/task/%d/children' % me).read().split()
+assert len(kids) == 1, kids
+s = int(kids[0])
+deadline = time.time() + 5
+def state():
+    cmd = open('/proc/%d/cmdline' % s, 'rb').read()
+    fds = {}
+    for f in os.listdir('/proc/%d/fd' % s):
+        try: fds[int(f)] = os.readlink('/proc/%d/fd/%s' % (s, f))
+        except OSError: pass
+    return cmd, fds
+while True:
+    cmd, fds = state()
+    done = cmd.startswith(b'tsproxy-supervisor') and not any('hostname' in t for t in fds.values()) and fds.get(0) == '/dev/null'
+    if done or time.time() > deadline: break
+    time.sleep(0.02)
+assert cmd.startswith(b'tsproxy-supervisor'), cmd
+assert not any('hostname' in t for t in fds.values()), fds
+assert fds.get(0) == '/dev/null' and fds.get(1) == '/dev/null', fds
+assert os.getsid(s) != os.getsid(0) and os.getsid(s) == s, (os.getsid(s), os.getsid(0))
+assert os.readlink('/proc/self/fd/3') == '/etc/hostname'
+try:
+    os.wait()
+    print('wait reported a child')
+except ChildProcessError:
+    pass
+print('quiet ok')
+"#;
+    if !std::path::Path::new("/etc/hostname").exists() {
+        eprintln!("skipped: no /etc/hostname to pass as fd 3");
+        return;
+    }
+    let out = Command::new("sh")
+        .args(["-c", "exec 3</etc/hostname; exec \"$0\" --supervisor=on python3 -c \"$1\"", launcher().to_str().unwrap(), script])
+        .env_remove("TSPROXY_PROXY")
+        .env("TSPROXY_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("quiet ok"), "{}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+}

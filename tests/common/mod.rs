@@ -29,13 +29,22 @@ pub fn target_dir() -> PathBuf {
 fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-q", "-p", "tsproxy-preload", "-p", "tsproxy-launcher"]).current_dir(env!("CARGO_MANIFEST_DIR"));
-        if target_dir().file_name().is_some_and(|n| n == "release") {
-            c.arg("--release");
+        // The launcher as shipped: static (scripts/build.sh says why it is a second step).
+        let release = target_dir().file_name().is_some_and(|n| n == "release");
+        for args in [
+            &["build", "-q", "-p", "tsproxy-preload"][..],
+            &["rustc", "-q", "-p", "tsproxy-launcher", "--bin", "tsproxy", "--", "-C", "target-feature=+crt-static"][..],
+        ] {
+            let mut c = Command::new(env!("CARGO"));
+            let (head, tail) = args.split_at(args.iter().position(|a| *a == "--").unwrap_or(args.len()));
+            c.args(head).current_dir(env!("CARGO_MANIFEST_DIR"));
+            if release {
+                c.arg("--release");
+            }
+            c.args(tail);
+            let st = c.status().expect("cargo");
+            assert!(st.success(), "building libtsproxy.so and tsproxy failed: cargo {args:?}");
         }
-        let st = c.status().expect("cargo build");
-        assert!(st.success(), "building libtsproxy.so and tsproxy failed");
     });
 }
 

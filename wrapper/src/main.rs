@@ -332,6 +332,9 @@ fn launcher() {
         }
     }
     let err = Command::new(&o.cmd[0]).args(&o.cmd[1..]).env("LD_PRELOAD", preload).exec();
+    if supervised {
+        supervisor::cancel();
+    }
     let name = o.cmd[0].to_string_lossy();
     match err.kind() {
         std::io::ErrorKind::NotFound => die(127, format!("{name}: command not found")),

@@ -98,6 +98,11 @@ pub fn install(cfg: &Config) -> Result<Handoff, String> {
     Ok(Handoff { dns: dns_addr, key: dns::key_hex(&key) })
 }
 
+/// The command could not be exec'd: the supervisor started for it ends without working.
+pub fn cancel() {
+    spawn::cancel();
+}
+
 /// no_new_privs and the filter on this thread (the supervisor, cloned before, is under
 /// neither); returns the listener (close-on-exec: the command's copy of the descriptor table
 /// loses it at the exec, the supervisor's keeps it).

@@ -41,7 +41,7 @@
 //! - If the launcher fails after the clone (no filter, exec failed and it exits), the gate
 //!   opens with no listener recorded and the child exits at once.
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 /// The child's stack: the supervisor's main thread runs on it for the rest of its life. Pages
 /// are only committed when touched (MAP_NORESERVE).
@@ -66,6 +66,19 @@ impl Start {
     /// Record the listener: the child runs the supervisor only if this was called.
     pub fn set_listener(&self, fd: i32) {
         self.listener.store(fd, Ordering::Release);
+    }
+}
+
+/// The block of this launcher's supervisor, for `cancel`.
+static STARTED: AtomicPtr<Start> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The launcher will not exec after all (the command could not be exec'd): the child, woken
+/// when the launcher exits, ends at once instead of starting a supervisor for nobody.
+pub fn cancel() {
+    let p = STARTED.load(Ordering::Acquire);
+    // SAFETY: p is null or the leaked Start of spawn(), valid for the process's life.
+    if let Some(start) = unsafe { p.as_ref() } {
+        start.listener.store(-1, Ordering::Release);
     }
 }
 
@@ -109,6 +122,7 @@ pub fn spawn(main: Main) -> Result<(&'static Start, i32), String> {
     if pid < 0 {
         return Err(format!("clone: {}", std::io::Error::last_os_error()));
     }
+    STARTED.store(start as *const Start as *mut Start, Ordering::Release);
     Ok((start, pid))
 }
 
