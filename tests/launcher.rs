@@ -232,7 +232,8 @@ fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
 /// The supervisor is started by a clone that waits for the launcher's exec
 /// (wrapper/src/supervisor/spawn.rs). What the command can see of it: one child that no
 /// `wait` reports, in a session of its own, its argument area scrubbed, holding none of the
-/// descriptors the command was given (here an extra fd 3) and /dev/null as its stdin/stdout.
+/// descriptors the command was given (here an extra fd 3), /dev/null as its stdin/stdout, and
+/// SIGPIPE ignored.
 #[test]
 fn supervisor_is_a_quiet_child_of_the_command() {
     let script = r#"
@@ -259,6 +260,9 @@ assert not any('hostname' in t for t in fds.values()), fds
 assert fds.get(0) == '/dev/null' and fds.get(1) == '/dev/null', fds
 assert os.getsid(s) != os.getsid(0) and os.getsid(s) == s, (os.getsid(s), os.getsid(0))
 assert os.readlink('/proc/self/fd/3') == '/etc/hostname'
+# SIGPIPE ignored in the supervisor: its log writes to a closed stderr must not kill it.
+ign = int([l for l in open('/proc/%d/status' % s) if l.startswith('SigIgn:')][0].split()[1], 16)
+assert ign >> 12 & 1, hex(ign)
 try:
     os.wait()
     print('wait reported a child')

@@ -140,6 +140,11 @@ fn supervise(listener: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KE
     // socks5://user:password@...` may be, is readable by every user in /proc/PID/cmdline (ps).
     // It lives as long as the command: overwrite it now.
     scrub_cmdline();
+    // The launcher has no std runtime start-up (main.rs), which would have ignored SIGPIPE: a
+    // write to a closed pipe (the log, when the command's stderr reader is gone) or to a
+    // socket a proxy closed must be an EPIPE here, not the end of the supervisor.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     // SAFETY: setsid has no preconditions (we are not a group leader: our pid is new).
     unsafe { libc::setsid() };
     {
