@@ -71,7 +71,8 @@ pub fn keep(t: &mut Table, fd: i32) -> bool {
         return false;
     }
     let me = sys::pid();
-    let Some(slot) = t.lookup(fd) else { return false };
+    // (Not `lookup`: the close hook has cleared the number's marks already.)
+    let Some(slot) = t.lookup_any(fd) else { return false };
     let Some(c) = t.conn(slot) else { return false };
     if !is_kept_candidate(c, fd, me) {
         return false;
