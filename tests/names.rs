@@ -648,6 +648,76 @@ fn slow_syn() -> u64 {
     counter("slow_syn")
 }
 
+/// By hand: a connect through the IPv4 placeholder closed
+/// after 100 ms (kept), then: nothing (the kept socket is closed after 1 s), a blocking
+/// connect through the IPv6 placeholder (adopts, waits), a fork while one is kept (the child's
+/// copy is closed) and a nonblocking IPv6 connect in the parent (adopts). Sockets counted in
+/// /proc/self/fd.
+const ADOPT_PY: &str = r#"
+import errno, os, select, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+v4 = socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_STREAM)[0][4]
+v6 = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_STREAM)[0][4]
+def fds():
+    out = set()
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + f).startswith("socket:"):
+                out.add(f)
+        except OSError:
+            pass
+    return out
+def attempt():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setblocking(False)
+    r = s.connect_ex(v4)
+    time.sleep(0.1)
+    s.close()
+    return r
+def get(s):
+    s.sendall(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    d = b""
+    while True:
+        c = s.recv(4096)
+        if not c:
+            break
+        d += c
+    return d.split(b"\r\n")[0].decode()
+# 1. expiry: a kept socket nobody adopts is closed after the grace period.
+base = fds()
+r = attempt()
+time.sleep(0.05)
+kept = len(fds() - base)
+time.sleep(1.3)
+print("expiry=%s kept=%d after=%d" % (errno.errorcode.get(r, r), kept, len(fds() - base)), flush=True)
+# 2. a blocking connect adopts and waits for the end.
+attempt()
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+t = time.monotonic()
+s.connect(v6)
+print("blocking=%s %.3f peer=%s v6=%s" % (get(s), time.monotonic() - t, s.getpeername()[0], v6[0]), flush=True)
+s.close()
+# 3. fork while a socket is kept: the child's copy is closed; the parent adopts.
+base = fds()
+attempt()
+time.sleep(0.05)
+pid = os.fork()
+if pid == 0:
+    print("child_extra=%d" % len(fds() - base), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setblocking(False)
+r = s.connect_ex(v6)
+select.select([], [s], [], 5)
+err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+s.setblocking(True)
+print("fork=%s %s %s" % (errno.errorcode.get(r, r), err, get(s)), flush=True)
+s.close()
+time.sleep(1.2)
+print("end_extra=%d" % len(fds() - base), flush=True)
+"#;
+
 /// node does not race the two families: it closes an attempt that has not connected after
 /// 250 ms (`autoSelectFamilyAttemptTimeout`) and connects the next address. With the proxy's
 /// dial of the peer taking ~1 s (the first SYN dropped on the tailnet side, topology.sh's
@@ -663,7 +733,13 @@ fn node_autoselectfamily_closes_a_slow_attempt_and_the_next_adopts_its_tunnel() 
         return;
     }
     let _peer1_8081 = PEER1_8081.lock().unwrap_or_else(|e| e.into_inner());
-    let v = Command::new("node").args(["-p", "process.versions.node + ' ' + require('net').getDefaultAutoSelectFamily() + ' ' + require('net').getDefaultAutoSelectFamilyAttemptTimeout()"]).output().unwrap();
+    let v = Command::new("node")
+        .args([
+            "-p",
+            "process.versions.node + ' ' + require('net').getDefaultAutoSelectFamily() + ' ' + require('net').getDefaultAutoSelectFamilyAttemptTimeout()",
+        ])
+        .output()
+        .unwrap();
     let v = String::from_utf8_lossy(&v.stdout).trim().to_string();
     let f: Vec<&str> = v.split_whitespace().collect();
     if f.get(1) != Some(&"true") || f.get(2) != Some(&"250") {
@@ -672,7 +748,12 @@ fn node_autoselectfamily_closes_a_slow_attempt_and_the_next_adopts_its_tunnel() 
         return;
     }
     let node = |how: &str, mode: &str, host: &str, port: &str, lookup: &str| {
-        sh(Ns::Ws, &format!("exec {how} node -e \"$JS\" \"$M\" \"$H\" \"$P\" \"$L\""), &[("JS", NODE_ATTEMPTS), ("M", mode), ("H", host), ("P", port), ("L", lookup)], 20)
+        sh(
+            Ns::Ws,
+            &format!("exec {how} node -e \"$JS\" \"$M\" \"$H\" \"$P\" \"$L\""),
+            &[("JS", NODE_ATTEMPTS), ("M", mode), ("H", host), ("P", port), ("L", lookup)],
+            20,
+        )
     };
     let mut fails = Vec::new();
     {
@@ -705,6 +786,25 @@ fn node_autoselectfamily_closes_a_slow_attempt_and_the_next_adopts_its_tunnel() 
                 ));
             }
         }
+        // The same by hand (python): expiry, a blocking adopter, fork while kept. Each part is
+        // one dial (2 SYNs); without adoption parts 2 and 3 would dial twice.
+        let before = slow_syn();
+        let r = sh(Ns::Ws, "exec $TSP python3 -c \"$PY\" peer-1 8081", &[("PY", ADOPT_PY)], 20);
+        let syns = slow_syn() - before;
+        let blocking = kv(&r, "blocking");
+        let b: Vec<&str> = blocking.split_whitespace().collect();
+        let ok = kv(&r, "expiry") == "EINPROGRESS kept=1 after=0"
+            && b.len() == 6
+            && b[..3] == ["HTTP/1.0", "200", "OK"]
+            && b[4].strip_prefix("peer=").is_some_and(v6_placeholder)
+            && b[4].strip_prefix("peer=") == b[5].strip_prefix("v6=")
+            && kv(&r, "child_extra") == "0"
+            && kv(&r, "fork") == "EINPROGRESS 0 HTTP/1.0 200 OK"
+            && kv(&r, "end_extra") == "0";
+        eprintln!("python, kept/expired/blocking/fork: {syns} SYNs, {}", r.text());
+        if !(ok && syns == 6) {
+            fails.push(format!("python: kept 1 socket then closed it; a blocking and a post-fork connect adopted; 3 dials (6 SYNs, got {syns}): {}", r.text()));
+        }
     }
     // Control: node's own behaviour without the library, the same slow dial (a public server
     // of our own on 198.51.100.10:8090, given to node as IPv4 and as v4-mapped IPv6).
@@ -714,7 +814,11 @@ fn node_autoselectfamily_closes_a_slow_attempt_and_the_next_adopts_its_tunnel() 
     let _server = Server(c.spawn().unwrap());
     let up = (0..100).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        Command::new("ip").args(["netns", "exec", "tsp-ws", "bash", "-c", "exec 3<>/dev/tcp/198.51.100.10/8090"]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        Command::new("ip")
+            .args(["netns", "exec", "tsp-ws", "bash", "-c", "exec 3<>/dev/tcp/198.51.100.10/8090"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     });
     assert!(up, "the control server on 198.51.100.10:8090 did not come up");
     {
@@ -728,7 +832,10 @@ fn node_autoselectfamily_closes_a_slow_attempt_and_the_next_adopts_its_tunnel() 
         // lookup answers synchronously.)
         let want = "timeout 198.51.100.10,try ::ffff:198.51.100.10";
         if !(ev.ends_with(want) && kv(&r, "body") == PEER && syns == 3) {
-            fails.push(format!("control, node alone: two connections, the first closed after 250 ms (1 SYN + 2 SYNs = 3, got {syns}), events {want}: {}", r.text()));
+            fails.push(format!(
+                "control, node alone: two connections, the first closed after 250 ms (1 SYN + 2 SYNs = 3, got {syns}), events {want}: {}",
+                r.text()
+            ));
         }
     }
     assert!(fails.is_empty(), "{} failed:\n{}", fails.len(), fails.join("\n"));

@@ -115,7 +115,13 @@ pub fn keep(t: &mut Table, fd: i32) -> bool {
     c.regs.clear();
     let waiters = std::mem::take(&mut c.waiters);
     c.kept = Some(Instant::now() + GRACE);
-    crate::log::log!(Debug, "connect fd={fd} {}: closed in flight after {} ms; kept {} ms for the other family", c.hs.target(), c.t0.elapsed().as_millis(), GRACE.as_millis());
+    crate::log::log!(
+        Debug,
+        "connect fd={fd} {}: closed in flight after {} ms; kept {} ms for the other family",
+        c.hs.target(),
+        c.t0.elapsed().as_millis(),
+        GRACE.as_millis()
+    );
     t.move_fd(fd, k, slot);
     for w in waiters {
         super::wake::signal(w);
@@ -235,13 +241,17 @@ fn carry_options(from: i32, to: i32) {
     for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
         let mut l = std::mem::size_of::<libc::timeval>() as libc::socklen_t;
-        if syscall!(SYS_getsockopt, from, libc::SOL_SOCKET, opt, &mut tv as *mut libc::timeval, &mut l as *mut libc::socklen_t).is_ok() && (tv.tv_sec, tv.tv_usec) != (0, 0) {
+        if syscall!(SYS_getsockopt, from, libc::SOL_SOCKET, opt, &mut tv as *mut libc::timeval, &mut l as *mut libc::socklen_t).is_ok()
+            && (tv.tv_sec, tv.tv_usec) != (0, 0)
+        {
             let _ = syscall!(SYS_setsockopt, to, libc::SOL_SOCKET, opt, &tv as *const libc::timeval, l);
         }
     }
     let mut lg = libc::linger { l_onoff: 0, l_linger: 0 };
     let mut l = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-    if syscall!(SYS_getsockopt, from, libc::SOL_SOCKET, libc::SO_LINGER, &mut lg as *mut libc::linger, &mut l as *mut libc::socklen_t).is_ok() && lg.l_onoff != 0 {
+    if syscall!(SYS_getsockopt, from, libc::SOL_SOCKET, libc::SO_LINGER, &mut lg as *mut libc::linger, &mut l as *mut libc::socklen_t).is_ok()
+        && lg.l_onoff != 0
+    {
         let _ = syscall!(SYS_setsockopt, to, libc::SOL_SOCKET, libc::SO_LINGER, &lg as *const libc::linger, l);
     }
 }
@@ -264,14 +274,22 @@ pub enum Adopted {
 ///
 /// # Safety
 /// `addr` holds `len` readable bytes.
-pub unsafe fn adopt(fd: i32, dest: std::net::SocketAddr, key: (u32, u16), addr: *const libc::sockaddr, len: libc::socklen_t, known: u8, fl: i32, limit: Duration) -> Option<Adopted> {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn adopt(
+    fd: i32,
+    dest: std::net::SocketAddr,
+    key: (u32, u16),
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    known: u8,
+    fl: i32,
+    limit: Duration,
+) -> Option<Adopted> {
     if KEPT.load(Ordering::Relaxed) == 0 || known & fds::FRESH_STREAM == 0 {
         return None;
     }
     let me = sys::pid();
-    if candidate(&mut TABLE.lock(), key, dest, me, Instant::now()).is_none() {
-        return None;
-    }
+    candidate(&mut TABLE.lock(), key, dest, me, Instant::now())?;
     let blocking = fl & libc::O_NONBLOCK == 0;
     // What the program's descriptor carries, gathered without the table lock (the epoll
     // registrations made before connect() go to the adopted socket).
