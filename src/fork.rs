@@ -34,4 +34,5 @@ extern "C" fn child() {
     tsproxy_core::sys::forget_pid();
     crate::net::pending::driver::after_fork_child();
     after();
+    crate::net::pending::adopt::after_fork_child();
 }

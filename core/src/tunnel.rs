@@ -118,6 +118,17 @@ impl<'a> Handshake<'a> {
         socks5::parse_bound(&self.buf).ok()
     }
 
+    /// The socket the handshake runs on (-1 for a placeholder that holds no handshake).
+    pub fn fd(&self) -> i32 {
+        self.fd
+    }
+
+    /// The same socket under another descriptor number (a dup of `fd()`, which is about to
+    /// go away): every later step uses `fd`.
+    pub fn set_fd(&mut self, fd: i32) {
+        self.fd = fd;
+    }
+
     /// The destination asked for (for logs of callers that drive the machine).
     pub fn target(&self) -> &Target {
         &self.target

@@ -312,9 +312,42 @@ PY
     echo "topology up"
 }
 
+# Opt-in, for one test at a time (tests/names.rs, under the root tier's lock): every TCP dial
+# of ADDR:PORT (from the workspace) takes ~1 s, as 100.64.0.5's always do: the tailnet side
+# drops the first SYN of each connection, so the dialler's first retransmission gets through.
+# (A netem delay would do as well; this kernel has no sch_netem.) The SYNs sent to ADDR:PORT
+# from the workspace (the proxies' dials or a program's own) are counted in counter
+# `slow_syn`. `noslow` removes both.
+slow() { # addr port
+    noslow
+    tn nft -f - <<NFT
+table inet slowtest {
+    set seen { type ipv4_addr . inet_service; flags dynamic,timeout; timeout 30s; }
+    chain in {
+        type filter hook input priority 0; policy accept;
+        ip daddr $1 tcp dport $2 tcp flags & (syn | ack) == syn ip saddr . tcp sport @seen accept
+        ip daddr $1 tcp dport $2 tcp flags & (syn | ack) == syn update @seen { ip saddr . tcp sport } drop
+    }
+}
+NFT
+    ws nft add counter inet tsproxy slow_syn
+    ws nft insert rule inet tsproxy out ip daddr "$1" tcp dport "$2" tcp flags '&' '(syn | ack)' == syn counter name slow_syn comment '"slowtest"'
+}
+
+noslow() {
+    tn nft delete table inet slowtest 2>/dev/null || true
+    local h
+    for h in $(ws nft -a list chain inet tsproxy out 2>/dev/null | sed -n 's/.*comment "slowtest" # handle \([0-9]*\).*/\1/p'); do
+        ws nft delete rule inet tsproxy out handle "$h"
+    done
+    ws nft delete counter inet tsproxy slow_syn 2>/dev/null || true
+}
+
 case "${1:-}" in
     up) up ;;
     down) down ;;
     counters) counters ;;
-    *) echo "usage: $0 up|down|counters" >&2; exit 2 ;;
+    slow) slow "$2" "$3" ;;
+    noslow) noslow ;;
+    *) echo "usage: $0 up|down|counters|slow ADDR PORT|noslow" >&2; exit 2 ;;
 esac

@@ -193,6 +193,9 @@ fn next_deadline(t: &mut Table, pid: i32, ep: i32) -> Option<Instant> {
         }
         next = Some(next.map_or(due, |n: Instant| n.min(due)));
     }
+    if let Some(k) = super::adopt::expire(t, now) {
+        next = Some(next.map_or(k, |n: Instant| n.min(k)));
+    }
     next
 }
 

@@ -15,6 +15,7 @@
 //!   about it is reported to any thread, whenever it started waiting;
 //! - at the end the registrations are added back with the application's events and data, and
 //!   the kernel reports the socket's real state to whoever waits.
+pub mod adopt;
 pub mod driver;
 pub mod epoll;
 pub mod shared;
@@ -79,6 +80,24 @@ pub unsafe fn start(
         return Detour::Fail(e);
     }
     let name_key = dest.and_then(crate::net::siblings::key_of);
+    if let (Some(k), Some(d)) = (name_key, dest) {
+        // The other family's attempt at this name and port, closed by the program just now
+        // (node's autoSelectFamily), is taken over instead of opening a second tunnel.
+        // SAFETY: forwarded contract.
+        match unsafe { adopt::adopt(fd, d, k, addr, len, known, fl, limit) } {
+            Some(adopt::Adopted::InProgress) => return Detour::Fail(Errno(libc::EINPROGRESS)),
+            Some(adopt::Adopted::Connected) => return Detour::Done(0),
+            Some(adopt::Adopted::Wait(want, left)) => {
+                return Detour::Wait(Wait {
+                    fds: wake::one(fd, want),
+                    n: 1,
+                    timeout_ms: left.as_millis().clamp(1, i32::MAX as u128) as i32,
+                    sigmask: std::ptr::null(),
+                })
+            }
+            None => {}
+        }
+    }
     if let Some(k) = name_key.filter(|_| !inline) {
         // SAFETY: forwarded contract.
         if let Some(d) = unsafe { held(fd, family, k, st.upstreams(), target.clone(), cfg.pipeline, addr, len, known, limit) } {
@@ -163,6 +182,7 @@ pub unsafe fn start(
         shared: None,
         name_key,
         held: None,
+        kept: None,
     };
     let mut t = TABLE.lock();
     let slot = t.insert(conn);
@@ -227,6 +247,7 @@ unsafe fn held(
                 && c.family != family
                 && c.result.is_none()
                 && c.held.is_none()
+                && c.kept.is_none()
                 && c.driver == Driver::Thread
                 && inode(c.fd) == Some(c.ino)
         })
@@ -270,6 +291,7 @@ unsafe fn held(
         shared: None,
         name_key: Some(key),
         held: Some(None),
+        kept: None,
     };
     let mut t = TABLE.lock();
     if !in_flight(&mut t) {
@@ -417,6 +439,10 @@ pub fn on_close(fd: i32) {
         return;
     }
     let mut t = TABLE.lock();
+    if adopt::keep(&mut t, fd) {
+        t.forget_epoll(fd);
+        return;
+    }
     if let Some(c) = t.forget_fd(fd) {
         let key = c.name_key.filter(|_| c.held.is_none() && c.result.is_none());
         cancel(c);

@@ -82,6 +82,10 @@ pub struct Conn {
     /// Not started: the other family's connect to the same name and port was in flight (see
     /// `held`). Some(when) once that one connected: start then, unless closed before.
     pub held: Option<Option<Instant>>,
+    /// Abandoned in flight by the program and kept (see `adopt`): `fd` is a descriptor of
+    /// ours (a dup of the closed one) until this instant, for the other family's connect to
+    /// the same name and port to take over.
+    pub kept: Option<Instant>,
 }
 
 pub struct Table {
@@ -185,6 +189,9 @@ impl Table {
                 crate::net::fds::set_pending(*fd, false);
             }
         }
+        if c.kept.is_some() {
+            super::adopt::kept_gone();
+        }
         self.free.push(slot);
         self.live = self.live.saturating_sub(1);
         ACTIVE.store(self.live, Ordering::Relaxed);
@@ -221,6 +228,25 @@ impl Table {
     /// Is there a conn for which `f` holds?
     pub fn any_conn(&self, f: impl Fn(&Conn) -> bool) -> bool {
         self.conns.iter().flatten().any(f)
+    }
+
+    /// The conn of `slot` moves from descriptor `old` to `new` (the same socket: see `adopt`).
+    pub fn move_fd(&mut self, old: i32, new: i32, slot: usize) {
+        if self.fds.get(&old) == Some(&slot) {
+            self.fds.remove(&old);
+            crate::net::fds::set_pending(old, false);
+        }
+        self.fds.insert(new, slot);
+        crate::net::fds::set_pending(new, true);
+    }
+
+    /// Slots of kept sockets (see `adopt`) of process `pid`, or of any process.
+    pub fn kept_slots(&self, pid: i32) -> Vec<usize> {
+        self.conns.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| c.kept.is_some() && c.owner == pid).map(|_| i)).collect()
+    }
+
+    pub fn kept_slots_any(&self) -> Vec<usize> {
+        self.conns.iter().enumerate().filter_map(|(i, c)| c.as_ref().filter(|c| c.kept.is_some()).map(|_| i)).collect()
     }
 
     pub fn add_fd(&mut self, slot: usize, fd: i32) {
@@ -288,6 +314,9 @@ impl Table {
     pub fn apply(&mut self, slot: usize, hs: Handshake<'static>, step: Step, driver_ep: i32) -> bool {
         let Some(c) = self.conn(slot) else { return true };
         c.hs = hs;
+        // The conn may have moved to another descriptor of the same socket while its
+        // handshake was out (kept at close, or adopted: see `adopt`).
+        c.hs.set_fd(c.fd);
         match step {
             Step::Want(ev) => {
                 if ev != c.want {
@@ -337,6 +366,31 @@ impl Table {
             c.in_driver = false;
         }
         let us = c.t0.elapsed().as_micros();
+        if c.kept.is_some() {
+            // Nobody's socket but ours: nothing to record, restore or wake for the program.
+            // SAFETY: addr holds len bytes (copied from the application's connect).
+            let dest = unsafe { tsproxy_core::sockaddr::read(std::ptr::addr_of!(c.addr).cast(), c.len) };
+            if let Some(w) = c.shared {
+                super::shared::end(w, c.id);
+            }
+            match result {
+                Ok(()) => {
+                    // Kept, connected, until adopted or its time is up.
+                    crate::log::log!(Debug, "connect (kept) {} -> ok {us}us; kept for the other family", c.hs.target());
+                    if let Some(d) = dest {
+                        crate::net::siblings::succeeded(d);
+                    }
+                }
+                Err(e) => {
+                    crate::log::log!(Info, "connect (kept) {} -> {e} {us}us", c.hs.target());
+                    if let Some(d) = dest {
+                        crate::net::siblings::failed(d, e);
+                    }
+                    super::adopt::drop_kept(self, slot);
+                }
+            }
+            return;
+        }
         // The socket's own state is touched only while the number is still this socket.
         let alive = inode(fd) == Some(c.ino);
         match result {
