@@ -59,10 +59,15 @@ pub fn forget(fd: i32) {
     }
 }
 
+/// The program's close_range: forget what we knew of its descriptors in the range — not of
+/// ours, which the hook then closes the range around (clearing their mark first made them look
+/// like the program's, and the driver's epoll set and eventfds were closed under it).
 pub fn forget_range(first: u32, last: u32) {
     let hi = (last as usize).min(N - 1);
     for fd in (first as usize)..=hi {
-        forget(fd as i32);
+        if FDS[fd].load(Ordering::Relaxed) & OURS == 0 {
+            forget(fd as i32);
+        }
     }
 }
 
