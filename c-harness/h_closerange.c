@@ -1,4 +1,4 @@
-/* h_closerange HOST PORT: a nonblocking connect through tsproxy (the library's driver thread
+/* h_closerange HOST PORT [syscall]: a nonblocking connect through tsproxy (the library's driver thread
  * and its descriptors come to life), the tunnel used, then close_range(3, ~0U, 0) as a daemon or
  * a child before exec does — then the same again. Reports first=, closed=, second=, and
  * second_reply=. The program's close_range must close the program's descriptors only: the
@@ -6,6 +6,7 @@
 #include "h_common.h"
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/syscall.h>
 
 static const char *one(const char *host, const char *port, const char *tag) {
     struct addrinfo *res = h_resolve(host, port, AF_UNSPEC);
@@ -25,10 +26,11 @@ static const char *one(const char *host, const char *port, const char *tag) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 3) return 1;
+    if (argc != 3 && argc != 4) return 1;
     setvbuf(stdout, NULL, _IOLBF, 0);
     printf("first=%s\n", one(argv[1], argv[2], "first_reply"));
-    int rc = close_range(3, ~0U, 0);
+    /* "syscall": the way programs older than glibc's wrapper (2.34) call it. */
+    int rc = argc == 4 ? (int)syscall(SYS_close_range, 3, ~0U, 0) : close_range(3, ~0U, 0);
     printf("closed=%s\n", rc ? h_en(errno) : "ok");
     /* Program descriptors reuse the low numbers; ours are at the top of the range. Open a few
      * so that the numbers move on as in a real program. */

@@ -711,18 +711,21 @@ fn forced_panic_fails_closed() {
 /// A program's close_range(3, ~0U) (daemons at start, children before exec) cleared tsproxy's
 /// marks on its own descriptors before looking for them, and so closed the driver's epoll set
 /// and wake-up eventfds under the library. Fixed: the range is closed around them, as intended,
-/// and a nonblocking connect afterwards works.
+/// and a nonblocking connect afterwards works. Also through `syscall(SYS_close_range)`, which
+/// the `syscall` export now hands to the same hook.
 #[test]
 fn close_range_spares_tsproxys_descriptors() {
-    let mut c = under(Via::Preload, &socks_url(), harness("h_closerange"));
-    c.args(["slow", "80"]);
-    let r = run(c, 20);
-    let k = r.kv();
-    let ctx = r.text();
-    assert!(!r.timed_out, "hung: {ctx}");
-    assert_eq!(k.get("first").map(String::as_str), Some("ok"), "{ctx}");
-    assert_eq!(k.get("closed").map(String::as_str), Some("ok"), "{ctx}");
-    assert_eq!(k.get("second").map(String::as_str), Some("ok"), "{ctx}");
-    assert_eq!(k.get("second_reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{ctx}");
-    assert!(r.ok(), "{ctx}");
+    for how in [&["slow", "80"][..], &["slow", "80", "syscall"][..]] {
+        let mut c = under(Via::Preload, &socks_url(), harness("h_closerange"));
+        c.args(how);
+        let r = run(c, 20);
+        let k = r.kv();
+        let ctx = format!("{how:?}: {}", r.text());
+        assert!(!r.timed_out, "hung: {ctx}");
+        assert_eq!(k.get("first").map(String::as_str), Some("ok"), "{ctx}");
+        assert_eq!(k.get("closed").map(String::as_str), Some("ok"), "{ctx}");
+        assert_eq!(k.get("second").map(String::as_str), Some("ok"), "{ctx}");
+        assert_eq!(k.get("second_reply").map(String::as_str), Some("HTTP/1.0 200 OK"), "{ctx}");
+        assert!(r.ok(), "{ctx}");
+    }
 }

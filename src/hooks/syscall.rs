@@ -2,7 +2,8 @@
 //! may lack: libuv before 1.45 sends and receives UDP batches with `syscall(SYS_sendmmsg)` and
 //! `syscall(SYS_recvmmsg)` (dig, and every program on such a libuv), so a datagram to a
 //! tailnet destination, or a DNS question for a tailnet name, would pass every other hook; and
-//! every libuv (node) closes descriptors with `syscall(SYS_close)`.
+//! every libuv (node) closes descriptors with `syscall(SYS_close)`, and programs older than
+//! glibc's `close_range` wrapper call `syscall(SYS_close_range)`.
 //!
 //! Not a hook with logic of its own: the socket calls are handed to the exported hooks of the
 //! same name (each through its own boundary, as if the program had called libc's function —
@@ -28,6 +29,9 @@ pub unsafe extern "C-unwind" fn syscall(n: c_long, a1: c_long, a2: c_long, a3: c
             // libuv closes with syscall(SYS_close) (uv__close_nocancel): a socket whose
             // handshake runs must be forgotten with it, as by close().
             libc::SYS_close => super::close(a1 as c_int) as c_long,
+            // Programs that predate glibc's close_range wrapper (2.34) call it this way: our
+            // own descriptors in the range must be spared, as by close_range().
+            libc::SYS_close_range => super::close_range(a1 as c_uint, a2 as c_uint, a3 as c_int) as c_long,
             libc::SYS_connect => super::connect(a1 as c_int, a2 as *const sockaddr, a3 as socklen_t) as c_long,
             libc::SYS_sendto => {
                 super::sendto(a1 as c_int, a2 as *const libc::c_void, a3 as usize, a4 as c_int, a5 as *const sockaddr, a6 as socklen_t) as c_long
