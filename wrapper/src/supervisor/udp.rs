@@ -364,3 +364,73 @@ fn relay_loop(cfg: &Config, e: &Idle, up: &UdpSocket, relay: SocketAddr, header:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn ino_of(s: &UdpSocket) -> u64 {
+        std::fs::metadata(format!("/proc/self/fd/{}", s.as_raw_fd())).unwrap().ino()
+    }
+
+    #[test]
+    fn socket_inodes_names_the_sockets_a_process_holds() {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ino = ino_of(&s);
+        let me = std::process::id() as i32;
+        assert!(socket_inodes(me).contains(&ino));
+        drop(s);
+        assert!(!socket_inodes(me).contains(&ino));
+        // A process that is gone holds nothing.
+        assert!(socket_inodes(i32::MAX).is_empty());
+    }
+
+    /// Idle sockets: one waiter for all of them; a closed one is dropped at a look (its
+    /// `near` closed), and the waiter ends with the last (a later park starts another).
+    #[test]
+    fn idle_sockets_share_one_waiter_that_ends_with_the_last() {
+        let me = std::process::id() as i32;
+        let waiting = || lock(&PARKED).wake.is_some();
+        let mut progs = Vec::new();
+        for _ in 0..3 {
+            let prog = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let near = UdpSocket::bind("127.0.0.1:0").unwrap();
+            near.connect(prog.local_addr().unwrap()).unwrap();
+            prog.connect(near.local_addr().unwrap()).unwrap();
+            near.set_nonblocking(true).unwrap();
+            let (ino, serial) = (ino_of(&prog), SERIAL.fetch_add(1, Ordering::Relaxed));
+            lock(&OWNER).insert(ino, serial);
+            let target = Target::Ip("100.64.0.2:4002".parse().unwrap());
+            park(ino, Idle { near: Arc::new(near), serial, tgid: me, target }).unwrap();
+            progs.push((prog, ino));
+        }
+        assert!(waiting());
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("tsproxy-udp-wai")))
+                .count()
+        };
+        // (The thread names itself when it starts.)
+        let t0 = Instant::now();
+        while threads() == 0 && t0.elapsed() < LOOK {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(threads(), 1, "one waiter for all");
+        // Still held: a look keeps them.
+        reap();
+        assert!(progs.iter().all(|(_, ino)| lock(&PARKED).by_ino.contains_key(ino)));
+        let inos: Vec<u64> = progs.iter().map(|(_, i)| *i).collect();
+        drop(progs);
+        reap();
+        assert!(inos.iter().all(|ino| !lock(&PARKED).by_ino.contains_key(ino) && !lock(&OWNER).contains_key(ino)));
+        // The waiter sees the table empty at its next look (LOOK) and ends.
+        let t0 = Instant::now();
+        while waiting() && t0.elapsed() < LOOK * 3 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!waiting(), "the waiter did not end");
+    }
+}
