@@ -306,9 +306,10 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         return Ok(r);
     }
     if let Some(ino) = stale {
-        // The proxy closed it: its control connection goes now. The entry stays (its peer,
-        // names, a kernel socket connected to itself) until a new association replaces it, so
-        // that a refused association changes nothing and the next send tries again.
+        // An association the proxy closed: its control connection goes now (a connected
+        // socket not associated yet has none). The entry stays (peer, names, a kernel socket
+        // connected to itself) until a new association replaces it: a refused association
+        // changes nothing, and the next send tries again.
         let old = TABLE.lock().by_ino.get_mut(&ino).map(|a| std::mem::replace(&mut a.ctl, -1));
         if let Some(ctl) = old.filter(|&c| c >= 0) {
             crate::log::log!(Info, "udp fd={fd}: the proxy closed the association; associating again");
