@@ -2,8 +2,10 @@
 //! namespaces of tests/netns/topology.sh, UDP echo peers on 100.64.0.2 and fd7a:115c:a1e0::2
 //! port 4002 in the "tailnet", dante-server (127.0.0.1:1081, user/pass) relaying, microsocks
 //! (127.0.0.1:1080) as the proxy that refuses UDP ASSOCIATE. Real clients: python (connected,
-//! unconnected, names, IPv6, asyncio, 20 in flight, fork), node `dgram`, and c-harness/udp_calls
-//! (sendmmsg/recvmmsg, MSG_PEEK|MSG_TRUNC, control messages, strangers, EMSGSIZE). Each run is
+//! unconnected, names, IPv6, asyncio, 20 in flight, fork), node `dgram`, c-harness/udp_calls
+//! (sendmmsg/recvmmsg, MSG_PEEK|MSG_TRUNC, control messages, strangers, EMSGSIZE), and
+//! c-harness/udp_lazy (static and dynamic: a connect opens no association, the first datagram
+//! does; musl's getaddrinfo sorting; 200 idle connected sockets against the supervisor). Each run is
 //! its own uid with its own leak meter (tests/common/world.rs), which must stay at zero.
 mod common;
 
