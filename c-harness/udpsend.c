@@ -1,4 +1,4 @@
-/* udpsend: send one datagram with sendto() and one after connect(); print each errno.
+/* udpsend: send one datagram with sendto(), connect(), and one with send(); print each errno.
  *   udpsend IP PORT
  */
 #include <arpa/inet.h>
@@ -23,5 +23,7 @@ int main(int argc, char **argv) {
     printf("sendto=%s\n", n == 1 ? "ok" : (errno == ENETUNREACH ? "ENETUNREACH" : strerror(errno)));
     int rc = connect(fd, (struct sockaddr *)&ss, len);
     printf("connect=%s\n", rc == 0 ? "ok" : (errno == ENETUNREACH ? "ENETUNREACH" : strerror(errno)));
+    n = rc == 0 ? send(fd, "y", 1, 0) : -1;
+    printf("send=%s\n", n == 1 ? "ok" : rc != 0 ? "-" : (errno == ENETUNREACH ? "ENETUNREACH" : strerror(errno)));
     return 0;
 }

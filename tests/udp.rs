@@ -2,8 +2,10 @@
 //! namespaces of tests/netns/topology.sh, UDP echo peers on 100.64.0.2 and fd7a:115c:a1e0::2
 //! port 4002 in the "tailnet", dante-server (127.0.0.1:1081, user/pass) relaying, microsocks
 //! (127.0.0.1:1080) as the proxy that refuses UDP ASSOCIATE. Real clients: python (connected,
-//! unconnected, names, IPv6, asyncio, 20 in flight, fork), node `dgram`, and c-harness/udp_calls
-//! (sendmmsg/recvmmsg, MSG_PEEK|MSG_TRUNC, control messages, strangers, EMSGSIZE). Each run is
+//! unconnected, names, IPv6, asyncio, 20 in flight, fork), node `dgram`, c-harness/udp_calls
+//! (sendmmsg/recvmmsg, MSG_PEEK|MSG_TRUNC, control messages, strangers, EMSGSIZE), and
+//! c-harness/udp_lazy (static and dynamic: a connect opens no association, the first datagram
+//! does; musl's getaddrinfo sorting; 200 idle connected sockets against the supervisor). Each run is
 //! its own uid with its own leak meter (tests/common/world.rs), which must stay at zero.
 mod common;
 
@@ -195,8 +197,9 @@ for fam, host in [(socket.AF_INET, "100.64.0.2"), (socket.AF_INET6, "fd7a:115c:a
         print(f"{host}={errno.errorcode[e.errno]}")
     try:
         s.connect((host, 4002)); print(f"{host}_connect=ok")
+        s.send(b"y"); print(f"{host}_send=sent")
     except OSError as e:
-        print(f"{host}_connect={errno.errorcode[e.errno]}")
+        print(f"{host}_send={errno.errorcode[e.errno]}")
 "#;
     // microsocks refuses UDP ASSOCIATE; port 1 has nothing; an HTTP proxy cannot carry UDP.
     for proxy in ["socks5://127.0.0.1:1080", "socks5://127.0.0.1:1", "http://tsuser:tspass@127.0.0.1:3128"] {
@@ -204,7 +207,9 @@ for fam, host in [(socket.AF_INET, "100.64.0.2"), (socket.AF_INET6, "fd7a:115c:a
         let k = r.kv();
         for h in ["100.64.0.2", "fd7a:115c:a1e0::2", "peer-1"] {
             assert_eq!(k[h], "ENETUNREACH", "{proxy} {h}: {}", r.text());
-            assert_eq!(k[&format!("{h}_connect")], "ENETUNREACH", "{proxy} {h}: {}", r.text());
+            // A connect opens no association (the first send does), so it succeeds.
+            assert_eq!(k[&format!("{h}_connect")], "ok", "{proxy} {h}: {}", r.text());
+            assert_eq!(k[&format!("{h}_send")], "ENETUNREACH", "{proxy} {h}: {}", r.text());
         }
         let err = r.run.stderr.clone();
         assert!(err.contains("no proxy relays UDP"), "{proxy}: one log line per refusal: {}", r.text());
@@ -406,4 +411,201 @@ fn static_go_connected_udp_through_the_supervisor() {
     let r = m.attack(Via::Launcher, &[go, "udp", "100.64.0.2:4002", "x"]).env("TSPROXY_PROXY", "socks5://127.0.0.1:1080").secs(30).run();
     assert!(r.run.stdout.starts_with("ERR"), "microsocks refuses UDP ASSOCIATE: refused, not sent: {}", r.text());
     assert_eq!(m.leak(), 0);
+}
+
+// ---- The association opens at the first datagram, not at connect (issue 11 follow-up). ----
+
+const MICROSOCKS: &str = "socks5://127.0.0.1:1080";
+
+/// This uid's TCP connections to the proxies (SYNs to 127.0.0.1:1080 and :1081), counted by a
+/// rule without a verdict at the head of chain `out` (tsp-ws). The counter's name, for
+/// `counter`. Once per meter.
+fn proxy_connections(m: &Meter) -> String {
+    let name = format!("px_u{}", m.uid);
+    let batch = format!(
+        "add counter inet tsproxy {name}\n\
+         insert rule inet tsproxy out ip daddr 127.0.0.1 tcp dport {{ 1080, 1081 }} tcp flags & (syn | ack) == syn meta skuid {} counter name {name}\n",
+        m.uid
+    );
+    let mut c = std::process::Command::new("ip")
+        .args(["netns", "exec", "tsp-ws", "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), batch.as_bytes()).unwrap();
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "the proxy connection counter: {}", String::from_utf8_lossy(&out.stderr));
+    name
+}
+
+/// c-harness/udp_lazy.c, static (musl: the supervisor's case) or dynamic (the library's).
+fn udp_lazy(musl: bool) -> Option<std::path::PathBuf> {
+    if musl {
+        build("udp_lazy", "udp_lazy-musl", true, &[])
+    } else {
+        build("udp_lazy", "udp_lazy", false, &[])
+    }
+}
+
+/// A static musl program's getaddrinfo of a tailnet name under the launcher: the supervisor's
+/// responder answers with placeholders of both families, and musl sorts them (RFC 3484) by
+/// connecting a UDP socket to each and asking getsockname, sending nothing. Those connects
+/// open no association: the proxy gets no connection, and with microsocks (no UDP ASSOCIATE)
+/// nothing is printed. (Before, each answer opened a control connection, and microsocks'
+/// refusals were error lines on the program's stderr.)
+#[test]
+fn static_musl_getaddrinfo_sorting_opens_no_association() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(p) = udp_lazy(true) else { return };
+    let px = proxy_connections(&m);
+    for proxy in [MICROSOCKS, DANTE] {
+        for name in ["peer-1", "peer-1.tail1234.ts.net", "peer6"] {
+            let c0 = counter(&px);
+            let r = m.attack(Via::Launcher, &[s(&p), "gai", name]).env("TSPROXY_PROXY", proxy).run().expect_clean();
+            // Two answers or more, one of them IPv6: musl sorts (it skips the sort otherwise).
+            assert_eq!((r.get("rc").as_str(), r.get("v6").as_str()), ("0", "1"), "{proxy} {name}: {}", r.text());
+            assert!(r.get("n").parse::<u32>().is_ok_and(|n| n >= 2), "{proxy} {name}: {}", r.text());
+            assert_eq!(r.run.stderr.trim(), "", "{proxy} {name}: nothing printed: {}", r.text());
+            assert_eq!(counter(&px), c0, "{proxy} {name}: a connection to the proxy for a lookup: {}", r.text());
+        }
+    }
+}
+
+/// A static program's connected UDP socket that sends: its first datagram opens the
+/// association (one connection to the proxy: the counter's control) and is relayed end to end
+/// through dante, v4 and v6, the reply back. With microsocks the association fails at the
+/// first datagram: one error line, the datagram dropped, nothing sent directly.
+#[test]
+fn static_musl_connected_udp_associates_at_the_first_datagram() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(p) = udp_lazy(true) else { return };
+    let px = proxy_connections(&m);
+    for dest in ["100.64.0.2", "fd7a:115c:a1e0::2"] {
+        let c0 = counter(&px);
+        let r = m.attack(Via::Launcher, &[s(&p), "send", dest, "4002", "hello-lazy"]).env("TSPROXY_PROXY", DANTE).secs(30).run().expect_clean();
+        assert_eq!((r.get("sent").as_str(), r.get("reply").as_str()), ("ok", "hello-lazy"), "{dest}: {}", r.text());
+        assert!(counter(&px) > c0, "{dest}: the first datagram opened an association: {}", r.text());
+    }
+    let r = m.attack(Via::Launcher, &[s(&p), "send", "100.64.0.2", "4002", "x"]).env("TSPROXY_PROXY", MICROSOCKS).secs(30).run().expect_clean();
+    assert_eq!(r.get("sent"), "ok", "the send itself goes to the loopback socket: {}", r.text());
+    assert_eq!(r.get("reply"), "", "{}", r.text());
+    assert_eq!(r.run.stderr.matches("no proxy relays UDP").count(), 1, "one line for the failed association: {}", r.text());
+}
+
+/// The supervisor's threads (but its dial workers: a pool of at most 12 that stay, started
+/// when a connect finds none free), its descriptors, and its UDP threads (waiter, relays).
+fn sup_load(sup: u32) -> (usize, usize, usize) {
+    let comms: Vec<String> = std::fs::read_dir(format!("/proc/{sup}/task"))
+        .map(|d| d.flatten().filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok()).collect())
+        .unwrap_or_default();
+    let fds = std::fs::read_dir(format!("/proc/{sup}/fd")).map(|d| d.count()).unwrap_or(0);
+    let threads = comms.iter().filter(|c| !c.starts_with("tsproxy-dial")).count();
+    (threads, fds, comms.iter().filter(|c| c.starts_with("tsproxy-udp")).count())
+}
+
+/// Wait (at most 12 s: a few of the supervisor's 2 s looks) until `f` holds.
+fn settle(f: impl Fn() -> bool) -> bool {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(12) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    f()
+}
+
+/// 200 UDP sockets of a static program connected to a tailnet address and held, sending
+/// nothing: one thread of the supervisor waits for all of them (no thread each, no
+/// association, no connection to the proxy); once the program has closed them, the
+/// supervisor's threads and descriptors are back where they were.
+#[test]
+fn static_musl_200_idle_connected_sockets_cost_one_thread_and_nothing_after_close() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(p) = udp_lazy(true) else { return };
+    let px = proxy_connections(&m);
+    let (c0, l0) = (counter(&px), m.leak());
+    let mut run = m.attack(Via::Launcher, &[s(&p), "idle", "100.64.0.2", "4002", "200"]).env("TSPROXY_PROXY", DANTE).secs(60).spawn();
+    let mut lines = vec![run.line(), run.line()];
+    let pid: u32 = lines[1].strip_prefix("pid=").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(lines[0], "warm=ok", "{lines:?}");
+    // The supervisor: the program's one child (the launcher's clone, before its exec).
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let sup: u32 = kids.split_whitespace().next().and_then(|k| k.parse().ok()).unwrap_or_else(|| panic!("no supervisor under {pid}: {kids:?}"));
+    // The warm-up socket is closed: its waiter ends within a look or two.
+    assert!(settle(|| sup_load(sup).2 == 0), "the warm-up's waiter did not end: {:?}", sup_load(sup));
+    let (t0, f0, _) = sup_load(sup);
+    run.send("go\n");
+    lines.push(run.line());
+    assert_eq!(lines[2], "held=200", "{lines:?}");
+    let (t1, f1, u1) = sup_load(sup);
+    eprintln!("supervisor {sup}: threads {t0} -> {t1} (udp {u1}), descriptors {f0} -> {f1} with 200 idle sockets");
+    assert!(t1 <= t0 + 1 && u1 <= 1, "one waiter for all, no thread each: threads {t0} -> {t1}, udp threads {u1}");
+    assert!(f1 <= f0 + 200 + 4, "one descriptor each: {f0} -> {f1}");
+    run.send("go\n");
+    lines.push(run.line());
+    assert_eq!(lines[3], "closed=200", "{lines:?}");
+    let back = settle(|| {
+        let (t, f, u) = sup_load(sup);
+        t == t0 && f == f0 && u == 0
+    });
+    let (t2, f2, u2) = sup_load(sup);
+    eprintln!("supervisor {sup}: after the close: threads {t2} (udp {u2}), descriptors {f2}");
+    assert!(back, "not back after the close: threads {t0} -> {t2} (udp {u2}), descriptors {f0} -> {f2}");
+    run.send("go\n");
+    let end = run.finish();
+    let all = format!("{lines:?}\n{}", end.text());
+    assert!(end.ok(), "{all}");
+    assert_eq!(end.stderr.trim(), "", "nothing printed: {all}");
+    assert_eq!(counter(&px), c0, "no connection to the proxy: {all}");
+    assert_eq!(m.leak(), l0, "{all}");
+}
+
+/// The library (dynamic programs): a UDP connect to a tailnet address, a name's placeholder
+/// or an IPv6 peer opens no association either (no control connection: no new descriptor, no
+/// connection at the proxy, nothing printed with microsocks); getsockname and getpeername
+/// answer as before. The first send associates and is relayed, the socket keeping its port.
+#[test]
+fn library_udp_connect_opens_no_association_until_the_first_send() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(p) = udp_lazy(false) else { return };
+    let px = proxy_connections(&m);
+    let script = r#"
+import os, socket
+fds = lambda: len(os.listdir("/proc/self/fd"))
+for tag, fam, host in [("v4", socket.AF_INET, "100.64.0.2"), ("v6", socket.AF_INET6, "fd7a:115c:a1e0::2"), ("name", socket.AF_INET, "peer-1")]:
+    extra, ports, peers = 0, 0, 0
+    for i in range(20):
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        n0 = fds()
+        s.connect((host, 4002))
+        extra += fds() - n0
+        me = s.getsockname()
+        ports += me[1] != 0 and me[0] not in ("127.0.0.1", "::1")
+        peers += s.getpeername()[:2] == socket.getaddrinfo(host, 4002, fam, socket.SOCK_DGRAM)[0][4][:2]
+        s.close()
+    print(f"{tag}_extra={extra}")
+    print(f"{tag}_sockname={ports}")
+    print(f"{tag}_peer={peers}")
+"#;
+    for proxy in [MICROSOCKS, DANTE] {
+        let c0 = counter(&px);
+        let r = py(&m, script, proxy).expect_clean();
+        let k = r.kv();
+        for tag in ["v4", "v6", "name"] {
+            for (key, want) in [("extra", "0"), ("sockname", "20"), ("peer", "20")] {
+                assert_eq!(k.get(&format!("{tag}_{key}")).map(String::as_str), Some(want), "{proxy} {tag}_{key}: {}", r.text());
+            }
+        }
+        assert_eq!(r.run.stderr.trim(), "", "{proxy}: nothing printed: {}", r.text());
+        assert_eq!(counter(&px), c0, "{proxy}: a connection to the proxy for a connect: {}", r.text());
+    }
+    for dest in ["100.64.0.2", "fd7a:115c:a1e0::2"] {
+        let c0 = counter(&px);
+        let r = m.attack(Via::Preload, &[s(&p), "send", dest, "4002", "hello-lib"]).env("TSPROXY_PROXY", DANTE).secs(30).run().expect_clean();
+        assert_eq!((r.get("sent").as_str(), r.get("reply").as_str()), ("ok", "hello-lib"), "{dest}: {}", r.text());
+        assert!(r.get("port") != "0" && r.get("port") == r.get("port_after"), "{dest}: the socket keeps its port: {}", r.text());
+        assert!(counter(&px) > c0, "{dest}: the first send opened an association: {}", r.text());
+    }
 }

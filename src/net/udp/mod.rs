@@ -1,8 +1,8 @@
 //! UDP to proxied destinations through SOCKS5 UDP ASSOCIATE (RFC 1928 §7), on the program's
 //! own datagram socket.
 //!
-//! The first datagram (or `connect`) of a socket to a proxied destination opens the
-//! association: a TCP control connection to the first SOCKS5 upstream that takes UDP
+//! The first datagram of a socket to a proxied destination opens the association (a
+//! `connect` alone does not: see below): a TCP control connection to the first SOCKS5 upstream that takes UDP
 //! ASSOCIATE (same list, auth and failover as TCP; HTTP upstreams cannot carry datagrams),
 //! whose reply names the relay. From then on the program's datagrams to proxied destinations
 //! leave *its own socket* for the relay with the §7 header in front, and the relay's
@@ -14,12 +14,18 @@
 //!   the relay instead (so the kernel drops every other sender, as it would for the peer);
 //!   `getpeername` names the destination and `getsockname` the address the kernel would have
 //!   chosen to reach it (asked of a scratch socket: a UDP connect sends nothing).
+//!   Without an association yet, `connect()` opens none: programs often connect a UDP socket
+//!   only to learn their source address and never send. The kernel socket is bound and
+//!   connected to itself meanwhile (it takes no one's datagrams, as a connected socket that
+//!   has heard nothing yet; nothing leaves it), and its first send associates, disconnects it
+//!   from itself (keeping its port) and connects it to the relay. A socket closed without
+//!   sending costs no proxy connection and logs nothing.
 //! - **Lifetime**: the control connection is a descriptor of ours (high, close-on-exec, not
 //!   closable by the program: `fds::move_high`), one per socket; it is closed with the last
 //!   descriptor of the socket in this process (close, dup2 over it, close_range). A child after
 //!   fork keeps the socket and a copy of the control connection, so the relay stays up for it;
 //!   exec closes the copy (close-on-exec), and the new image associates again if it needs to.
-//! - **Setup cost**: the handshake runs inline in the first send or connect, bounded by the
+//! - **Setup cost**: the handshake runs inline in the first send, bounded by the
 //!   connect timeout (blocking socket) or by `NONBLOCK_SETUP` (nonblocking socket: a loopback
 //!   proxy answers in well under a millisecond; one that does not answer in time refuses the
 //!   datagram with ENETUNREACH rather than stall the program's loop longer).
@@ -66,9 +72,10 @@ pub struct Peer {
     pub local: Option<SocketAddr>,
 }
 
-/// One association (one per socket).
+/// One association (one per socket), or a connected socket's entry before its first send
+/// (`ctl` -1, `dead`: the next send associates).
 pub struct Assoc {
-    /// The control connection (a descriptor of ours).
+    /// The control connection (a descriptor of ours); -1: not associated yet.
     ctl: c_int,
     /// The relay, as the reply named it.
     pub relay: SocketAddr,
@@ -83,6 +90,8 @@ pub struct Assoc {
     /// The kernel socket is connected to this relay (a send then names no address: the kernel
     /// uses the socket's cached route, as for the program's own connected socket).
     wired: bool,
+    /// The kernel socket is connected to itself (connected, not associated yet: `park`).
+    parked: bool,
     /// When the control connection was last looked at (`coarse_ms`).
     checked: u64,
     dead: bool,
@@ -218,7 +227,7 @@ pub fn on_close(fd: c_int) {
         t.by_ino.remove(&ino).map(|a| a.ctl)
     };
     fds::forget(fd);
-    if let Some(ctl) = ctl {
+    if let Some(ctl) = ctl.filter(|&c| c >= 0) {
         fds::release_ours(ctl);
     }
 }
@@ -250,11 +259,12 @@ pub fn disconnect(fd: c_int) {
     if marked(fd) {
         let was = with(fd, |a| {
             a.wired = false;
+            a.parked = false;
             a.peer.take().is_some()
         })
         .unwrap_or(false);
         if was {
-            sys::disconnect(fd);
+            disconnect_keeping_port(fd);
         }
     }
 }
@@ -291,33 +301,19 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         return Err(Errno(libc::ENETUNREACH));
     }
     let now = coarse_ms();
-    let mut stale = None;
-    let mut found = None;
-    if marked(fd) {
-        let mut t = TABLE.lock();
-        if let Some(&ino) = t.by_fd.get(&fd) {
-            if let Some(a) = t.by_ino.get_mut(&ino) {
-                if !a.dead && now.wrapping_sub(a.checked) >= CHECK_EVERY_MS {
-                    a.checked = now;
-                    a.dead = ctl_gone(a.ctl);
-                }
-                if a.dead {
-                    stale = Some(ino);
-                } else {
-                    found = Some(a.relay);
-                }
-            }
-        }
-    }
+    let (found, stale) = look(fd, now);
     if let Some(r) = found {
         return Ok(r);
     }
-    let peer = stale.and_then(|_| with(fd, |a| (a.peer.take(), std::mem::take(&mut a.names), a.ips)));
     if let Some(ino) = stale {
-        crate::log::log!(Info, "udp fd={fd}: the proxy closed the association; associating again");
-        let old = TABLE.lock().by_ino.remove(&ino);
-        if let Some(a) = old {
-            fds::release_ours(a.ctl);
+        // An association the proxy closed: its control connection goes now (a connected
+        // socket not associated yet has none). The entry stays (peer, names, a kernel socket
+        // connected to itself) until a new association replaces it: a refused association
+        // changes nothing, and the next send tries again.
+        let old = TABLE.lock().by_ino.get_mut(&ino).map(|a| std::mem::replace(&mut a.ctl, -1));
+        if let Some(ctl) = old.filter(|&c| c >= 0) {
+            crate::log::log!(Info, "udp fd={fd}: the proxy closed the association; associating again");
+            fds::release_ours(ctl);
         }
     }
     let (ctl, relay) = associate(fd, why)?;
@@ -326,23 +322,31 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         fds::release_ours(ctl);
         return Err(Errno(libc::EBADF));
     };
-    let (peer, names, ips) = peer.unwrap_or((None, Vec::new(), 0));
     // associate() made sure the relay can be written for this family.
     let Some(relay_sa) = sa::encode(relay, fam) else {
         fds::release_ours(ctl);
         return Err(Errno(libc::ENETUNREACH));
     };
-    let a = Assoc { ctl, relay, peer, names, ips, relay_sa, wired: false, checked: now, dead: false };
+    let mut a = Assoc { ctl, relay, peer: None, names: Vec::new(), ips: 0, relay_sa, wired: false, parked: false, checked: now, dead: false };
     crate::fork::arm();
-    let extra = {
+    let (extra, parked) = {
         let mut t = TABLE.lock();
         t.by_fd.insert(fd, ino);
-        // Another thread may have associated the same socket meanwhile: one is enough.
-        match t.by_ino.get(&ino) {
-            Some(theirs) if !theirs.dead => Some((ctl, theirs.relay)),
-            _ => {
+        match t.by_ino.get_mut(&ino) {
+            // Another thread may have associated the same socket meanwhile: one is enough.
+            Some(theirs) if !theirs.dead => (Some((ctl, theirs.relay)), false),
+            // The stale entry (closed, or connected and not associated yet) hands over.
+            Some(old) => {
+                a.peer = old.peer.take();
+                a.names = std::mem::take(&mut old.names);
+                a.ips = old.ips;
+                let parked = old.parked;
+                *old = a;
+                (None, parked)
+            }
+            None => {
                 t.by_ino.insert(ino, a);
-                None
+                (None, false)
             }
         }
     };
@@ -352,13 +356,112 @@ pub fn ensure(fd: c_int, why: &dyn std::fmt::Display) -> Result<SocketAddr, Errn
         fds::release_ours(mine);
         return Ok(theirs);
     }
+    if parked {
+        // Connected to itself until now (`park`): free for the relay, on the port the
+        // association was made for.
+        disconnect_keeping_port(fd);
+    }
     if with(fd, |a| a.peer.is_some()) == Some(true) {
-        // Connected through the old relay: through the new one from now on (sends name the
-        // relay until that succeeds).
+        // Connected through the old relay, or to itself: through the new one from now on
+        // (sends name the relay until that succeeds).
         let ok = sys::connect_raw(fd, (&relay_sa.0 as *const libc::sockaddr_storage).cast(), relay_sa.1).is_ok();
         with(fd, |a| a.wired = ok);
     }
     Ok(relay)
+}
+
+/// `fd`'s live association's relay, its control connection looked at when due; or the inode
+/// of its entry that needs `ensure` (an association the proxy closed, or none yet).
+fn look(fd: c_int, now: u64) -> (Option<SocketAddr>, Option<u64>) {
+    if !marked(fd) {
+        return (None, None);
+    }
+    let mut t = TABLE.lock();
+    let Some(&ino) = t.by_fd.get(&fd) else { return (None, None) };
+    let Some(a) = t.by_ino.get_mut(&ino) else { return (None, None) };
+    if !a.dead && now.wrapping_sub(a.checked) >= CHECK_EVERY_MS {
+        a.checked = now;
+        a.dead = ctl_gone(a.ctl);
+    }
+    if a.dead {
+        (None, Some(ino))
+    } else {
+        (Some(a.relay), None)
+    }
+}
+
+/// Disconnect the kernel socket (AF_UNSPEC), and bind it again to the port it had when the
+/// kernel let it go (a port the socket chose itself is not kept by a disconnect): the program
+/// and the association know it by that port.
+fn disconnect_keeping_port(fd: c_int) {
+    let before = relay::local_addr(fd);
+    sys::disconnect(fd);
+    let (Some(before), Some(now)) = (before, relay::local_addr(fd)) else { return };
+    if before.port() != 0 && now.port() == 0 {
+        if let Some((s, l)) = sa::encode(SocketAddr::new(now.ip(), before.port()), family(fd).unwrap_or(libc::AF_INET)) {
+            // Taken meanwhile by someone else: the first send binds another (ensure_bound).
+            let _ = syscall!(SYS_bind, fd, &s as *const libc::sockaddr_storage, l);
+        }
+    }
+}
+
+/// connect() of a socket without a live association: no association yet (its first send
+/// opens one). The kernel socket is bound, and connected to itself: connected, it takes
+/// datagrams from itself only, and nothing it could send leaves the host.
+fn park(fd: c_int, fam: c_int) -> Result<(), Errno> {
+    let refused = Err(Errno(libc::ENETUNREACH));
+    let Some(me) = ensure_bound(fd, fam) else {
+        crate::log::log!(Error, "udp connect fd={fd}: could not bind the socket; refused");
+        return refused;
+    };
+    let ip = if tsproxy_core::cidr::unmap(me.ip()).is_unspecified() {
+        if fam == libc::AF_INET6 {
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        }
+    } else {
+        me.ip()
+    };
+    let Some((s, l)) = sa::encode(SocketAddr::new(ip, me.port()), fam) else { return refused };
+    if let Err(e) = sys::connect_raw(fd, (&s as *const libc::sockaddr_storage).cast(), l) {
+        crate::log::log!(Error, "udp connect fd={fd}: connecting the socket to itself: {e}; refused");
+        return refused;
+    }
+    let Some(ino) = crate::net::pending::table::inode(fd) else { return Err(Errno(libc::EBADF)) };
+    // SAFETY: all-zero is a valid sockaddr_storage (never used: `dead` until associated).
+    let none: sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut a = Assoc {
+        ctl: -1,
+        relay: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        peer: None,
+        names: Vec::new(),
+        ips: 0,
+        relay_sa: (none, 0),
+        wired: false,
+        parked: true,
+        checked: coarse_ms(),
+        dead: true,
+    };
+    crate::fork::arm();
+    let old = {
+        let mut t = TABLE.lock();
+        t.by_fd.insert(fd, ino);
+        let old = t.by_ino.remove(&ino);
+        if let Some(o) = &old {
+            // An association the proxy closed: its names still report unconnected replies.
+            a.names.clone_from(&o.names);
+            a.ips = o.ips;
+        }
+        t.by_ino.insert(ino, a);
+        old
+    };
+    fds::mark_udp(fd);
+    ACTIVE.store(true, Ordering::Release);
+    if let Some(o) = old.filter(|o| o.ctl >= 0) {
+        fds::release_ours(o.ctl);
+    }
+    Ok(())
 }
 
 /// Has the proxy closed the control connection (or sent anything on it, which it never
@@ -448,15 +551,24 @@ pub fn connect(fd: c_int, dest: SocketAddr, target: &Target, known: u8) -> Optio
             return Some(Detour::Fail(Errno(libc::EINVAL)));
         }
     };
-    let relay = match ensure(fd, &format_args!("connect {target}")) {
-        Ok(r) => r,
-        Err(e) => return Some(Detour::Fail(e)),
+    // A live association (the socket sent before): connected to its relay. None yet: no
+    // association until the first send (`park`).
+    let relay = match look(fd, coarse_ms()).0 {
+        Some(relay) => {
+            let (s, l) = sa::encode(relay, fam)?;
+            if let Err(e) = sys::connect_raw(fd, (&s as *const libc::sockaddr_storage).cast(), l) {
+                crate::log::log!(Error, "udp connect fd={fd} {target}: connecting to the relay {relay}: {e}; refused");
+                return Some(Detour::Fail(Errno(libc::ENETUNREACH)));
+            }
+            Some(relay)
+        }
+        None => {
+            if let Err(e) = park(fd, fam) {
+                return Some(Detour::Fail(e));
+            }
+            None
+        }
     };
-    let (s, l) = sa::encode(relay, fam)?;
-    if let Err(e) = sys::connect_raw(fd, (&s as *const libc::sockaddr_storage).cast(), l) {
-        crate::log::log!(Error, "udp connect fd={fd} {target}: connecting to the relay {relay}: {e}; refused");
-        return Some(Detour::Fail(Errno(libc::ENETUNREACH)));
-    }
     // A placeholder has no route: the wildcard address, as an unconnected socket reports.
     let local = route_source(dest, fam).or_else(|| {
         let any = if fam == libc::AF_INET6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
@@ -465,10 +577,13 @@ pub fn connect(fd: c_int, dest: SocketAddr, target: &Target, known: u8) -> Optio
     with(fd, |a| {
         a.peer = Some(Peer { addr: dest, target: target.clone(), hdr, hlen, local });
         // connect_raw above connected the kernel socket to this association's relay.
-        a.wired = a.relay == relay;
+        a.wired = relay.is_some_and(|r| a.relay == r && a.ctl >= 0);
         a.note(target, dest);
     });
-    crate::log::log!(Debug, "connect fd={fd} {dest} -> udp via relay {relay} ({target})");
+    match relay {
+        Some(relay) => crate::log::log!(Debug, "connect fd={fd} {dest} -> udp via relay {relay} ({target})"),
+        None => crate::log::log!(Debug, "connect fd={fd} {dest} -> udp ({target}), associating at the first send"),
+    }
     Some(Detour::Done(0))
 }
 
