@@ -64,9 +64,10 @@ pub fn forget(fd: i32) {
 /// like the program's, and the driver's epoll set and eventfds were closed under it).
 pub fn forget_range(first: u32, last: u32) {
     let hi = (last as usize).min(N - 1);
-    for fd in (first as usize)..=hi {
-        if FDS[fd].load(Ordering::Relaxed) & OURS == 0 {
-            forget(fd as i32);
+    for s in FDS.iter().take(hi + 1).skip(first as usize) {
+        let b = s.load(Ordering::Relaxed);
+        if b != 0 && b & OURS == 0 {
+            s.store(0, Ordering::Relaxed);
         }
     }
 }
