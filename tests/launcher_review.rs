@@ -4,8 +4,11 @@
 //! in-process SOCKS5 server of tests/common, static clients built with `cc -static` (the
 //! supervisor alone can reach them). Every child runs under a time bound.
 //!
-//! `review_*_defect` tests fail on the build that has the defect (main at 8ce39ff); the
-//! others pass there and guard something checked during the review.
+//! Tests whose comment starts "DEFECT" failed on the first version of that start (main at
+//! 8ce39ff) and pass since the fixes (two clones so that the supervisor is nobody's child, its
+//! session and signals set before the launcher's exec, the listener armed only across the
+//! execve system call, the supervisor's descriptors above 0-2); the others passed there too
+//! and guard something checked during the review.
 mod common;
 
 use common::child::{bounded, Run};
@@ -71,7 +74,7 @@ fn sh_quote(s: &str) -> String {
 
 // ---------------------------------------------------------------- descriptors 0-2
 
-/// DEFECT: the launcher no longer reopens closed descriptors 0-2 (std's start-up did), so the
+/// DEFECT (fixed): the launcher no longer reopens closed descriptors 0-2 (std's start-up did), so the
 /// DNS responder's socket and the seccomp listener take the lowest free numbers: with stdin
 /// closed the responder is fd 0, with stdout closed too the listener is fd 1. The supervisor
 /// then dup2()s /dev/null over its own fds 0 and 1 (`supervise`): the responder (or the
@@ -82,7 +85,7 @@ fn sh_quote(s: &str) -> String {
 /// (F_DUPFD_CLOEXEC from 3) — or reopen closed 0-2 on /dev/null before anything else, as std
 /// did — and never dup2 over a kept descriptor in `supervise`.
 #[test]
-fn review_closed_stdin_or_stdout_at_launch_kills_the_supervisor_defect() {
+fn review_closed_stdin_or_stdout_at_launch_leaves_the_supervisor_working() {
     let Some(c) = client() else { return };
     let mut bad = Vec::new();
     // The command moves its output back to fd 1 from fd 3 (the test's pipe) so the client can
@@ -162,7 +165,7 @@ int main(void) {
 }
 "#;
 
-/// DEFECT: the supervisor is a live child of the command for the command's whole life (it
+/// DEFECT (fixed): the supervisor is a live child of the command for the command's whole life (it
 /// ends when the tree, the command included, is gone). A command that reaps all its children
 /// with __WALL (or __WCLONE) until ECHILD — an init or service manager, a tracer — waits for
 /// the supervisor, which waits for the command: a deadlock, where --supervisor=off and the
@@ -172,7 +175,7 @@ int main(void) {
 /// zombie that any wait reports at once, and the supervisor is reparented to init or the
 /// subreaper as before.
 #[test]
-fn review_command_reaping_all_children_with_wall_deadlocks_defect() {
+fn review_command_reaping_all_children_with_wall_never_waits_for_the_supervisor() {
     let Some(reap) = cprog("review_reap_all", REAP_ALL, &[]) else { return };
     let mut off = supervised();
     off.arg("--supervisor=off").arg(&reap);
@@ -184,11 +187,11 @@ fn review_command_reaping_all_children_with_wall_deadlocks_defect() {
     assert!(r.ok() && r.stdout.contains("done"), "with the supervisor the command's wait4(-1, __WALL) never ends: {}", r.text());
 }
 
-/// DEFECT (same cause, a real program): `tsproxy strace CMD` never ends: strace waits for
+/// DEFECT (fixed; same cause, a real program): `tsproxy strace CMD` never ends: strace waits for
 /// all its children with wait4(-1, __WALL), the supervisor is one of them and outlives CMD.
 /// Even `timeout`'s SIGTERM does not end it. (`strace tsproxy CMD` is fine.)
 #[test]
-fn review_strace_as_the_command_hangs_defect() {
+fn review_strace_as_the_command_ends() {
     if Command::new("sh").args(["-c", "command -v strace"]).output().map(|o| !o.status.success()).unwrap_or(true) {
         eprintln!("skipped: no strace");
         return;
@@ -203,14 +206,14 @@ fn review_strace_as_the_command_hangs_defect() {
     assert_eq!(r.code(), Some(4), "strace under the supervisor: {}", r.text());
 }
 
-/// DEFECT: `pkill -P $$` (a script cleaning up its background jobs) now reaches the
+/// DEFECT (fixed): `pkill -P $$` (a script cleaning up its background jobs) now reaches the
 /// supervisor, a child of the command in /proc/PID/task/*/children: it dies of SIGTERM and
 /// the tree's next supervised connect fails with ENOSYS. With the former double fork the
 /// supervisor was nobody's child. (Fix: as for the __WALL deadlock, the supervisor must not
 /// be the command's child; failing that, it should at least ignore SIGTERM/SIGINT/SIGHUP —
 /// it ends by POLLHUP anyway — which would not help against SIGKILL.)
 #[test]
-fn review_pkill_parent_kills_the_supervisor_defect() {
+fn review_pkill_of_the_commands_children_spares_the_supervisor() {
     let Some(c) = client() else { return };
     if Command::new("sh").args(["-c", "command -v pkill"]).output().map(|o| !o.status.success()).unwrap_or(true) {
         eprintln!("skipped: no pkill");
@@ -240,7 +243,7 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// DEFECT: until the supervisor runs `setsid` (after the gate, after scrub_cmdline's /proc
+/// DEFECT (fixed): until the supervisor runs `setsid` (after the gate, after scrub_cmdline's /proc
 /// reads and writes) it is in the command's process group. A signal to that group right at
 /// the start — Ctrl-C in a terminal, `kill 0`, a job-control shell — kills the supervisor
 /// (default dispositions) while a command that ignores or handles it goes on, its connects
@@ -250,7 +253,7 @@ int main(int argc, char **argv) {
 /// gate (the bare system call, like the futex wait: no errno), so the window closes before
 /// the exec; the launcher's own group then holds only the launcher.
 #[test]
-fn review_signal_to_the_process_group_at_start_kills_the_supervisor_defect() {
+fn review_signal_to_the_process_group_at_start_spares_the_supervisor() {
     let Some(c) = client() else { return };
     let Some(k) = cprog("review_kill_group", KILL_GROUP, &["-static"]) else { return };
     let pad = "x".repeat(120_000);
@@ -290,16 +293,17 @@ fn review_sigterm_to_the_command_ends_the_supervisor_too() {
     let pid = child.id() as i32;
     let t0 = Instant::now();
     let sup = loop {
-        let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if cmdline.starts_with(b"sleep") {
-            if let Some(k) = kids.split_whitespace().next() {
-                break k.parse::<i32>().unwrap();
+            if let Some(s) = supervisor_of(pid) {
+                break s;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "no supervisor child seen");
+        assert!(t0.elapsed() < Duration::from_secs(5), "no supervisor seen");
         std::thread::sleep(Duration::from_millis(5));
     };
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    assert!(kids.trim().is_empty(), "the command has children: {kids:?}");
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGTERM) };
     let st = child.wait().unwrap();
@@ -310,6 +314,33 @@ fn review_sigterm_to_the_command_ends_the_supervisor_too() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!alive(sup, None), "supervisor {sup} still running after its command died");
+}
+
+/// The supervisor of a supervised command: the process holding the DNS responder socket
+/// named in the command's TSPROXY_SUPERVISOR_DNS (the supervisor is nobody's child).
+fn supervisor_of(cmd_pid: i32) -> Option<i32> {
+    let env = std::fs::read(format!("/proc/{cmd_pid}/environ")).ok()?;
+    let port: u16 = env
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"TSPROXY_SUPERVISOR_DNS="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.rsplit(':').next())
+        .and_then(|p| p.parse().ok())?;
+    let udp = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let inode = udp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let p = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (p == port).then(|| f.get(9).map(|s| s.to_string())).flatten()
+    })?;
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(want.as_str())))
+            .then_some(pid)
+    })
 }
 
 /// The process is there and not a zombie (and, given `start`, started at that time: not a
@@ -330,7 +361,7 @@ fn starttime(pid: i32) -> Option<String> {
 
 // ---------------------------------------------------------------- the launcher killed
 
-/// DEFECT: the launcher killed (SIGKILL to its pid: the OOM killer, `kill -9 PID`, `timeout
+/// DEFECT (fixed): the launcher killed (SIGKILL to its pid: the OOM killer, `kill -9 PID`, `timeout
 /// -s KILL`) between `set_listener` and its exec. The gate opens at its exit as at an exec and
 /// the listener is recorded, so the child runs the supervisor in the launcher's memory as the
 /// kill left it: in the middle of `std::env::set_var` (std's environment lock write-held: the
@@ -349,7 +380,7 @@ fn starttime(pid: i32) -> Option<String> {
 /// Bounded: at most 3000 launches or 40 s (about 8 s here); each launcher is killed a random
 /// 0-80 µs after its status shows the filter installed, most of them before their exec.
 #[test]
-fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor_defect() {
+fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
     let errlog = target_dir().join(format!("review-killed-{}.err", std::process::id()));
     let t_end = Instant::now() + Duration::from_secs(40);
     let mut sups: Vec<(i32, String)> = Vec::new();

@@ -6,14 +6,14 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{exit, Command};
+use std::process::exit;
 use tsproxy_core::config;
 
 mod conf;
 mod doctor;
 mod envcmd;
+mod exec;
 mod json;
 mod privs;
 mod supervisor;
@@ -64,8 +64,15 @@ NO_PROXY, TSPROXY_LOG, TSPROXY_LOG_FILE, TSPROXY_CONNECT_TIMEOUT, TSPROXY_SOCKS_
 TSPROXY_SUPERVISOR, TSPROXY_LIB (see README).
 ";
 
+/// One line on stderr that never fails the launcher (a closed or broken stderr is ignored):
+/// the command runs all the same.
+fn warn(msg: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "tsproxy: {msg}");
+}
+
 fn die(code: i32, msg: impl std::fmt::Display) -> ! {
-    eprintln!("tsproxy: {msg}");
+    warn(format_args!("{msg}"));
     exit(code)
 }
 
@@ -277,6 +284,13 @@ fn launcher() {
     if o.cmd.is_empty() {
         die(2, "no command given (see tsproxy --help)");
     }
+    // Our own writes (warnings, errors) to a closed pipe must not kill us before the command
+    // runs; the command gets the disposition back (exec.rs).
+    // SAFETY: setting SIGPIPE's disposition has no preconditions; the old one is kept.
+    let sigpipe = match unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } {
+        libc::SIG_ERR => None,
+        old => Some(old),
+    };
     apply_proxy_flags(&o.proxy, &o.proxychains);
     if let Some(l) = o.log {
         std::env::set_var("TSPROXY_LOG", l);
@@ -285,7 +299,7 @@ fn launcher() {
     let cfg = loaded.cfg;
     if cfg.log >= config::LogLevel::Error {
         for w in conf::password_warnings(&loaded.files) {
-            eprintln!("tsproxy: warning: {w}");
+            warn(format_args!("warning: {w}"));
         }
     }
     let mode_text = o.supervisor.clone().or_else(|| conf::lookup(&loaded.files, "TSPROXY_SUPERVISOR")).unwrap_or_else(|| "auto".into());
@@ -302,11 +316,12 @@ fn launcher() {
                 std::env::set_var("TSPROXY_SUPERVISOR_DNS_KEY", h.key);
                 supervised = true;
             }
-            Err(e) => {
+            Err(supervisor::NoSupervisor::Off(e)) => {
                 if cfg.log >= config::LogLevel::Error {
-                    eprintln!("tsproxy: supervisor off ({e}); static binaries will not be proxied");
+                    warn(format_args!("supervisor off ({e}); static binaries will not be proxied"));
                 }
             }
+            Err(supervisor::NoSupervisor::Fatal(e)) => die(1, e),
         }
     }
     if let Some((path, why)) = &secure {
@@ -317,7 +332,7 @@ fn launcher() {
             // loader ignores LD_PRELOAD and the supervisor alone intercepts the program.
             let alone = if why.contains("capabilities") { "; the loader still ignores LD_PRELOAD for it, the supervisor alone intercepts it" } else { "" };
             if cfg.log >= config::LogLevel::Error {
-                eprintln!("tsproxy: warning: {path} {why}: under the supervisor (no_new_privs) it runs without those privileges{alone}");
+                warn(format_args!("warning: {path} {why}: under the supervisor (no_new_privs) it runs without those privileges{alone}"));
             }
         } else if !o.allow_unprotected {
             die(
@@ -328,13 +343,15 @@ fn launcher() {
                 ),
             );
         } else if cfg.log >= config::LogLevel::Error {
-            eprintln!("tsproxy: warning: {path} {why} and runs unprotected (--allow-unprotected): its tailnet packets and names are not intercepted");
+            warn(format_args!("warning: {path} {why} and runs unprotected (--allow-unprotected): its tailnet packets and names are not intercepted"));
         }
     }
-    let err = Command::new(&o.cmd[0]).args(&o.cmd[1..]).env("LD_PRELOAD", preload).exec();
-    if supervised {
-        supervisor::cancel();
+    if let Some(old) = sigpipe {
+        // The command gets the disposition we were given (we ignored it for our own writes).
+        // SAFETY: restoring a disposition signal() returned.
+        unsafe { libc::signal(libc::SIGPIPE, old) };
     }
+    let err = exec::execvp(&o.cmd, &preload, supervised);
     let name = o.cmd[0].to_string_lossy();
     match err.kind() {
         std::io::ErrorKind::NotFound => die(127, format!("{name}: command not found")),

@@ -1,9 +1,10 @@
 //! The seccomp user-notify supervisor, for programs the preload library cannot reach: static
 //! binaries (Go with CGO_ENABLED=0, musl-static), raw syscalls.
 //!
-//! Shape: the launcher clones the supervisor (`spawn.rs`: it shares the launcher's memory and
-//! sleeps until the launcher's exec, then owns that memory alone; a child of the command that
-//! no `wait` reports, in its own session so terminal signals do not reach it), then installs a
+//! Shape: the launcher starts the supervisor (`spawn.rs`: two clones sharing the launcher's
+//! memory, the second orphaned at once — nobody's child, like a double fork's grandchild —
+//! sleeping until the launcher's exec, then owning that memory alone; in its own session, the
+//! terminal's signals ignored), then installs a
 //! seccomp filter on itself (`filter.rs`: connect, addressed sendto, sendmsg and
 //! sendmmsg return SECCOMP_RET_USER_NOTIF; foreign ABIs, x32 and io_uring get ENOSYS;
 //! everything else runs at full speed in the kernel), records the listener for the supervisor
@@ -69,38 +70,81 @@ pub struct Handoff {
     pub key: String,
 }
 
-/// Start the supervisor (`spawn.rs`: a clone that waits for our exec), install the filter on
-/// this process, record the listener for it. On Ok the caller sets the returned variables and
-/// execs the command; the supervisor starts its work when that exec happens.
-pub fn install(cfg: &Config) -> Result<Handoff, String> {
+/// Why the supervisor is not there.
+pub enum NoSupervisor {
+    /// Not here (kernel, architecture, a resource): the command runs without it, said once.
+    Off(String),
+    /// The filter is on this process but no supervisor answers it: the command must not run.
+    Fatal(String),
+}
+
+/// Start the supervisor (`spawn.rs`: A and B, B waiting for our exec), install the filter on
+/// this process, record the listener for B. On Ok the caller sets the returned variables and
+/// execs the command with `spawn::arm`/`disarm` around the execve system call (`exec`).
+pub fn install(cfg: &Config) -> Result<Handoff, NoSupervisor> {
+    use NoSupervisor::*;
     if !cfg!(target_arch = "x86_64") {
-        return Err("the supervisor's filter is written for x86_64 only".into());
+        return Err(Off("the supervisor's filter is written for x86_64 only".into()));
     }
-    supported()?;
-    let prog = filter::filter()?;
+    supported().map_err(Off)?;
+    let prog = filter::filter().map_err(Off)?;
     // The DNS responder's socket is made here so its address can be handed to the command's
     // environment (TSPROXY_SUPERVISOR_DNS): the preload library in a supervised process
     // registers the tailnet names it resolves with it, so placeholders mean the same name on
     // both sides (Go dials with raw syscalls even when it resolved through glibc).
-    let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("DNS responder: {e}"))?;
-    let dns_addr = responder.local_addr().map_err(|e| format!("DNS responder: {e}"))?;
-    let key = dns::new_key().map_err(|e| format!("DNS responder key: {e}"))?;
+    let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| Off(format!("DNS responder: {e}")))?;
+    let responder = above_stdio(responder).map_err(|e| Off(format!("DNS responder: {e}")))?;
+    let dns_addr = responder.local_addr().map_err(|e| Off(format!("DNS responder: {e}")))?;
+    let key = dns::new_key().map_err(|e| Off(format!("DNS responder key: {e}")))?;
     // The command will have our pid (we exec it): the root of the supervised tree.
     // SAFETY: getpid has no preconditions.
     let root = unsafe { libc::getpid() };
     let cfg2 = cfg.clone();
-    let (start, spid) = spawn::spawn(Box::new(move |listener| supervise(listener, cfg2, responder, key, root)))?;
-    let listener = install_filter(cfg, &prog)?;
+    let start = spawn::spawn(Box::new(move |listener| supervise(listener, cfg2, responder, key, root))).map_err(Off)?;
+    let listener = match install_filter(cfg, &prog) {
+        Ok(l) => l,
+        Err(e) => {
+            // No filter: B ends when we exec (nothing armed); A must not become the command's.
+            let _ = spawn::reap();
+            return Err(Off(e));
+        }
+    };
+    // Moved above 0-2: a launcher started with stdin or stdout closed got the listener (or the
+    // responder) there, and the supervisor's /dev/null on 0 and 1 replaced it.
+    let listener = above_stdio_fd(listener);
     start.set_listener(listener);
+    let Some(spid) = spawn::reap() else {
+        return Err(Fatal("the supervisor process could not be started (clone failed)".into()));
+    };
     // Let the supervisor take our fds even where Yama restricts ptrace to ancestors. No need to
     // wait for it: notifications queue on the listener until it reads them.
     let _ = syscall!(SYS_prctl, libc::PR_SET_PTRACER, spid, 0, 0, 0);
     Ok(Handoff { dns: dns_addr, key: dns::key_hex(&key) })
 }
 
-/// The command could not be exec'd: the supervisor started for it ends without working.
-pub fn cancel() {
-    spawn::cancel();
+/// Right before / right after the command's execve system call (`spawn.rs`, `arm`).
+pub use spawn::{arm, disarm};
+
+/// `fd` as a close-on-exec descriptor numbered 3 or above (itself if it already is).
+fn above_stdio_fd(fd: i32) -> i32 {
+    if fd > 2 {
+        return fd;
+    }
+    match syscall!(SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, 3) {
+        Ok(n) => {
+            let _ = syscall!(SYS_close, fd);
+            n as i32
+        }
+        Err(_) => fd,
+    }
+}
+
+fn above_stdio(s: UdpSocket) -> std::io::Result<UdpSocket> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = above_stdio_fd(s.into_raw_fd());
+    // SAFETY: fd is the socket's own descriptor (or its duplicate, the original closed), owned
+    // by nothing else.
+    Ok(unsafe { UdpSocket::from_raw_fd(fd) })
 }
 
 /// no_new_privs and the filter on this thread (the supervisor, cloned before, is under
@@ -139,14 +183,9 @@ fn supervise(listener: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KE
     // The supervisor's memory is the launcher's: its argv, where `--proxy
     // socks5://user:password@...` may be, is readable by every user in /proc/PID/cmdline (ps).
     // It lives as long as the command: overwrite it now.
+    // (Its own session, and SIGPIPE and the terminal's signals ignored: done first thing in
+    // spawn.rs, before the launcher's exec.)
     scrub_cmdline();
-    // The launcher has no std runtime start-up (main.rs), which would have ignored SIGPIPE: a
-    // write to a closed pipe (the log, when the command's stderr reader is gone) or to a
-    // socket a proxy closed must be an EPIPE here, not the end of the supervisor.
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    // SAFETY: setsid has no preconditions (we are not a group leader: our pid is new).
-    unsafe { libc::setsid() };
     {
         use std::os::fd::AsRawFd;
         close_inherited(&[listener, responder.as_raw_fd()]);

@@ -1,4 +1,4 @@
-//! Starting the supervisor process without a fork: a clone that shares the launcher's memory
+//! Starting the supervisor process without a fork: a process that shares the launcher's memory
 //! and descriptor table and sleeps until the launcher has exec'd the command; from then on it
 //! owns that memory alone, like a fork taken at the moment of the exec.
 //!
@@ -7,162 +7,278 @@
 //! launcher's page tables, and the former design forked twice (so that the supervisor was
 //! nobody's child), waited for the middle process and handed the listener over a socket: about
 //! 400 µs on the command's path, a third of a process start. `clone(CLONE_VM | CLONE_FILES)`
-//! costs what starting a thread costs, and the child's own start (reading resolv.conf, threads,
-//! sockets) runs after the exec, beside the command instead of before it.
+//! costs what starting a thread costs, and the supervisor's own start (reading resolv.conf,
+//! threads, sockets) runs after the exec, beside the command instead of before it.
+//!
+//! The shape: the launcher clones A; A clones B (the supervisor) and exits; the launcher reaps A
+//! just before its exec (`reap`; A is long gone by then, it ran beside the launcher's filter
+//! installation). B, orphaned by A, is reparented at once to init (or the nearest subreaper),
+//! as the old double fork's grandchild was: it is not the command's child, so no `wait` of the
+//! command (`__WALL` included: strace, reapers) ever waits for it, and no `pkill -P` or
+//! child-killing loop of the command reaches it.
 //!
 //! Why it is correct.
 //! - The gate. Before cloning, the launcher names `Start::gate` (1) as its clear-child-tid word
 //!   (`set_tid_address`). When the launcher's exec passes its point of no return, or when it
-//!   exits, the kernel writes 0 there and wakes a futex waiter (`mm_release`, done because the
-//!   address space has another user: the child) before the launcher leaves the address space.
-//!   The child waits on that word; nothing else wakes it for good (spurious wake-ups and
-//!   signals loop back into the wait).
-//! - Before the gate opens, the child shares the launcher's thread pointer, so errno and every
-//!   thread-local are the launcher's: the child only loads atomics and makes the futex system
-//!   call with the bare instruction (`futex_wait`), which writes no errno, on its own stack.
-//! - After the gate, no thread of the launcher runs in this address space any more: heap,
-//!   globals and the main thread's thread-locals are the child's alone. The launcher was single
-//!   threaded and inside the exec system call, so no lock of libc or std was held (std's
-//!   environment lock is held for reading across an exec; the supervisor never writes the
-//!   environment). glibc keeps the launcher's tid in the thread descriptor: it uses it for
-//!   owner fields of error-checking mutexes and priority inheritance, which neither std nor the
-//!   supervisor uses, and asks the kernel (gettid) where a signal is sent to the calling
-//!   thread; `fork`, which the supervisor never calls, would set it right.
+//!   exits (or is killed), the kernel writes 0 there and wakes a futex waiter (`mm_release`,
+//!   done because the address space has other users) before the launcher leaves the address
+//!   space. B waits on that word; nothing else wakes it for good.
+//! - Before the gate opens, A and B share the launcher's thread pointer, so errno and every
+//!   thread-local are the launcher's: they load atomics and make system calls with the bare
+//!   instruction (`raw`), which writes no errno, on their own stacks — except A's call of
+//!   glibc's `clone`, which writes errno only if the clone fails (B then never exists and the
+//!   launcher gives up the supervisor).
+//! - The listener is recorded (`arm`) only immediately before each `execve` system call, with
+//!   argv and envp already built, and cleared (`disarm`) when it returns. If the launcher ends
+//!   any other way — an error, a signal, the OOM killer, at any instruction — B wakes, finds no
+//!   listener and exits without touching the heap: it never runs on memory that a lock or an
+//!   allocation was left in the middle of.
+//! - After the gate (with a listener), no thread of the launcher runs in this address space any
+//!   more: the launcher was single threaded and inside `execve`, holding no lock (it builds
+//!   argv and envp itself and calls the system call directly: std's `Command::exec` would hold
+//!   the environment lock across it). The supervisor's work runs in a fresh thread, with a
+//!   thread descriptor of its own (B's is the launcher's main thread's, with the launcher's tid
+//!   in it).
+//! - Sessions and signals: B leaves the launcher's session (`setsid`) and ignores the terminal's
+//!   and the pipe's signals (SIGINT, SIGQUIT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU, SIGPIPE) first
+//!   thing, with every signal blocked since before its clone (the launcher blocks them around
+//!   it), so a Ctrl-C or `kill 0` at the command's start cannot take it down; it then restores
+//!   the launcher's original mask.
 //! - The descriptor table is shared (CLONE_FILES): the listener that seccomp() gives the
-//!   launcher after the clone is in the child's table too. The exec gives the command a copy of
-//!   the table and closes the close-on-exec descriptors (listener, responder) in that copy only.
-//! - The child is under neither the filter (installed afterwards, on the launcher's thread
-//!   only, without TSYNC) nor no_new_privs.
-//! - Exit signal 0: the command (the launcher's pid after the exec) is its parent but gets no
-//!   SIGCHLD for it, and wait()/waitpid(-1) without __WALL never report it (a "clone" child).
-//!   It normally outlives the command (it ends when every process of the tree is gone); when
-//!   the command ends first the kernel reparents it, sets its exit signal to SIGCHLD, and init
-//!   (or the nearest subreaper) reaps it.
-//! - If the launcher fails after the clone (no filter, exec failed and it exits), the gate
-//!   opens with no listener recorded and the child exits at once.
+//!   launcher after the clone is in B's table too. The exec gives the command a copy of the
+//!   table and closes the close-on-exec descriptors (listener, responder) in that copy only.
+//! - A and B are under neither the filter (installed afterwards, on the launcher's thread only,
+//!   without TSYNC) nor no_new_privs.
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
-/// The child's stack: the supervisor's main thread runs on it for the rest of its life. Pages
-/// are only committed when touched (MAP_NORESERVE).
-const STACK: usize = 8 << 20;
+/// B's stack: its main thread only waits and joins, the supervisor's body runs in a thread of
+/// its own; pages are committed only when touched (MAP_NORESERVE).
+const STACK_B: usize = 1 << 20;
+/// A's stack: A only calls glibc's clone.
+const STACK_A: usize = 64 << 10;
 const PAGE: usize = 4096;
 
 /// The supervisor's body, given the listener.
-pub type Main = Box<dyn FnOnce(i32)>;
+pub type Main = Box<dyn FnOnce(i32) + Send>;
 
-/// The block both sides see. Leaked by the launcher (it execs right after), so it stays valid
-/// for the child's whole life.
+/// The block the launcher, A and B see. Leaked by the launcher (it execs right after), so it
+/// stays valid for B's whole life.
 pub struct Start {
     /// 1 until the launcher has exec'd or exited; the kernel writes the 0.
     gate: AtomicU32,
-    /// The seccomp listener, -1 until the launcher has installed the filter.
+    /// The seccomp listener while the launcher is inside `execve`, else -1.
     listener: AtomicI32,
-    /// The supervisor, prepared by the launcher; taken by the child only, after the gate.
+    /// The listener once the filter is installed (what `arm` records).
+    armed: AtomicI32,
+    /// B's pid, written by A (-1: A could not clone it).
+    b_pid: AtomicI32,
+    /// The launcher's signal mask before it blocked everything for the clone (B restores it).
+    mask: u64,
+    b_stack: usize,
+    /// The supervisor, prepared by the launcher; taken by B only, after the gate.
     main: UnsafeCell<Option<Main>>,
 }
 
 impl Start {
-    /// Record the listener: the child runs the supervisor only if this was called.
+    /// The listener B will run with if the launcher's exec succeeds.
     pub fn set_listener(&self, fd: i32) {
-        self.listener.store(fd, Ordering::Release);
+        self.armed.store(fd, Ordering::Release);
     }
 }
 
-/// The block of this launcher's supervisor, for `cancel`.
+/// This launcher's block, for `arm`/`disarm`/`reap`.
 static STARTED: AtomicPtr<Start> = AtomicPtr::new(std::ptr::null_mut());
 
-/// The launcher will not exec after all (the command could not be exec'd): the child, woken
-/// when the launcher exits, ends at once instead of starting a supervisor for nobody.
-pub fn cancel() {
-    let p = STARTED.load(Ordering::Acquire);
-    // SAFETY: p is null or the leaked Start of spawn(), valid for the process's life.
-    if let Some(start) = unsafe { p.as_ref() } {
-        start.listener.store(-1, Ordering::Release);
+fn started() -> Option<&'static Start> {
+    // SAFETY: null or the leaked Start of spawn(), valid for the process's life.
+    unsafe { STARTED.load(Ordering::Acquire).as_ref() }
+}
+
+/// Right before an `execve` system call: if it succeeds, B runs the supervisor. Nothing may
+/// allocate or lock between this and the system call.
+pub fn arm() {
+    if let Some(s) = started() {
+        s.listener.store(s.armed.load(Ordering::Relaxed), Ordering::Release);
     }
 }
 
-/// Clone the supervisor child; it runs `main(listener)` after the launcher's exec (if the
-/// launcher recorded a listener) and exits when `main` returns. Returns the shared block and
-/// the child's pid.
-pub fn spawn(main: Main) -> Result<(&'static Start, i32), String> {
+/// `execve` returned (it failed): if the launcher now ends, B ends without working.
+pub fn disarm() {
+    if let Some(s) = started() {
+        s.listener.store(-1, Ordering::Release);
+    }
+}
+
+/// Reap A (it exits as soon as it has cloned B) and return B's pid, or None if B could not be
+/// started. Called before the exec: the command must not inherit a child it never made.
+pub fn reap() -> Option<i32> {
+    let s = started()?;
+    let a = A_PID.load(Ordering::Acquire);
+    if a > 0 {
+        let mut st = 0;
+        // SAFETY: waiting for our own clone child A (no exit signal: __WALL); st is valid.
+        while unsafe { libc::waitpid(a, &mut st, libc::__WALL) } < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {}
+        A_PID.store(0, Ordering::Release);
+    }
+    let b = s.b_pid.load(Ordering::Acquire);
+    (b > 0).then_some(b)
+}
+
+static A_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Start A, which starts B; B runs `main(listener)` in a thread of its own after the launcher's
+/// successful exec, and exits when it returns. Returns the shared block.
+pub fn spawn(main: Main) -> Result<&'static Start, String> {
     if !cfg!(target_arch = "x86_64") {
         return Err("the supervisor's start is written for x86_64 only".into());
     }
-    let start: &'static Start = Box::leak(Box::new(Start { gate: AtomicU32::new(1), listener: AtomicI32::new(-1), main: UnsafeCell::new(Some(main)) }));
+    let stacks = map(STACK_A + STACK_B)?;
+    // Every signal blocked around the clone: A and B start with it blocked and B ignores the
+    // terminal's signals before it unblocks (module comment).
+    let mut old: u64 = 0;
+    let all: u64 = !0;
+    // SAFETY: rt_sigprocmask with valid 8-byte sets (the kernel's sigset size on x86_64).
+    unsafe { raw(libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as usize, &all as *const u64 as usize, &mut old as *mut u64 as usize, 8, 0, 0]) };
+    let start: &'static Start = Box::leak(Box::new(Start {
+        gate: AtomicU32::new(1),
+        listener: AtomicI32::new(-1),
+        armed: AtomicI32::new(-1),
+        b_pid: AtomicI32::new(0),
+        mask: old,
+        b_stack: stacks + STACK_A + STACK_B,
+        main: UnsafeCell::new(Some(main)),
+    }));
+    // The gate is named before the clone: if the launcher dies before its exec, the kernel
+    // opens the gate (and B, finding no listener, exits) instead of leaving B asleep forever.
+    // SAFETY: the word is in a leaked allocation, valid for the rest of this address space's
+    // life; the kernel writes 0 to it (at exec or exit), nothing else.
+    unsafe { raw(libc::SYS_set_tid_address, [start.gate.as_ptr() as usize, 0, 0, 0, 0, 0]) };
+    // SAFETY: A's stack top is the end of A's part of our mapping (page aligned); `child_a`
+    // follows the clone contract (its own stack, returns an int, after which glibc's wrapper
+    // ends the task with the exit system call); its argument is the leaked Start. Exit signal
+    // 0: the launcher reaps A with __WALL.
+    let a = unsafe {
+        libc::clone(child_a, (stacks + STACK_A) as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_FILES, start as *const Start as *mut libc::c_void)
+    };
+    let clone_err = std::io::Error::last_os_error();
+    // SAFETY: restoring the mask saved above.
+    unsafe { raw(libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as usize, &old as *const u64 as usize, 0, 8, 0, 0]) };
+    if a < 0 {
+        return Err(format!("clone: {clone_err}"));
+    }
+    A_PID.store(a, Ordering::Release);
+    STARTED.store(start as *const Start as *mut Start, Ordering::Release);
+    Ok(start)
+}
+
+fn map(len: usize) -> Result<usize, String> {
     // SAFETY: an anonymous private mapping, no address hint; the result is checked.
-    let stack = unsafe {
+    let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            STACK,
+            len,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
             -1,
             0,
         )
     };
-    if stack == libc::MAP_FAILED {
-        return Err(format!("supervisor stack: {}", std::io::Error::last_os_error()));
+    if p == libc::MAP_FAILED {
+        return Err(format!("supervisor stacks: {}", std::io::Error::last_os_error()));
     }
-    // A guard page at the low end: an overflow faults instead of writing into other memory.
-    // SAFETY: the first page of the mapping just made, which nothing uses yet.
-    unsafe { libc::mprotect(stack, PAGE, libc::PROT_NONE) };
-    // The gate is named before the clone: if the launcher dies between the clone and its exec,
-    // the kernel opens the gate (and the child, finding no listener, exits) instead of leaving
-    // the child asleep forever.
-    // SAFETY: the word is in a leaked allocation, valid for the rest of this address space's
-    // life; the kernel writes 0 to it (at exec or exit), nothing else.
-    unsafe { libc::syscall(libc::SYS_set_tid_address, start.gate.as_ptr()) };
-    // SAFETY: the stack top is the end of our mapping (page aligned); `child` follows the clone
-    // contract (runs on that stack and ends with _exit, never returning into the launcher's
-    // frames); its argument is the leaked Start. Exit signal 0 and no CLONE_SETTLS: the module
-    // comment says why sharing the launcher's thread pointer until the gate opens is sound.
-    let pid =
-        unsafe { libc::clone(child, (stack as *mut u8).add(STACK).cast(), libc::CLONE_VM | libc::CLONE_FILES, start as *const Start as *mut libc::c_void) };
-    if pid < 0 {
-        return Err(format!("clone: {}", std::io::Error::last_os_error()));
+    // Guard pages at the low end of both stacks: an overflow faults instead of writing into
+    // the other stack.
+    // SAFETY: pages of the mapping just made, which nothing uses yet.
+    unsafe {
+        libc::mprotect(p, PAGE, libc::PROT_NONE);
+        libc::mprotect((p as usize + STACK_A) as *mut libc::c_void, PAGE, libc::PROT_NONE);
     }
-    STARTED.store(start as *const Start as *mut Start, Ordering::Release);
-    Ok((start, pid))
+    Ok(p as usize)
 }
 
-extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+/// A: clone B and end. Runs beside the launcher with its thread pointer (see the module
+/// comment): nothing but the clone and an atomic store.
+extern "C" fn child_a(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the leaked Start that spawn() passed to clone.
     let start = unsafe { &*(arg as *const Start) };
+    // SAFETY: B's stack top is the end of the mapping (page aligned); `child_b` never returns
+    // (it ends with exit_group); its argument is the same leaked Start. Exit signal 0 until it
+    // is reparented (then the kernel makes it SIGCHLD, for init).
+    let b = unsafe { libc::clone(child_b, start.b_stack as *mut libc::c_void, libc::CLONE_VM | libc::CLONE_FILES, arg) };
+    start.b_pid.store(if b > 0 { b } else { -1 }, Ordering::Release);
+    0
+}
+
+/// B: the supervisor.
+extern "C" fn child_b(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked Start that spawn() passed to clone.
+    let start = unsafe { &*(arg as *const Start) };
+    // Before the gate: bare system calls only (the launcher's thread pointer).
+    // SAFETY: setsid takes no arguments; rt_sigaction with a valid kernel sigaction (SIG_IGN,
+    // no flags, empty mask) and no old-action pointer; rt_sigprocmask with a valid 8-byte set.
+    unsafe {
+        raw(libc::SYS_setsid, [0; 6]);
+        let ign: [usize; 4] = [libc::SIG_IGN, 0, 0, 0];
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGPIPE] {
+            raw(libc::SYS_rt_sigaction, [sig as usize, ign.as_ptr() as usize, 0, 8, 0, 0]);
+        }
+        raw(libc::SYS_rt_sigprocmask, [libc::SIG_SETMASK as usize, &start.mask as *const u64 as usize, 0, 8, 0, 0]);
+    }
     while start.gate.load(Ordering::Acquire) != 0 {
-        futex_wait(&start.gate, 1);
+        // SAFETY: futex(word, FUTEX_WAIT, 1, NULL): the kernel reads the live 4-byte word; the
+        // result (0, EAGAIN, EINTR) is ignored because the loop re-reads the word.
+        unsafe { raw(libc::SYS_futex, [start.gate.as_ptr() as usize, libc::FUTEX_WAIT as usize, 1, 0, 0, 0]) };
+    }
+    let listener = start.listener.load(Ordering::Acquire);
+    if listener < 0 {
+        // The launcher ended without a successful exec: leave without touching its memory.
+        // SAFETY: exit_group ends the process; nothing of ours runs after it.
+        unsafe { raw(libc::SYS_exit_group, [0; 6]) };
     }
     // The launcher is gone from this address space: ordinary code from here on.
-    let listener = start.listener.load(Ordering::Acquire);
     // SAFETY: the launcher never touches `main` after spawn() and is gone; this is the only
     // reader, once.
-    let main = unsafe { (*start.main.get()).take() };
-    if let (Some(main), true) = (main, listener >= 0) {
-        // A panic must not unwind out of this extern "C" frame (it would abort the process
-        // with a message on the command's stderr): the supervisor's handlers catch their own;
-        // anything left ends the supervisor quietly, and the listener's close makes the
+    if let Some(main) = unsafe { (*start.main.get()).take() } {
+        // A panic must not unwind out of this extern "C" frame: the supervisor's handlers catch
+        // their own; anything left ends the supervisor, and the listener's close makes the
         // tree's pending socket calls fail (ENOSYS), never pass.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || main(listener)));
+        let run = std::panic::AssertUnwindSafe(move || main(listener));
+        // No thread to be had (a process limit): no supervisor; the listener closes with us
+        // and the tree's notified calls fail (ENOSYS), never pass.
+        if let Ok(t) = std::thread::Builder::new().name("tsproxy-supervisor".into()).spawn(move || std::panic::catch_unwind(run)) {
+            let _ = t.join();
+        }
     }
     // SAFETY: _exit has no preconditions; the supervisor's threads end with the process.
     unsafe { libc::_exit(0) }
 }
 
-/// FUTEX_WAIT (shared, matching the kernel's wake at clear-child-tid) on `word` while it holds
-/// `val`, with the bare `syscall` instruction: no errno write, no libc.
-fn futex_wait(word: &AtomicU32, val: u32) {
+/// A system call with the bare `syscall` instruction: no errno, no libc (module comment).
+///
+/// # Safety
+/// The arguments must be valid for system call `nr`.
+unsafe fn raw(nr: libc::c_long, a: [usize; 6]) -> isize {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: futex(word, FUTEX_WAIT, val, NULL): the kernel reads the 4-byte word, which is
-    // live; the result (0, EAGAIN, EINTR) is ignored because the caller re-reads the word.
-    unsafe {
-        std::arch::asm!(
-            "syscall",
-            inlateout("rax") libc::SYS_futex => _,
-            in("rdi") word.as_ptr(), in("rsi") libc::FUTEX_WAIT, in("rdx") val, in("r10") 0usize,
-            lateout("rcx") _, lateout("r11") _,
-            options(nostack),
-        );
+    {
+        let r: isize;
+        // SAFETY: the caller passes arguments valid for this system call; the kernel's ABI:
+        // number in rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax, rcx and r11
+        // clobbered; no stack is used.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") nr as isize => r,
+                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+                lateout("rcx") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        r
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (word, val);
+    {
+        let _ = (nr, a);
+        -(libc::ENOSYS as isize)
+    }
 }
