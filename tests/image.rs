@@ -573,7 +573,7 @@ fn apt_path_pinned_key_and_pin_with_a_local_repository() {
     std::fs::create_dir_all(&ctx).unwrap();
     let copy = Command::new("cp")
         .arg("-a")
-        .args(["src", "core", "wrapper", "Cargo.toml", "Cargo.lock", "Makefile", "image", ".containerignore"])
+        .args(["src", "core", "wrapper", "scripts", "Cargo.toml", "Cargo.lock", "Makefile", "image", ".containerignore"])
         .arg(&ctx)
         .current_dir(ROOT)
         .output()
