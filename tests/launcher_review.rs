@@ -316,33 +316,6 @@ fn review_sigterm_to_the_command_ends_the_supervisor_too() {
     assert!(!alive(sup, None), "supervisor {sup} still running after its command died");
 }
 
-/// The supervisor of a supervised command: the process holding the DNS responder socket
-/// named in the command's TSPROXY_SUPERVISOR_DNS (the supervisor is nobody's child).
-fn supervisor_of(cmd_pid: i32) -> Option<i32> {
-    let env = std::fs::read(format!("/proc/{cmd_pid}/environ")).ok()?;
-    let port: u16 = env
-        .split(|&b| b == 0)
-        .find_map(|kv| kv.strip_prefix(b"TSPROXY_SUPERVISOR_DNS="))
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.rsplit(':').next())
-        .and_then(|p| p.parse().ok())?;
-    let udp = std::fs::read_to_string("/proc/net/udp").ok()?;
-    let inode = udp.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let p = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
-        (p == port).then(|| f.get(9).map(|s| s.to_string())).flatten()
-    })?;
-    let want = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .ok()?
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(want.as_str())))
-            .then_some(pid)
-    })
-}
-
 /// The process is there and not a zombie (and, given `start`, started at that time: not a
 /// reused pid).
 fn alive(pid: i32, start: Option<&str>) -> bool {
@@ -383,7 +356,9 @@ fn starttime(pid: i32) -> Option<String> {
 fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
     let errlog = target_dir().join(format!("review-killed-{}.err", std::process::id()));
     let t_end = Instant::now() + Duration::from_secs(40);
-    let mut sups: Vec<(i32, String)> = Vec::new();
+    // Every process of this test's launchers carries this in its environment (the supervisor
+    // too: its memory is the launcher's), and nothing else does.
+    let marker = std::process::id().to_string();
     let mut runs = 0;
     let mut before_exec = 0;
     let mut seed = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
@@ -391,7 +366,7 @@ fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
         runs += 1;
         let err = std::fs::OpenOptions::new().create(true).append(true).open(&errlog).unwrap();
         let mut c = supervised();
-        c.args(["sleep", "5"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).process_group(0);
+        c.args(["sleep", "5"]).env("REVIEW_KILLED_AT_START", &marker).stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).process_group(0);
         let mut child = c.spawn().unwrap();
         let pid = child.id() as i32;
         // Spin until the launcher is under its filter (`Seccomp: 2` in its status: the clone
@@ -416,12 +391,6 @@ fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
         if filtered {
             let t1 = Instant::now();
             while t1.elapsed() < extra {}
-            let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-            if let Some(s) = kids.split_whitespace().next().and_then(|s| s.parse::<i32>().ok()) {
-                if let Some(st) = starttime(s) {
-                    sups.push((s, st));
-                }
-            }
         }
         let pre = filtered && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.starts_with(b"sleep"));
         // The launcher alone (as the OOM killer, `kill -9 PID` or `timeout -s KILL` do): a kill
@@ -431,11 +400,25 @@ fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
         before_exec += pre as u32;
         let _ = child.wait();
     }
-    // Orphaned supervisors are reparented to init (or a subreaper) and end at once when their
-    // command is gone: give them 3 s.
+    // Supervisors are nobody's children (init's, or a subreaper's) and end at once when their
+    // launcher is gone without an exec, or when their command is: give them 3 s. Any process
+    // still carrying the marker then is a stuck supervisor.
+    let needle = format!("REVIEW_KILLED_AT_START={marker}");
+    let marked = || -> Vec<(i32, String)> {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                    .filter(|p| std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| e.split(|&b| b == 0).any(|kv| kv == needle.as_bytes())))
+                    .filter_map(|p| Some((p, starttime(p)?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let sups = marked();
     let t0 = Instant::now();
     let stuck = loop {
-        let stuck: Vec<i32> = sups.iter().filter(|(p, st)| alive(*p, Some(st))).map(|(p, _)| *p).collect();
+        let stuck: Vec<i32> = marked().iter().filter(|(p, st)| alive(*p, Some(st))).map(|(p, _)| *p).collect();
         if stuck.is_empty() || t0.elapsed() > Duration::from_secs(3) {
             break stuck;
         }
@@ -454,13 +437,13 @@ fn review_launcher_killed_at_start_leaves_no_stuck_or_crashed_supervisor() {
         // recorded above (not a reused pid).
         unsafe { libc::kill(*p, libc::SIGKILL) };
     }
-    eprintln!("{runs} launches, {} clone children seen, {before_exec} killed before the exec", sups.len());
+    eprintln!("{runs} launches, {} marked processes alive right after the last kill, {before_exec} killed before the exec", sups.len());
     let errs = std::fs::read_to_string(&errlog).unwrap_or_default();
     let _ = std::fs::remove_file(&errlog);
     let crashes = errs.lines().filter(|l| l.contains("Fatal glibc error") || l.contains("panicked")).count();
     assert!(
         stuck.is_empty() && crashes == 0,
-        "{runs} launches killed at start ({} clone children seen): {} supervisors stuck after 3 s: {detail:?}; {crashes} crashes on stderr:\n{}",
+        "{runs} launches killed at start ({} marked processes right after): {} supervisors stuck after 3 s: {detail:?}; {crashes} crashes on stderr:\n{}",
         sups.len(),
         stuck.len(),
         errs.lines().take(5).collect::<Vec<_>>().join("\n")

@@ -9,8 +9,8 @@
 //! its own uid with its own leak meter (tests/common/world.rs), which must stay at zero.
 mod common;
 
-use common::harness;
 use common::world::*;
+use common::{harness, supervisor_of};
 
 const DANTE: &str = "socks5://tsproxy-px:px-pass-4711@127.0.0.1:1081";
 
@@ -530,9 +530,8 @@ fn static_musl_200_idle_connected_sockets_cost_one_thread_and_nothing_after_clos
     let mut lines = vec![run.line(), run.line()];
     let pid: u32 = lines[1].strip_prefix("pid=").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{lines:?}"));
     assert_eq!(lines[0], "warm=ok", "{lines:?}");
-    // The supervisor: the program's one child (the launcher's clone, before its exec).
-    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let sup: u32 = kids.split_whitespace().next().and_then(|k| k.parse().ok()).unwrap_or_else(|| panic!("no supervisor under {pid}: {kids:?}"));
+    // The supervisor: the holder of the responder socket named in the program's environment.
+    let sup: u32 = supervisor_of(pid as i32).map(|s| s as u32).unwrap_or_else(|| panic!("no supervisor found for {pid}"));
     // The warm-up socket is closed: its waiter ends within a look or two.
     assert!(settle(|| sup_load(sup).2 == 0), "the warm-up's waiter did not end: {:?}", sup_load(sup));
     let (t0, f0, _) = sup_load(sup);

@@ -504,3 +504,33 @@ pub fn static_tcpclient() -> Option<PathBuf> {
     })
     .clone()
 }
+
+/// The supervisor of a command run by the launcher with the supervisor on: the process holding
+/// the DNS responder socket named in the command's TSPROXY_SUPERVISOR_DNS (the supervisor is
+/// nobody's child: wrapper/src/supervisor/spawn.rs). Looked up in the command's own network
+/// namespace.
+#[allow(dead_code)]
+pub fn supervisor_of(cmd_pid: i32) -> Option<i32> {
+    let env = std::fs::read(format!("/proc/{cmd_pid}/environ")).ok()?;
+    let port: u16 = env
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(b"TSPROXY_SUPERVISOR_DNS="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.rsplit(':').next())
+        .and_then(|p| p.parse().ok())?;
+    let udp = std::fs::read_to_string(format!("/proc/{cmd_pid}/net/udp")).ok()?;
+    let inode = udp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let p = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+        (p == port).then(|| f.get(9).map(|s| s.to_string())).flatten()
+    })?;
+    let want = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(want.as_str())))
+            .then_some(pid)
+    })
+}
