@@ -464,10 +464,25 @@ fn keyring_check_accepts_only_the_pinned_key() {
         return;
     }
     let dir = target_dir().join("image-keyring-test");
+    let home = dir.join("gnupg");
+    // An agent left by an earlier run for this home would be asked and not answer once its
+    // directory is gone: stop it first. Then a private home, and the agent started and waited
+    // for before the first key (gpg's own start of it can time out on a loaded machine: "can't
+    // connect to the agent").
+    let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--kill", "gpg-agent"]).output();
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let home = dir.join("gnupg");
     std::fs::create_dir_all(&home).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--launch", "gpg-agent"]).output();
+    struct Agent(std::path::PathBuf);
+    impl Drop for Agent {
+        fn drop(&mut self) {
+            let _ = Command::new("gpgconf").arg("--homedir").arg(&self.0).args(["--kill", "gpg-agent"]).output();
+        }
+    }
+    let _agent = Agent(home.clone());
     let gpg = |args: &[&str]| {
         let o = Command::new("gpg")
             .arg("--homedir")
