@@ -475,7 +475,6 @@ fn keyring_check_accepts_only_the_pinned_key() {
     std::fs::create_dir_all(&home).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--launch", "gpg-agent"]).output();
     struct Agent(std::path::PathBuf);
     impl Drop for Agent {
         fn drop(&mut self) {
@@ -494,8 +493,26 @@ fn keyring_check_accepts_only_the_pinned_key() {
         assert!(o.status.success(), "gpg {args:?}: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).to_string()
     };
-    gpg(&["--quick-gen-key", "pinned <a@example.invalid>", "ed25519", "sign", "never"]);
-    gpg(&["--quick-gen-key", "other <b@example.invalid>", "ed25519", "sign", "never"]);
+    // gpg gives up on an agent slow to come up while the other image tests build beside us:
+    // (re)start it and try a key up to three times.
+    let gen = |uid: &str| {
+        for attempt in 1..=3 {
+            let _ = Command::new("gpgconf").arg("--homedir").arg(&home).args(["--launch", "gpg-agent"]).output();
+            let o = Command::new("gpg")
+                .arg("--homedir")
+                .arg(&home)
+                .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "ed25519", "sign", "never"])
+                .output()
+                .unwrap();
+            if o.status.success() {
+                return;
+            }
+            assert!(attempt < 3, "gpg --quick-gen-key {uid}: {}", text(&o));
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    };
+    gen("pinned <a@example.invalid>");
+    gen("other <b@example.invalid>");
     let fprs: Vec<String> =
         gpg(&["--with-colons", "--list-keys"]).lines().filter(|l| l.starts_with("fpr:")).map(|l| l.split(':').nth(9).unwrap().to_string()).collect();
     assert_eq!(fprs.len(), 2, "{fprs:?}");

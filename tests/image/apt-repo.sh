@@ -11,7 +11,17 @@ here=$(cd "$(dirname "$0")" && pwd)
 standin="$here/../../image/standin"
 export GNUPGHOME="$dir/gnupg"
 rm -rf "$dir" && mkdir -p "$GNUPGHOME" && chmod 700 "$GNUPGHOME"
-gpg --batch --quiet --pinentry-mode loopback --passphrase '' --quick-gen-key "tsproxy test repository <repo@example.invalid>" ed25519 sign never
+# gpg starts its agent itself and gives up when the agent is slow to come up ("can't connect
+# to the agent"), which happens while the other image tests build beside us: start it
+# ourselves and try the key up to three times.
+for try in 1 2 3; do
+    gpgconf --launch gpg-agent 2>/dev/null || true
+    if gpg --batch --quiet --pinentry-mode loopback --passphrase '' --quick-gen-key "tsproxy test repository <repo@example.invalid>" ed25519 sign never; then
+        break
+    fi
+    [ "$try" = 3 ] && exit 1
+    sleep 2
+done
 fpr=$(gpg --batch --with-colons --list-keys 2>/dev/null | awk -F: '$1 == "fpr" { print $10; exit }')
 gpg --batch --quiet --output "$dir/tailscale-archive-keyring.gpg" --export "$fpr"
 
