@@ -483,33 +483,9 @@ fn plain_rule(nr: u32, arch: u32, args: [u64; 6]) -> u32 {
     }
 }
 
-/// Classic BPF as the kernel runs it, for the opcodes the assembler emits.
+/// Classic BPF as the kernel runs it: filter.rs's own emulator.
 fn run_bpf(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-    let mut data = [0u8; 64];
-    data[0..4].copy_from_slice(&nr.to_le_bytes());
-    data[4..8].copy_from_slice(&arch.to_le_bytes());
-    for (i, a) in args.iter().enumerate() {
-        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
-    }
-    let (mut pc, mut acc) = (0usize, 0u32);
-    for _ in 0..prog.len() + 1 {
-        let i = &prog[pc];
-        let cond = match i.code {
-            0x20 => {
-                acc = u32::from_le_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap());
-                pc += 1;
-                continue;
-            }
-            0x06 => return i.k,
-            0x15 => acc == i.k,
-            0x45 => acc & i.k != 0,
-            0x25 => acc > i.k,
-            0x35 => acc >= i.k,
-            c => panic!("opcode {c:#x}"),
-        };
-        pc += 1 + if cond { i.jt } else { i.jf } as usize;
-    }
-    panic!("the program did not return")
+    filter::emulate(prog, nr, arch, args).0
 }
 
 /// Guard (passes): the range-test program gives every syscall number, under every ABI, the

@@ -29,20 +29,8 @@ pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
     let g = |i: usize| a.get(i).copied().unwrap_or(0);
     #[cfg(target_arch = "x86_64")]
     {
-        let r: libc::c_long;
-        // SAFETY: the caller passes arguments valid for this system call; the kernel's ABI:
-        // number in rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax, rcx and r11
-        // clobbered; no stack is used. Memory the arguments point to may be read or written by
-        // the kernel (hence no `nomem`/`readonly`).
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") nr => r,
-                in("rdi") g(0), in("rsi") g(1), in("rdx") g(2), in("r10") g(3), in("r8") g(4), in("r9") g(5),
-                lateout("rcx") _, lateout("r11") _,
-                options(nostack),
-            );
-        }
+        // SAFETY: forwarded to the caller.
+        let r = unsafe { bare(nr, [g(0), g(1), g(2), g(3), g(4), g(5)]) };
         if (-4095..0).contains(&r) {
             set_errno(-r as i32);
             return -1;
@@ -54,6 +42,32 @@ pub unsafe fn raw(nr: libc::c_long, a: &[libc::c_long]) -> libc::c_long {
     unsafe {
         libc::syscall(nr, g(0), g(1), g(2), g(3), g(4), g(5))
     }
+}
+
+/// The `syscall` instruction alone: the kernel's result, `-errno` on failure, and nothing
+/// written anywhere else — no errno, no libc. For code that runs on a thread pointer that is
+/// not its own (the launcher's supervisor before the launcher's exec: wrapper's spawn.rs).
+///
+/// # Safety
+/// The arguments must be valid for syscall `nr`.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub unsafe fn bare(nr: libc::c_long, a: [libc::c_long; 6]) -> libc::c_long {
+    let r: libc::c_long;
+    // SAFETY: the caller passes arguments valid for this system call; the kernel's ABI: number
+    // in rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax, rcx and r11 clobbered; no
+    // stack is used. Memory the arguments point to may be read or written by the kernel (hence
+    // no `nomem`/`readonly`).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr => r,
+            in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    r
 }
 
 /// The calling thread's errno.

@@ -66,7 +66,7 @@ pub fn execvp(cmd: &[OsString], preload: &OsStr, supervised: bool) -> io::Error 
 
 /// The files execvp tries: `cmd` itself when it holds a `/`, else `dir/cmd` for each entry of
 /// PATH (glibc's default "/bin:/usr/bin" when unset; an empty entry is the current directory).
-fn candidates(cmd: &[u8], path: Option<&OsStr>) -> Vec<CString> {
+pub fn candidates(cmd: &[u8], path: Option<&OsStr>) -> Vec<CString> {
     if cmd.contains(&b'/') {
         return CString::new(cmd).ok().into_iter().collect();
     }

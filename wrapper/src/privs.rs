@@ -16,7 +16,7 @@
 //! file capabilities (`security.capability`) when we are not root; none of them on a `nosuid`
 //! mount or when no_new_privs is already set; a `#!` script's own bits never (the kernel
 //! ignores them), its interpreter's do.
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -66,21 +66,17 @@ pub fn judge(f: FileFacts, ids: Ids) -> Option<String> {
 }
 
 /// The file `execvp` would run for `cmd`: `cmd` itself when it holds a `/`, else the first
-/// executable regular file named so in `path` (PATH; glibc's default when unset).
+/// executable regular file among execvp's candidates (`exec::candidates`: PATH, glibc's
+/// default when unset).
 pub fn which(cmd: &OsStr, path: Option<&OsStr>) -> Option<PathBuf> {
     if cmd.as_bytes().contains(&b'/') {
         return Some(PathBuf::from(cmd));
     }
-    if cmd.is_empty() {
-        return None;
-    }
-    let path = path.map(OsString::from).unwrap_or_else(|| OsString::from("/bin:/usr/bin"));
-    path.as_bytes().split(|&b| b == b':').map(|d| if d.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(d)) }).map(|d| d.join(cmd)).find(|p| {
-        p.metadata().is_ok_and(|m| m.is_file())
-            && CString::new(p.as_os_str().as_bytes()).is_ok_and(|c| {
-                // SAFETY: c is a NUL-terminated path; access only reads it.
-                unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
-            })
+    crate::exec::candidates(cmd.as_bytes(), path).into_iter().find_map(|c| {
+        // SAFETY: c is a NUL-terminated path; access only reads it.
+        let x = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+        let p = PathBuf::from(OsStr::from_bytes(c.as_bytes()));
+        (x && p.metadata().is_ok_and(|m| m.is_file())).then_some(p)
     })
 }
 
@@ -209,7 +205,7 @@ mod tests {
         };
         put(&dir.join("a/tool"), b"x", 0o644); // not executable (for root too: no x bit at all): skipped
         put(&dir.join("b/tool"), b"x", 0o755);
-        let path = OsString::from(format!("{}:{}", dir.join("a").display(), dir.join("b").display()));
+        let path = std::ffi::OsString::from(format!("{}:{}", dir.join("a").display(), dir.join("b").display()));
         assert_eq!(which(OsStr::new("tool"), Some(&path)), Some(dir.join("b/tool")));
         assert_eq!(which(OsStr::new("nope"), Some(&path)), None);
         assert_eq!(which(OsStr::new("./x/y"), Some(&path)), Some(PathBuf::from("./x/y")));

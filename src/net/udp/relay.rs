@@ -138,19 +138,8 @@ pub unsafe fn send(
                 Err(e) => return Some(Detour::Fail(Errno::of(&e))),
             }
         }
-        let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
-        let mut big: Vec<iovec> = Vec::new();
-        let iovs: &mut [iovec] = if n < 8 {
-            &mut v[..n + 1]
-        } else {
-            big.resize(n + 1, iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
-            &mut big
-        };
-        iovs[0] = iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: hlen };
-        for i in 0..n {
-            // SAFETY: the caller's contract.
-            iovs[i + 1] = unsafe { std::ptr::read_unaligned(iov.add(i)) };
-        }
+        // SAFETY: the caller's contract (iov holds n readable iovecs); hdr outlives the call.
+        let mut iovs = unsafe { HeadIovs::new(hdr.as_mut_ptr(), hlen, iov, n) };
         // SAFETY: all-zero is a valid msghdr.
         let mut m: msghdr = unsafe { std::mem::zeroed() };
         if let Some((sa, l)) = to_sa.as_mut() {
@@ -169,6 +158,45 @@ pub unsafe fn send(
         }
     }
     Some(Detour::Fail(Errno(libc::ENETUNREACH)))
+}
+
+/// The SOCKS5 UDP header's iovec followed by the caller's `n`: on the stack up to 7 of the
+/// caller's (the common case), else on the heap. Sends put the header in front of the payload,
+/// receives take it off into its own buffer.
+struct HeadIovs {
+    small: [iovec; 8],
+    big: Vec<iovec>,
+}
+
+impl HeadIovs {
+    /// # Safety
+    /// `iov` holds `n` readable iovecs; `head` stays valid for `hlen` bytes while the result
+    /// is used.
+    unsafe fn new(head: *mut u8, hlen: usize, iov: *const iovec, n: usize) -> HeadIovs {
+        const NONE: iovec = iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        let mut h = HeadIovs { small: [NONE; 8], big: Vec::new() };
+        let all: &mut [iovec] = if n < 8 {
+            &mut h.small[..n + 1]
+        } else {
+            h.big.resize(n + 1, NONE);
+            &mut h.big
+        };
+        all[0] = iovec { iov_base: head.cast(), iov_len: hlen };
+        for (i, slot) in all[1..].iter_mut().enumerate() {
+            // SAFETY: the caller's contract: iov holds n readable iovecs.
+            *slot = unsafe { std::ptr::read_unaligned(iov.add(i)) };
+        }
+        h
+    }
+
+    /// The array for a msghdr (header first); valid while `self` is neither moved nor dropped.
+    fn as_mut_ptr(&mut self) -> *mut iovec {
+        if self.big.is_empty() {
+            self.small.as_mut_ptr()
+        } else {
+            self.big.as_mut_ptr()
+        }
+    }
 }
 
 /// Datagrams up to this size with their header (and no control data) are sent from one
@@ -300,19 +328,8 @@ unsafe fn recv_connected(
     from: SocketAddr,
 ) -> Result<Seen, i32> {
     let mut hdr = [0u8; socks5::UDP_HEADER_MAX];
-    let mut v: [iovec; 8] = [iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 8];
-    let mut big: Vec<iovec> = Vec::new();
-    let iovs: &mut [iovec] = if n < 8 {
-        &mut v[..n + 1]
-    } else {
-        big.resize(n + 1, iovec { iov_base: std::ptr::null_mut(), iov_len: 0 });
-        &mut big
-    };
-    iovs[0] = iovec { iov_base: hdr.as_mut_ptr().cast(), iov_len: want.len() };
-    for i in 0..n {
-        // SAFETY: the caller's contract.
-        iovs[i + 1] = unsafe { std::ptr::read_unaligned(iov.add(i)) };
-    }
+    // SAFETY: the caller's contract (iov holds n readable iovecs); hdr outlives the call.
+    let mut iovs = unsafe { HeadIovs::new(hdr.as_mut_ptr(), want.len(), iov, n) };
     // SAFETY: all-zero is a valid msghdr.
     let mut m: msghdr = unsafe { std::mem::zeroed() };
     m.msg_iov = iovs.as_mut_ptr();

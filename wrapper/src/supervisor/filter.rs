@@ -179,38 +179,45 @@ pub fn filter() -> Result<Vec<libc::sock_filter>, String> {
     assemble(&program())
 }
 
+/// Run a program on a seccomp_data the way the kernel does: its verdict and the number of
+/// instructions executed. For tests: the unit tests below and tests/launcher_review.rs, which
+/// compiles this file too.
+#[cfg(test)]
+pub fn emulate(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> (u32, usize) {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_le_bytes());
+    data[4..8].copy_from_slice(&arch.to_le_bytes());
+    for (i, a) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+    }
+    let (mut pc, mut acc) = (0usize, 0u32);
+    // Classic BPF jumps forward only: at most one pass over the program.
+    for steps in 1..=prog.len() {
+        let i = &prog[pc];
+        let hit = match i.code {
+            LD_W_ABS => {
+                acc = u32::from_le_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap());
+                pc += 1;
+                continue;
+            }
+            RET_K => return (i.k, steps),
+            JEQ_K => acc == i.k,
+            JSET_K => acc & i.k != 0,
+            JGT_K => acc > i.k,
+            JGE_K => acc >= i.k,
+            c => panic!("opcode {c:#x}"),
+        };
+        pc += 1 + if hit { i.jt } else { i.jf } as usize;
+    }
+    panic!("the program did not return")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Run the program on a seccomp_data the way the kernel does.
     fn exec(prog: &[libc::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
-        let mut data = [0u8; 64];
-        data[0..4].copy_from_slice(&nr.to_le_bytes());
-        data[4..8].copy_from_slice(&arch.to_le_bytes());
-        for (i, a) in args.iter().enumerate() {
-            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
-        }
-        let (mut pc, mut acc) = (0usize, 0u32);
-        loop {
-            let i = &prog[pc];
-            match i.code {
-                LD_W_ABS => acc = u32::from_le_bytes(data[i.k as usize..i.k as usize + 4].try_into().unwrap()),
-                JEQ_K | JSET_K | JGT_K | JGE_K => {
-                    let hit = match i.code {
-                        JEQ_K => acc == i.k,
-                        JSET_K => acc & i.k != 0,
-                        JGT_K => acc > i.k,
-                        _ => acc >= i.k,
-                    };
-                    pc += 1 + if hit { i.jt } else { i.jf } as usize;
-                    continue;
-                }
-                RET_K => return i.k,
-                c => panic!("opcode {c}"),
-            }
-            pc += 1;
-        }
+        emulate(prog, nr, arch, args).0
     }
 
     fn run(nr: i64, args: [u64; 6]) -> u32 {
@@ -298,26 +305,7 @@ mod tests {
     fn allowed_numbers_take_a_short_path() {
         let prog = filter().unwrap();
         for nr in 0..1024u32 {
-            let (mut pc, mut acc, mut steps) = (0usize, 0u32, 0);
-            let ret = loop {
-                let i = &prog[pc];
-                steps += 1;
-                match i.code {
-                    LD_W_ABS => acc = if i.k == 0 { nr } else { AUDIT_ARCH_X86_64 },
-                    RET_K => break i.k,
-                    _ => {
-                        let hit = match i.code {
-                            JEQ_K => acc == i.k,
-                            JSET_K => acc & i.k != 0,
-                            JGT_K => acc > i.k,
-                            _ => acc >= i.k,
-                        };
-                        pc += 1 + if hit { i.jt } else { i.jf } as usize;
-                        continue;
-                    }
-                }
-                pc += 1;
-            };
+            let (ret, steps) = emulate(&prog, nr, AUDIT_ARCH_X86_64, [0; 6]);
             if ret == RET_ALLOW && !(42..=46).contains(&nr) {
                 assert!(steps <= 8, "nr {nr}: {steps} instructions");
             }

@@ -260,21 +260,9 @@ extern "C" fn child_b(arg: *mut libc::c_void) -> libc::c_int {
 /// The arguments must be valid for system call `nr`.
 unsafe fn raw(nr: libc::c_long, a: [usize; 6]) -> isize {
     #[cfg(target_arch = "x86_64")]
-    {
-        let r: isize;
-        // SAFETY: the caller passes arguments valid for this system call; the kernel's ABI:
-        // number in rax, arguments in rdi, rsi, rdx, r10, r8, r9, result in rax, rcx and r11
-        // clobbered; no stack is used.
-        unsafe {
-            std::arch::asm!(
-                "syscall",
-                inlateout("rax") nr as isize => r,
-                in("rdi") a[0], in("rsi") a[1], in("rdx") a[2], in("r10") a[3], in("r8") a[4], in("r9") a[5],
-                lateout("rcx") _, lateout("r11") _,
-                options(nostack),
-            );
-        }
-        r
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        tsproxy_core::sys::bare(nr, a.map(|v| v as libc::c_long)) as isize
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
