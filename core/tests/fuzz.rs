@@ -114,7 +114,13 @@ pub fn check_dns_questions(b: &[u8], short: bool) -> Result<(), TestCaseError> {
     .unwrap();
     if let Some(n) = tsproxy_core::route::tailnet_question(&c, b, |n| n == "localhost") {
         prop_assert!(qs.iter().any(|q| q.name == n));
-        prop_assert!(c.is_under_tailnet_domain(&n) || c.is_tailnet_name(&n, |_| false));
+        // Or an RFC 8552 "attrleaf" name over a tailnet host (`_http._tcp.peer`: route.rs,
+        // attrleaf_host): the labels after the leading underscore ones name a tailnet host.
+        let mut host = n.as_str();
+        while let Some(rest) = host.split_once('.').filter(|(l, _)| l.starts_with('_')).map(|(_, r)| r) {
+            host = rest;
+        }
+        prop_assert!(c.is_under_tailnet_domain(&n) || c.is_tailnet_name(&n, |_| false) || (host != n && c.is_tailnet_name(host, |_| false)), "{n}");
     }
     if let Some(r) = dns::error_response(b, 2) {
         prop_assert!(r[2] & 0x80 != 0 && r[3] & 0x0f == 2);
