@@ -5,7 +5,8 @@ preload, on the test suite's namespace topology (microsocks on 127.0.0.1:1080 as
 Every figure is a ratio of runs made in this same invocation, contenders interleaved with the
 order rotating each round; the median over rounds is reported with its spread (min..max).
 This is a benchmark, not a test: it never fails because the machine is slow.
-Writes docs/BENCHMARKS.md (BENCH_OUT overrides the path). BENCH_ROUNDS sets the rounds (7).
+Writes docs/BENCHMARKS.md (BENCH_OUT overrides the path), keeping the session notes below the
+table. BENCH_ROUNDS sets the rounds (7).
 """
 import datetime, json, os, platform, re, statistics, subprocess, sys
 
@@ -297,9 +298,21 @@ def write(rows):
         "the static Go row is compared with the C client through the library.",
         "",
     ]
+    # Sessions record what they learned below the table ("Session notes (DATE ...)"): a new
+    # table must not throw that away, so everything from the first such note on is kept.
+    kept = ""
+    try:
+        with open(out) as f:
+            old = f.read()
+        if "\nSession notes (" in old:
+            kept = old[old.index("\nSession notes (") + 1:]
+    except FileNotFoundError:
+        pass
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         f.write("\n".join(lines))
+        if kept:
+            f.write("\n" + kept)
     print(f"\nwrote {out}")
 
 
