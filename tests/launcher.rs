@@ -114,6 +114,203 @@ except socket.timeout:
     assert!(!err.contains('\x1b') && !err.contains('\r'), "{}", text(&out));
 }
 
+/// The supervisor holds no descriptor of the command's stdout or stderr (spawn.rs `prelude`,
+/// stderr.rs): a pipe the command was given reaches EOF when the command's tree lets go of it.
+/// Here the command closes its stdout and stderr and sleeps on, or leaves a daemon behind with
+/// /dev/null as its stdio: the reader of both pipes sees EOF at once, not when the tree ends
+/// (it took the sleep's 3 s while the supervisor kept the launcher's stderr). Its log lines
+/// still reach the command's stderr — through the command's own descriptor 2, and only while
+/// that is the same file: once the command has put another file there, nothing is written into
+/// it.
+#[test]
+fn supervisor_keeps_no_pipe_of_the_command_and_logs_only_to_its_stderr() {
+    use std::io::Read;
+    use std::process::Stdio;
+    for script in ["echo hi; exec >&- 2>&-; sleep 3", "sleep 3 </dev/null >/dev/null 2>&1 & echo hi"] {
+        let t0 = std::time::Instant::now();
+        let mut child = Command::new(launcher())
+            .args(["--supervisor=on", "sh", "-c", script])
+            .env_remove("TSPROXY_PROXY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut out, mut err) = (String::new(), String::new());
+        child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        let took = t0.elapsed();
+        let _ = child.wait();
+        assert_eq!(out, "hi\n", "{script}: {err}");
+        assert!(took < std::time::Duration::from_millis(1500), "{script}: EOF after {took:?}");
+    }
+    // Registering a tailnet name is logged at debug level by the supervisor.
+    let py = r#"
+import os, socket, tempfile
+host, port = os.environ['TSPROXY_SUPERVISOR_DNS'].rsplit(':', 1)
+key = os.environ['TSPROXY_SUPERVISOR_DNS_KEY'].encode()
+def register(name):
+    q = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00' + bytes([len(name)]) + name + b'\x00\x00\x01\x00\x01'
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b'TSK1' + key + q, (host, int(port)))
+    return s.recv(512)[7]
+print('first', register(b'peer-1'), flush=True)
+f = tempfile.TemporaryFile()
+os.dup2(f.fileno(), 2)
+print('second', register(b'peer-2'), flush=True)
+f.seek(0)
+print('file has supervisor lines:', b'tsproxy[supervisor]' in f.read())
+"#;
+    let out = Command::new(launcher()).args(["-v", "--supervisor=on", "python3", "-S", "-c", py]).env_remove("TSPROXY_PROXY").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("first 1") && said.contains("second 1"), "{}", text(&out));
+    assert!(said.contains("file has supervisor lines: False"), "a log line went into the file the command put on its fd 2: {}", text(&out));
+    assert!(err.contains("tsproxy[supervisor] debug: dns peer-1"), "{}", text(&out));
+    assert!(!err.contains("dns peer-2"), "{}", text(&out));
+}
+
+/// A supervisor this machine can run but that cannot be started now (here: no descriptor left
+/// for the seccomp listener) stops the launcher, in `auto` as in `on`: the command must not
+/// run unsupervised because of a resource, nor after no_new_privs without the filter. The same
+/// limit does not keep the command itself from running (`off`).
+#[test]
+fn supervisor_that_cannot_start_for_a_resource_stops_the_launcher() {
+    let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"].into_iter().find(|p| std::path::Path::new(p).exists());
+    let Some(prlimit) = prlimit else {
+        eprintln!("skipped: no prlimit");
+        return;
+    };
+    let run = |mode: &str| {
+        Command::new(prlimit)
+            .args(["--nofile=4", launcher().to_str().unwrap(), &format!("--supervisor={mode}"), "/bin/echo", "ran"])
+            .env_remove("TSPROXY_PROXY")
+            .env_remove("TSPROXY_SUPERVISOR")
+            .output()
+            .unwrap()
+    };
+    for mode in ["auto", "on"] {
+        let out = run(mode);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{mode}: the command ran: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("tsproxy: ") && err.lines().count() == 1, "{mode}: {}", text(&out));
+    }
+    let out = run("off");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n", "{}", text(&out));
+}
+
+/// Reaps every child until none is left (what an init or a process manager does), then says
+/// who it is: under the launcher as pid 1 or as a subreaper it must not find the supervisor
+/// among its children (it would wait for it forever: the supervisor waits for the tree).
+/// Python's subprocess keeps no reference here, so the one child it made is reaped by os.wait.
+const WAIT_ALL_PY: &str = r#"
+import os, subprocess
+subprocess.Popen(['sleep', '0.1'])
+n = 0
+while True:
+    try:
+        os.wait()
+        n += 1
+    except ChildProcessError:
+        break
+print('reaped', n, 'pid', os.getpid(), 'ppid', os.getppid(), flush=True)
+"#;
+
+/// As pid 1 of a pid namespace (a container's entrypoint without --init) the launcher stays as a
+/// minimal init (wrapper/src/init.rs) and runs the command as pid 2: the supervisor is handed to
+/// the init, not to the command; the command's exit status and death by a signal come out as
+/// the init's (128 + n as pid 1); a signal sent to the init reaches the command. With
+/// `--supervisor=off` the command is pid 1 itself. Root only (`unshare -p`).
+#[test]
+fn as_pid_1_the_launcher_is_a_minimal_init() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: unshare -p needs root");
+        return;
+    }
+    let probe = Command::new("unshare").args(["-fp", "--mount-proc", "true"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        // The root tier (make test as root) requires it, as it requires network namespaces.
+        assert!(std::env::var_os("TSPROXY_REQUIRE_NETNS").is_none(), "unshare -fp does not work here: {probe:?}");
+        eprintln!("skipped: unshare -fp does not work here");
+        return;
+    }
+    let ns = |args: &[&str]| {
+        let mut c = Command::new("timeout");
+        c.args(["20", "unshare", "-fp", "--mount-proc", launcher().to_str().unwrap()]).args(args).env_remove("TSPROXY_PROXY").env_remove("TSPROXY_SUPERVISOR");
+        c
+    };
+    let out = ns(&["python3", "-S", "-c", WAIT_ALL_PY]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "reaped 1 pid 2 ppid 1", "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = ns(&["sh", "-c", "exit 7"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    let out = ns(&["sh", "-c", "kill -9 $$"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    // The command is in a process group of its own: a signal it sends to its group (`kill 0`,
+    // as `timeout` does, or a terminal's Ctrl-C) reaches it once, not again through the init.
+    let py = "import os, signal, time\nn = [0]\nsignal.signal(signal.SIGINT, lambda s, f: n.__setitem__(0, n[0] + 1))\nos.kill(0, signal.SIGINT)\ntime.sleep(0.5)\nprint('sigint', n[0], os.getpgrp() == os.getpid())";
+    let out = ns(&["python3", "-S", "-c", py]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sigint 1 True", "{}", text(&out));
+    let out = ns(&["--supervisor=off", "sh", "-c", "echo $$"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{}", text(&out));
+    // A SIGTERM for the init (what `docker stop` sends) reaches the command.
+    let py = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda s, f: (print('got', s, flush=True), sys.exit(3)))\nprint('ready', flush=True)\ntime.sleep(10)";
+    let mut child = ns(&["python3", "-S", "-c", py]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // timeout -> unshare -> the init (pid 1 inside).
+    let kids = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|k| k.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let unshare = kids(child.id())[0];
+    let init = kids(unshare)[0];
+    // SAFETY: kill has no memory arguments.
+    unsafe { libc::kill(init as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got 15\n");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+}
+
+/// A launcher that is a child subreaper (PR_SET_CHILD_SUBREAPER survives exec) would have the
+/// supervisor handed back to it too: it stops being one while the supervisor is orphaned and is
+/// one again before the exec (wrapper/src/init.rs). The command keeps the pid it was started
+/// with and its subreaper flag, finds no supervisor among its children, and dies of its own
+/// signals.
+#[test]
+fn as_a_subreaper_the_launcher_hands_the_supervisor_on() {
+    let exec = |cmd: &[&str]| {
+        let py =
+            "import ctypes, os, sys\nctypes.CDLL(None).prctl(36, 1, 0, 0, 0)\nprint('launcher', os.getpid(), flush=True)\nos.execv(sys.argv[1], sys.argv[1:])";
+        Command::new("timeout")
+            .args(["20", "python3", "-S", "-c", py, launcher().to_str().unwrap()])
+            .args(cmd)
+            .env_remove("TSPROXY_PROXY")
+            .env_remove("TSPROXY_SUPERVISOR")
+            .output()
+            .unwrap()
+    };
+    let wait_all = WAIT_ALL_PY.to_string() + "import ctypes\nv = ctypes.c_int()\nctypes.CDLL(None).prctl(37, ctypes.byref(v))\nprint('subreaper', v.value)\n";
+    let out = exec(&["python3", "-S", "-c", &wait_all]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    let pid = said.lines().next().and_then(|l| l.strip_prefix("launcher ")).unwrap_or("?").to_string();
+    assert!(said.contains(&format!("reaped 1 pid {pid} ")), "{}", text(&out));
+    assert!(said.contains("subreaper 1"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = exec(&["sh", "-c", "kill -TERM $$"]);
+    // timeout(1) passes a signal death on as the same signal.
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), Some(libc::SIGTERM), "{}", text(&out));
+}
+
 // ---- setuid / setgid / setcap commands (issue 10, item 6). Root only: making such a file
 // needs root; the command then runs as uid 65534 (setpriv), for whom it is secure execution.
 
@@ -229,6 +426,34 @@ fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
     }
 }
 
+/// Python for a supervised command to look at its supervisor: `owner()`, the process holding
+/// the DNS responder socket named in the command's environment (another than the caller), and
+/// `fds(pid)`, its descriptors and what they point at.
+const SUPERVISOR_PY: &str = r#"
+import os, socket, sys, time
+port = int(os.environ['TSPROXY_SUPERVISOR_DNS'].rsplit(':', 1)[1])
+def owner():
+    inode = None
+    for l in open('/proc/net/udp').read().splitlines()[1:]:
+        f = l.split()
+        if int(f[1].split(':')[1], 16) == port:
+            inode = f[9]
+    for p in os.listdir('/proc'):
+        if not p.isdigit() or int(p) == os.getpid(): continue
+        try:
+            for fd in os.listdir('/proc/%s/fd' % p):
+                if os.readlink('/proc/%s/fd/%s' % (p, fd)) == 'socket:[%s]' % inode:
+                    return int(p)
+        except OSError:
+            pass
+def fds(s):
+    out = {}
+    for f in os.listdir('/proc/%d/fd' % s):
+        try: out[int(f)] = os.readlink('/proc/%d/fd/%s' % (s, f))
+        except OSError: pass
+    return out
+"#;
+
 /// The supervisor is started by clones that wait for the launcher's exec
 /// (wrapper/src/supervisor/spawn.rs). What the command can see of it: nothing among its
 /// children (no `wait`, `__WALL` included, reports it; no `pkill -P` reaches it); the
@@ -238,8 +463,8 @@ fn setuid_and_setcap_commands_run_without_privileges_under_the_supervisor() {
 /// ignored.
 #[test]
 fn supervisor_is_nobodys_child_and_holds_nothing_of_the_command() {
-    let script = r#"
-import os, sys, time
+    let script = SUPERVISOR_PY.to_string()
+        + r#"
 me = os.getpid()
 kids = open('/proc/self/task/%d/children' % me).read().split()
 assert kids == [], kids
@@ -248,29 +473,9 @@ try:
     print('a child to wait for')
 except ChildProcessError:
     pass
-port = int(os.environ['TSPROXY_SUPERVISOR_DNS'].rsplit(':', 1)[1])
-def owner():
-    inode = None
-    for l in open('/proc/net/udp').read().splitlines()[1:]:
-        f = l.split()
-        if int(f[1].split(':')[1], 16) == port:
-            inode = f[9]
-    for p in os.listdir('/proc'):
-        if not p.isdigit(): continue
-        try:
-            for fd in os.listdir('/proc/%s/fd' % p):
-                if os.readlink('/proc/%s/fd/%s' % (p, fd)) == 'socket:[%s]' % inode:
-                    return int(p)
-        except OSError:
-            pass
 deadline = time.time() + 5
 def state(s):
-    cmd = open('/proc/%d/cmdline' % s, 'rb').read()
-    fds = {}
-    for f in os.listdir('/proc/%d/fd' % s):
-        try: fds[int(f)] = os.readlink('/proc/%d/fd/%s' % (s, f))
-        except OSError: pass
-    return cmd, fds
+    return open('/proc/%d/cmdline' % s, 'rb').read(), fds(s)
 while True:
     s = owner()
     if s:
@@ -297,11 +502,62 @@ print('quiet ok')
         return;
     }
     let out = Command::new("sh")
-        .args(["-c", "exec 3</etc/hostname; exec \"$0\" --supervisor=on python3 -c \"$1\"", launcher().to_str().unwrap(), script])
+        .args(["-c", "exec 3</etc/hostname; exec \"$0\" --supervisor=on python3 -c \"$1\"", launcher().to_str().unwrap(), &script])
         .env_remove("TSPROXY_PROXY")
         .env("TSPROXY_LOG", "error")
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("quiet ok"), "{}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The supervisor starts lazily (wrapper/src/supervisor/spawn.rs, `idle`): until the tree makes
+/// a socket call the filter stops or asks the DNS responder something, the supervisor's process
+/// is one thread asleep in `poll`, holding only /dev/null on 0-2, the listener, the responder and
+/// a pidfd of the command (for its log lines, stderr.rs), in / — no worker threads, no
+/// DNS-over-TCP socket, no file read. A datagram to
+/// the responder wakes it: then its threads start (and the tree is served as before).
+#[test]
+fn supervisor_sleeps_until_the_tree_needs_it() {
+    let script = SUPERVISOR_PY.to_string()
+        + r#"
+def threads(s):
+    return int([l for l in open('/proc/%d/status' % s) if l.startswith('Threads:')][0].split()[1])
+deadline = time.time() + 5
+s = None
+while time.time() < deadline:
+    s = owner()
+    if s and open('/proc/%d/cmdline' % s, 'rb').read().startswith(b'tsproxy-supervisor') and fds(s).get(0) == '/dev/null':
+        break
+    time.sleep(0.02)
+assert s, 'no supervisor'
+time.sleep(0.2)
+f = fds(s)
+print('asleep threads=%d fds=%d' % (threads(s), len(f)))
+assert threads(s) == 1, threads(s)
+others = sorted(t for n, t in f.items() if n > 2)
+assert len(others) == 3 and any('seccomp' in t for t in others) and any(t.startswith('socket:') for t in others) and any('pidfd' in t for t in others), f
+assert all(f.get(n) == '/dev/null' for n in (0, 1, 2)), f
+assert os.readlink('/proc/%d/cwd' % s) == '/', os.readlink('/proc/%d/cwd' % s)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.sendto(b'\0' * 12, ('127.0.0.1', port))
+deadline = time.time() + 5
+while threads(s) == 1 and time.time() < deadline:
+    time.sleep(0.02)
+print('awake threads=%d' % threads(s))
+assert threads(s) > 1
+print('lazy ok')
+"#;
+    // `-S`: without HOME (as under CI) Python's site module asks NSS for the home directory,
+    // and glibc's NSS connects to nscd's AF_UNIX socket: a connect the filter stops, which
+    // rightly wakes the supervisor. The script itself makes no socket call until its datagram.
+    let out = Command::new(launcher())
+        .args(["--supervisor=on", "python3", "-S", "-c", &script])
+        .env_remove("TSPROXY_PROXY")
+        .env_remove("HOME")
+        .env("TSPROXY_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lazy ok"), "{}", text(&out));
     assert!(out.status.success(), "{}", text(&out));
 }

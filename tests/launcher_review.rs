@@ -243,8 +243,8 @@ int main(int argc, char **argv) {
 }
 "#;
 
-/// DEFECT (fixed): until the supervisor runs `setsid` (after the gate, after scrub_cmdline's /proc
-/// reads and writes) it is in the command's process group. A signal to that group right at
+/// DEFECT (fixed): until the supervisor runs `setsid` (then: after the gate, after its
+/// argument scrub's /proc reads and writes) it is in the command's process group. A signal to that group right at
 /// the start — Ctrl-C in a terminal, `kill 0`, a job-control shell — kills the supervisor
 /// (default dispositions) while a command that ignores or handles it goes on, its connects
 /// failing with ENOSYS (and the dead supervisor stays a zombie child of the command). Seen
@@ -259,10 +259,11 @@ fn review_signal_to_the_process_group_at_start_spares_the_supervisor() {
     let pad = "x".repeat(120_000);
     let run = |control: bool| {
         let mut cmd = supervised();
-        // 840 KB of arguments: the supervisor's scrub_cmdline, before its setsid, overwrites
-        // them through /proc/self/mem, which widens the window from tens of microseconds (the
-        // race is then lost in anywhere from 10% to 90% of runs, depending on scheduling) to
-        // a few hundred.
+        // 840 KB of arguments: in the version this found, the supervisor's argument scrub,
+        // before its setsid, overwrote them through /proc/self/mem, which widened the window
+        // from tens of microseconds (the race was then lost in anywhere from 10% to 90% of
+        // runs, depending on scheduling) to a few hundred. (The scrub now writes the memory
+        // directly, after the gate; setsid comes before the gate.)
         cmd.arg(&k).args(std::iter::repeat(&pad).take(7)).args(["--", &c, "-r", "100.64.0.2", "7"]);
         if control {
             cmd.env("REVIEW_NO_KILL", "1");

@@ -187,15 +187,9 @@ fn tailscaled_checks(sock: &str, out: &mut Vec<Check>) {
     }
 }
 
-fn kernel_version() -> (u32, u32) {
-    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut it = r.trim().split(['.', '-']).map(|x| x.parse::<u32>().unwrap_or(0));
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
-}
-
 fn supervisor_checks(out: &mut Vec<Check>) {
-    let (ma, mi) = kernel_version();
-    let new_enough = (ma, mi) >= (5, 6);
+    let (ma, mi) = crate::supervisor::kernel_version().unwrap_or((0, 0));
+    let new_enough = (ma, mi) >= crate::supervisor::MIN_KERNEL;
     let notif = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").map(|s| s.split_whitespace().any(|a| a == "user_notif"));
     let ptrace = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope").map(|s| s.trim().to_string()).unwrap_or_else(|_| "none (no Yama)".into());
     let ok = new_enough && notif.as_ref().is_ok_and(|b| *b);
@@ -203,14 +197,14 @@ fn supervisor_checks(out: &mut Vec<Check>) {
         "supervisor",
         if ok { Status::Ok } else { Status::Warn },
         format!(
-            "kernel {ma}.{mi} (pidfd_getfd and seccomp user notification need 5.6), seccomp user_notif {}, ptrace_scope {ptrace}",
+            "kernel {ma}.{mi} (the supervisor needs 5.8), seccomp user_notif {}, ptrace_scope {ptrace}",
             match notif {
                 Ok(true) => "available",
                 Ok(false) => "missing",
                 Err(_) => "unknown",
             }
         ),
-        (!ok).then_some("static binaries (Go, musl) are not proxied here: a kernel >= 5.6 with seccomp is needed; dynamically linked programs still are"),
+        (!ok).then_some("static binaries (Go, musl) are not proxied here: a kernel >= 5.8 with seccomp is needed; dynamically linked programs still are"),
     ));
 }
 

@@ -14,6 +14,7 @@ mod conf;
 mod doctor;
 mod envcmd;
 mod exec;
+mod init;
 mod json;
 mod privs;
 mod supervisor;
@@ -44,7 +45,7 @@ options:
                       http entries), same as TSPROXY_PROXYCHAINS_CONF
       --supervisor=auto|on|off
                       seccomp supervisor for static binaries (Go, musl) and raw syscalls;
-                      auto (default): on when the kernel has it (Linux >= 5.6). It sets
+                      auto (default): on when the kernel has it (Linux >= 5.8). It sets
                       no_new_privs: setuid/setcap programs (sudo, ping) in the tree run
                       without their privileges (a warning says so for CMD itself)
       --allow-unprotected
@@ -250,12 +251,63 @@ fn env_main(mut args: impl Iterator<Item = OsString>) -> ! {
 /// we got them, for the command, as `env` does.
 #[cfg(not(test))]
 #[no_mangle]
-pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+pub extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    record_args(argc, argv);
     // A panic must not unwind out of this extern "C" frame (that aborts with a core dump):
     // the hook has printed its message; exit as std's runtime would.
     match std::panic::catch_unwind(launcher) {
         Ok(()) => 0,
         Err(_) => 101,
+    }
+}
+
+/// Where the kernel put our argument strings (what /proc/PID/cmdline shows): the supervisor's
+/// process shares this memory and blanks it (supervisor/spawn.rs, `prelude`).
+static ARGS: [std::sync::atomic::AtomicUsize; 2] = [const { std::sync::atomic::AtomicUsize::new(0) }; 2];
+
+#[cfg_attr(test, allow(dead_code))]
+fn record_args(argc: libc::c_int, argv: *const *const libc::c_char) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if argc < 1 || argv.is_null() {
+        return;
+    }
+    // SAFETY: the kernel's argv: argc valid pointers to NUL-terminated strings, laid out one
+    // after the other from argv[0] (the area /proc/PID/cmdline reads).
+    unsafe {
+        let first = *argv;
+        let last = *argv.add(argc as usize - 1);
+        if first.is_null() || last.is_null() {
+            return;
+        }
+        let end = last as usize + libc::strlen(last) + 1;
+        ARGS[0].store(first as usize, Relaxed);
+        ARGS[1].store(end, Relaxed);
+    }
+}
+
+fn args_area() -> Option<(usize, usize)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (a, b) = (ARGS[0].load(Relaxed), ARGS[1].load(Relaxed));
+    (a != 0 && b > a).then_some((a, b))
+}
+
+/// Overwrite the argument area `(from, to)` (`args_area`; (0, 0): nothing) with `name` and
+/// NULs, all of it however long (ARG_MAX is a quarter of the stack limit: megabytes are
+/// possible): `--proxy socks5://user:password@...` may be there, readable by every user in
+/// /proc/PID/cmdline for as long as the process lives. Plain volatile stores, no system call,
+/// no allocation (the supervisor's process calls it on the launcher's thread pointer).
+///
+/// # Safety
+/// The area must be this process's argument strings, mapped and writable, and nothing may read
+/// them any more.
+unsafe fn blank_args((from, to): (usize, usize), name: &[u8]) {
+    if from != 0 && to > from && to - from <= 1 << 30 {
+        for i in 0..to - from {
+            let b = name.get(i).copied().filter(|_| i + 1 < to - from).unwrap_or(0);
+            // SAFETY: [from, to) is the argument area (the caller's contract); volatile, so
+            // the stores are not dropped as dead.
+            unsafe { std::ptr::write_volatile((from + i) as *mut u8, b) };
+        }
     }
 }
 
@@ -284,6 +336,17 @@ fn launcher() {
     if o.cmd.is_empty() {
         die(2, "no command given (see tsproxy --help)");
     }
+    // The supervisor's process is started now unless it is surely off (the flag, or the
+    // variable, which overrides a configuration file): its clones run beside the rest. The
+    // variable as conf reads it: not at all in a set-ID launcher.
+    let said = o.supervisor.clone().or_else(|| conf::lookup(&[], "TSPROXY_SUPERVISOR"));
+    let maybe = said.as_deref().map(str::trim) != Some("off");
+    // The supervisor's process is orphaned at once, and must not be handed back to us (that is,
+    // after the exec, to the command: init.rs). As a subreaper we stop being one until it has
+    // been handed on; as pid 1 we decide once the mode is known from every source (below).
+    let pid1 = maybe && init::pid1();
+    let subreaper = maybe && !pid1 && init::subreaper_off();
+    let mut early = (maybe && !pid1).then(|| supervisor::prepare(args_area()));
     // Our own writes (warnings, errors) to a closed pipe must not kill us before the command
     // runs; the command gets the disposition back (exec.rs).
     // SAFETY: setting SIGPIPE's disposition has no preconditions; the old one is kept.
@@ -304,18 +367,28 @@ fn launcher() {
     }
     let mode_text = o.supervisor.clone().or_else(|| conf::lookup(&loaded.files, "TSPROXY_SUPERVISOR")).unwrap_or_else(|| "auto".into());
     let Some(mode) = supervisor::parse_mode(&mode_text) else { die(2, format!("invalid supervisor mode {mode_text:?} (auto, on or off)")) };
+    if pid1 && mode != supervisor::Mode::Off {
+        // As pid 1 the supervisor would come back to the command whatever we do: stay as a
+        // minimal init and run the command as our child (init.rs) — only when the supervisor
+        // will really run, so that otherwise the command stays pid 1.
+        if supervisor::supported().is_ok() {
+            init::split(args_area());
+        }
+        early = Some(supervisor::prepare(args_area()));
+    }
     let Some(lib) = find_lib(&loaded.files) else { die(1, format!("cannot find {LIB} next to this binary, in ../lib/tsproxy/, or at $TSPROXY_LIB")) };
     let preload = preload_value(&lib, std::env::var_os("LD_PRELOAD").as_deref());
     // Judged before the supervisor sets no_new_privs (after that no exec is secure execution).
     let secure = privs::secure_exec(&o.cmd[0]);
     let mut supervised = false;
-    if mode != supervisor::Mode::Off {
-        match supervisor::install(&cfg) {
+    if let Some(early) = early.filter(|_| mode != supervisor::Mode::Off) {
+        match supervisor::install(&cfg, early) {
             Ok(h) => {
                 std::env::set_var("TSPROXY_SUPERVISOR_DNS", h.dns.to_string());
                 std::env::set_var("TSPROXY_SUPERVISOR_DNS_KEY", h.key);
                 supervised = true;
             }
+            Err(supervisor::NoSupervisor::Off(e)) if mode == supervisor::Mode::On => die(1, format!("supervisor on, but {e}")),
             Err(supervisor::NoSupervisor::Off(e)) => {
                 if cfg.log >= config::LogLevel::Error {
                     warn(format_args!("supervisor off ({e}); static binaries will not be proxied"));
@@ -350,6 +423,11 @@ fn launcher() {
         // The command gets the disposition we were given (we ignored it for our own writes).
         // SAFETY: restoring a disposition signal() returned.
         unsafe { libc::signal(libc::SIGPIPE, old) };
+    }
+    supervisor::settle();
+    if subreaper {
+        // The supervisor has been handed on (A is reaped): the command is a subreaper again.
+        init::subreaper_on();
     }
     let err = exec::execvp(&o.cmd, &preload, supervised);
     let name = o.cmd[0].to_string_lossy();

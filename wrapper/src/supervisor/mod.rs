@@ -12,6 +12,9 @@
 //! The supervisor lives until every process of the tree is gone (the listener reports
 //! POLLHUP), so daemons started in the tree stay supervised.
 //!
+//! Until the tree first makes a socket call the filter stops, or asks the responder something,
+//! the supervisor is a process asleep in `poll` (spawn.rs, `idle`).
+//!
 //! The supervisor answers notifications (`notify.rs`) with the routing policy of the library
 //! (`tsproxy_core::route::decide`) and answers DNS for the tree (`dns.rs`).
 //!
@@ -22,11 +25,12 @@ pub mod filter;
 mod notify;
 mod selfproxy;
 mod spawn;
+mod stderr;
 mod udp;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use tsproxy_core::config::{Config, LogLevel};
-use tsproxy_core::{logline, sys, syscall};
+use tsproxy_core::{logline, syscall};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -44,22 +48,50 @@ pub fn parse_mode(v: &str) -> Option<Mode> {
     }
 }
 
-/// Can this kernel do it? seccomp user notification (5.0), CONTINUE (5.5), pidfd_getfd (5.6).
+/// Can this kernel do it? seccomp user notification (5.0), CONTINUE (5.5), pidfd_getfd (5.6),
+/// and a listener that reports POLLHUP once no process uses its filter any more (5.8): that is
+/// how the supervisor learns that the tree has ended. On 5.6 and 5.7 it would never learn it,
+/// and stay behind after every command.
 pub fn supported() -> Result<(), String> {
     let mut sizes = [0u16; 3];
     if syscall!(SYS_seccomp, 3 /* SECCOMP_GET_NOTIF_SIZES */, 0, sizes.as_mut_ptr()).is_err() {
-        return Err("seccomp user notification is not available (Linux >= 5.6 needed)".into());
+        return Err("seccomp user notification is not available (Linux >= 5.8 needed)".into());
     }
-    match syscall!(SYS_pidfd_getfd, -1, -1, 0) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Err("pidfd_getfd is not available (Linux >= 5.6 needed)".into()),
+    if let Err(e) = syscall!(SYS_pidfd_getfd, -1, -1, 0) {
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            return Err("pidfd_getfd is not available (Linux >= 5.8 needed)".into());
+        }
+    }
+    match kernel_version() {
+        Some(v) if v < MIN_KERNEL => {
+            Err(format!("Linux {}.{} is too old for the supervisor (5.8 needed: earlier kernels do not tell it that the tree has ended)", v.0, v.1))
+        }
         _ => Ok(()),
     }
 }
 
-/// One log line on stderr (the command's), control characters of the message escaped.
+/// The oldest kernel the supervisor runs on (`supported`).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// The running kernel's major and minor version (uname's release, e.g. "6.1.0-18-amd64").
+pub fn kernel_version() -> Option<(u32, u32)> {
+    // SAFETY: all-zero is a valid utsname; uname only writes into it.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    syscall!(SYS_uname, &mut u as *mut libc::utsname).ok()?;
+    let release: Vec<u8> = u.release.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    parse_version(std::str::from_utf8(&release).ok()?)
+}
+
+fn parse_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// One log line on the command's stderr (stderr.rs), control characters of the message
+/// escaped.
 pub(crate) fn log(cfg: &Config, level: LogLevel, msg: std::fmt::Arguments<'_>) {
     if level <= cfg.log {
-        sys::write_all_fd(2, logline::format("tsproxy[supervisor]", level, msg).as_bytes());
+        stderr::write(logline::format("tsproxy[supervisor]", level, msg).as_bytes());
     }
 }
 
@@ -72,45 +104,70 @@ pub struct Handoff {
 
 /// Why the supervisor is not there.
 pub enum NoSupervisor {
-    /// Not here (kernel, architecture, a resource): the command runs without it, said once.
+    /// Not possible here (kernel, architecture): with `auto` the command runs without it, said
+    /// once; with `on` the launcher stops.
     Off(String),
-    /// The filter is on this process but no supervisor answers it: the command must not run.
+    /// Possible here but failed (a resource): the command must not run, whatever the mode.
     Fatal(String),
 }
 
-/// Start the supervisor (`spawn.rs`: A and B, B waiting for our exec), install the filter on
-/// this process, record the listener for B. On Ok the caller sets the returned variables and
-/// execs the command with `spawn::arm`/`disarm` around the execve system call (`exec`).
-pub fn install(cfg: &Config) -> Result<Handoff, NoSupervisor> {
-    use NoSupervisor::*;
+/// The supervisor's process, started early (`prepare`), or why it could not be.
+pub struct Early(Result<&'static spawn::Start, NoSupervisor>);
+
+/// Start the supervisor's process (`spawn.rs`: A and B, B waiting for our exec) as early as the
+/// launcher knows it may be wanted: the clones then run beside the launcher's own work (reading
+/// the configuration, making the responder, installing the filter) instead of being waited for
+/// before the exec. If the supervisor is not used after all, B ends at the exec (nothing
+/// armed) and `settle` reaps A. `args` is the launcher's argument area, which B blanks.
+pub fn prepare(args: Option<(usize, usize)>) -> Early {
     if !cfg!(target_arch = "x86_64") {
-        return Err(Off("the supervisor's filter is written for x86_64 only".into()));
+        return Early(Err(NoSupervisor::Off("the supervisor's filter is written for x86_64 only".into())));
     }
-    supported().map_err(Off)?;
-    let prog = filter::filter().map_err(Off)?;
+    if let Err(e) = supported() {
+        return Early(Err(NoSupervisor::Off(e)));
+    }
+    // The machine can run it: failing now is a resource (a process or memory limit), not a
+    // missing feature, and the command must not run unsupervised because of it.
+    Early(spawn::spawn(args).map_err(|e| NoSupervisor::Fatal(format!("the supervisor process could not be started ({e})"))))
+}
+
+/// Reap A before the exec on every path, whether the supervisor was installed or not: the
+/// command must not inherit a child it never made.
+pub fn settle() {
+    let _ = spawn::reap();
+}
+
+/// Install the filter on this process and hand B what it serves the command with. On Ok the
+/// caller sets the returned variables and execs the command with `spawn::arm`/`disarm` around
+/// the execve system call (`exec`).
+pub fn install(cfg: &Config, early: Early) -> Result<Handoff, NoSupervisor> {
+    use NoSupervisor::*;
+    let start = early.0?;
+    let prog = filter::filter().map_err(Fatal)?;
     // The DNS responder's socket is made here so its address can be handed to the command's
     // environment (TSPROXY_SUPERVISOR_DNS): the preload library in a supervised process
     // registers the tailnet names it resolves with it, so placeholders mean the same name on
     // both sides (Go dials with raw syscalls even when it resolved through glibc).
-    let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| Off(format!("DNS responder: {e}")))?;
-    let responder = above_stdio(responder).map_err(|e| Off(format!("DNS responder: {e}")))?;
-    let dns_addr = responder.local_addr().map_err(|e| Off(format!("DNS responder: {e}")))?;
-    let key = dns::new_key().map_err(|e| Off(format!("DNS responder key: {e}")))?;
+    // From here on every failure is Fatal: the kernel has what the supervisor needs
+    // (`supported`), so what fails is a resource (descriptors, memory), and the command must
+    // not run unsupervised because of it; nor after no_new_privs without the filter.
+    let responder = UdpSocket::bind("127.0.0.1:0").map_err(|e| Fatal(format!("DNS responder: {e}")))?;
+    let responder = above_stdio(responder).map_err(|e| Fatal(format!("DNS responder: {e}")))?;
+    let dns_addr = responder.local_addr().map_err(|e| Fatal(format!("DNS responder: {e}")))?;
+    let key = dns::new_key().map_err(|e| Fatal(format!("DNS responder key: {e}")))?;
     // The command will have our pid (we exec it): the root of the supervised tree.
     // SAFETY: getpid has no preconditions.
     let root = unsafe { libc::getpid() };
     let cfg2 = cfg.clone();
-    let start = spawn::spawn(Box::new(move |listener| supervise(listener, cfg2, responder, key, root))).map_err(Off)?;
-    let listener = match install_filter(cfg, &prog) {
-        Ok(l) => l,
-        Err(e) => {
-            // No filter: B ends when we exec (nothing armed); A must not become the command's.
-            let _ = spawn::reap();
-            return Err(Off(e));
-        }
+    let responder_fd = {
+        use std::os::fd::AsRawFd;
+        responder.as_raw_fd()
     };
+    start.set_main(Box::new(move |listener| supervise(listener, cfg2, responder, key, root)), responder_fd);
+    // No filter: B ends when we exec (nothing armed); the caller's `settle` reaps A.
+    let listener = install_filter(cfg, &prog).map_err(Fatal)?;
     // Moved above 0-2: a launcher started with stdin or stdout closed got the listener (or the
-    // responder) there, and the supervisor's /dev/null on 0 and 1 replaced it.
+    // responder) there, and the supervisor's /dev/null on 0-2 replaced it.
     let listener = above_stdio_fd(listener);
     start.set_listener(listener);
     let Some(spid) = spawn::reap() else {
@@ -159,7 +216,7 @@ fn install_filter(cfg: &Config, prog_v: &[libc::sock_filter]) -> Result<i32, Str
     // notification for the same socket — while the supervisor is still talking to the proxy on
     // that socket, and the program's first write would land in the middle of the handshake.
     // With it, the signal is delivered when connect() returns: the program sees a connect that
-    // completed before the signal came, which the kernel allows too. Older kernels (5.6 to
+    // completed before the signal came, which the kernel allows too. Older kernels (5.8 to
     // 5.18) reject the flag with EINVAL: we go on without it (see notify.rs for what is left).
     let base = libc::SECCOMP_FILTER_FLAG_NEW_LISTENER;
     let killable = base | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
@@ -178,73 +235,11 @@ fn install_filter(cfg: &Config, prog_v: &[libc::sock_filter]) -> Result<i32, Str
     }
 }
 
-/// The supervisor, in the clone after the launcher's exec: never returns.
+/// The supervisor's body, in a thread of B once the command's tree first needs it (B has
+/// already blanked the launcher's arguments and closed what the command was given: spawn.rs,
+/// `prelude`).
 fn supervise(listener: i32, cfg: Config, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
-    // The supervisor's memory is the launcher's: its argv, where `--proxy
-    // socks5://user:password@...` may be, is readable by every user in /proc/PID/cmdline (ps).
-    // It lives as long as the command: overwrite it now.
-    // (Its own session, and SIGPIPE and the terminal's signals ignored: done first thing in
-    // spawn.rs, before the launcher's exec.)
-    scrub_cmdline();
-    {
-        use std::os::fd::AsRawFd;
-        close_inherited(&[listener, responder.as_raw_fd()]);
-    }
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 of a valid fd onto 0 and 1: the supervisor must not hold the program's
-        // pipes open (a reader would never see EOF). Stderr stays, for the log.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-        }
-    }
     notify::run(cfg, listener, responder, key, root);
-}
-
-/// Close every descriptor above stderr except `keep`: the descriptor table is the launcher's
-/// as it was at the exec, the command's pipes and files included (close-on-exec ones too). A
-/// pipe the command was given must reach EOF when the command's tree closes it, not when the
-/// supervisor ends.
-fn close_inherited(keep: &[i32]) {
-    let mut keep: Vec<u32> = keep.iter().filter(|&&f| f > 2).map(|&f| f as u32).collect();
-    keep.sort_unstable();
-    let mut from = 3u32;
-    for k in keep {
-        if k > from {
-            let _ = syscall!(SYS_close_range, from, k - 1, 0);
-        }
-        from = k + 1;
-    }
-    let _ = syscall!(SYS_close_range, from, u32::MAX, 0);
-}
-
-/// Overwrite this process's argument area (what /proc/self/cmdline shows) with
-/// "tsproxy-supervisor" and NULs, through /proc/self/mem (the area is ordinary stack memory of
-/// ours; writing it through the file does not alias any Rust reference: std copies argv only
-/// when asked, and the supervisor never asks).
-fn scrub_cmdline() {
-    let Some((start, end)) = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| arg_area(&s)) else { return };
-    if end <= start || end - start > 1 << 20 {
-        return;
-    }
-    let mut area = vec![0u8; (end - start) as usize];
-    let name = b"tsproxy-supervisor";
-    let n = name.len().min(area.len().saturating_sub(1));
-    area[..n].copy_from_slice(&name[..n]);
-    use std::os::unix::fs::FileExt;
-    if let Ok(mem) = std::fs::OpenOptions::new().write(true).open("/proc/self/mem") {
-        let _ = mem.write_all_at(&area, start);
-    }
-}
-
-/// arg_start and arg_end (fields 48 and 49 of /proc/PID/stat, counted after the `(comm)`
-/// field, which may itself hold spaces and parentheses).
-fn arg_area(stat: &str) -> Option<(u64, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state).
-    Some((f.get(48 - 3)?.parse().ok()?, f.get(49 - 3)?.parse().ok()?))
 }
 
 pub(crate) fn resolve_host(host: &str, port: u16) -> Vec<SocketAddr> {
@@ -260,15 +255,12 @@ pub(crate) fn resolve_host(host: &str, port: u16) -> Vec<SocketAddr> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn arg_area_of_stat() {
-        let own = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let (s, e) = arg_area(&own).unwrap();
-        assert!(s > 0 && e > s, "{s} {e}");
-        let weird = "12 (a) b) (c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 1000 2000 3000 4000 0";
-        assert_eq!(arg_area(weird), Some((1000, 2000)));
-        assert_eq!(arg_area("1 (x) S 1 2"), None);
+    fn kernel_versions() {
+        assert_eq!(super::parse_version("6.1.0-18-amd64"), Some((6, 1)));
+        assert_eq!(super::parse_version("5.7.19"), Some((5, 7)));
+        assert_eq!(super::parse_version("6.18.44-fc-v1272"), Some((6, 18)));
+        assert_eq!(super::parse_version("garbage"), None);
+        assert!(super::parse_version("5.7.0").unwrap() < (5, 8));
     }
 }

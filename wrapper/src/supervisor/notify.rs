@@ -16,7 +16,7 @@
 //! Signals. With SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux >= 5.19, set in mod.rs) a
 //! received notification can only be interrupted by a fatal signal, so a program's held
 //! connect() never returns early and no program byte can reach the socket before the proxy's
-//! handshake is over. On 5.6–5.18 a signal can end the wait: without SA_RESTART connect()
+//! handshake is over. On 5.8–5.18 a signal can end the wait: without SA_RESTART connect()
 //! returns EINTR while the worker is mid-handshake (a write then would go into the handshake;
 //! nothing here can stop that), with SA_RESTART the kernel issues the connect again — a second
 //! notification for a socket a worker is dialing on, which `inflight` answers with EALREADY
