@@ -332,6 +332,30 @@ unsafe fn prelude(start: &Start, listener: i32, responder: i32) {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat of a descriptor number into a live stat buffer.
     let stderr = (unsafe { raw(libc::SYS_fstat, [2, &mut st as *mut libc::stat as usize, 0, 0, 0, 0]) } == 0).then_some((st.st_dev, st.st_ino));
+    // A regular file's inode number is free for the next file once the file is deleted and
+    // closed (ext4 hands it out again at once): an O_PATH reference keeps the inode, so
+    // device and inode keep naming that file alone (stderr.rs). O_PATH, not a dup: no open
+    // file description of the command's (its flock, its offset) is kept alive by us, and it
+    // grants no read or write. Pipes, sockets and terminals are left alone: their numbers
+    // are not handed out again in practice, and a reference to a pipe must not be held.
+    let pin = if stderr.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        // SAFETY: openat of a NUL-terminated path, O_PATH: opens nothing for I/O.
+        let mut fd = unsafe {
+            raw(libc::SYS_openat, [libc::AT_FDCWD as usize, c"/proc/self/fd/2".as_ptr() as usize, (libc::O_PATH | libc::O_CLOEXEC) as usize, 0, 0, 0])
+        };
+        if (0..3).contains(&fd) {
+            // Descriptor 0 or 1 was closed: above 2, where /dev/null does not replace it.
+            // SAFETY: fcntl F_DUPFD_CLOEXEC and close of our own descriptor.
+            unsafe {
+                let up = raw(libc::SYS_fcntl, [fd as usize, libc::F_DUPFD_CLOEXEC as usize, 3, 0, 0, 0]);
+                raw(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]);
+                fd = up;
+            }
+        }
+        fd as i32
+    } else {
+        -1
+    };
     // Not the launcher's working directory: a directory held for the tree's whole life keeps
     // its file system from being unmounted.
     // SAFETY: chdir with a NUL-terminated path.
@@ -368,8 +392,11 @@ unsafe fn prelude(start: &Start, listener: i32, responder: i32) {
     // SAFETY: pidfd_open of a pid, no flags.
     let pidfd = unsafe { raw(libc::SYS_pidfd_open, [start.root as usize, 0, 0, 0, 0, 0]) };
     let pidfd = if pidfd >= 0 { pidfd as i32 } else { -1 };
+    // Without the pin (no /proc) a regular file's lines are dropped: its number could be the
+    // next file's (stderr.rs).
+    let stderr = stderr.filter(|_| pin >= 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG);
     super::stderr::remember(stderr, pidfd);
-    let mut keep = [listener, responder, pidfd];
+    let mut keep = [listener, responder, pidfd, pin];
     keep.sort_unstable();
     let mut next = 3i64;
     for k in keep {

@@ -7,7 +7,12 @@
 //! the reader saw EOF only when the last daemon of the tree ended.
 //!
 //! So B notes which file descriptor 2 was (`remember`: device and inode, at the exec) and
-//! puts /dev/null there. A log line then goes to that same file through the command's own
+//! puts /dev/null there. For a regular file it also keeps an O_PATH reference to the inode
+//! (spawn.rs, `prelude`): once a file is deleted and closed, a file system hands its inode
+//! number to the next file created (ext4 at once), and without the reference a data file the
+//! command made later on descriptor 2 would pass for its stderr. The price: a deleted stderr
+//! file's blocks are freed when the tree ends, not when the command closes it. Without /proc
+//! (no way to take the reference) lines for a regular file are dropped. A log line then goes to that same file through the command's own
 //! descriptor 2 (the root of the tree, the launcher's pid, named by a pidfd taken at the
 //! exec): fetched with `pidfd_getfd` for the line and closed after it, and only while the
 //! root still has that very file there. Once the
