@@ -17,6 +17,8 @@
  *                              is a loop of sendmsg on 64-bit: the supervisor would never
  *                              see a sendmmsg)
  *   a_probe int80 IP PORT      TCP connect through int 0x80 (the i386 ABI, socketcall-free nr 362)
+ *   a_probe nodump MODE ...    prctl(PR_SET_DUMPABLE, 0) first, then MODE as above: a
+ *                              process an unprivileged supervisor may not read
  *   a_probe numeric PORT HOST...   listen on 127.0.0.1:PORT (0: any), then for each HOST:
  *                              getaddrinfo + connect + accept; prints HOST=direct when the
  *                              accepted peer is this socket itself, HOST=proxied when it is
@@ -27,6 +29,7 @@
 #include <netinet/in.h>
 #include <netinet/ip_icmp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 
 static void v4(struct sockaddr_in *a, const char *ip, int port) {
@@ -76,6 +79,11 @@ static int numeric(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "nodump")) {
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) { printf("nodump=%s\n", h_en(errno)); return 2; }
+        argv++;
+        argc--;
+    }
     if (argc < 3) return 2;
     const char *cmd = argv[1];
     if (!strcmp(cmd, "numeric")) return numeric(argc, argv);

@@ -759,3 +759,40 @@ fn item15_numeric_host_forms_go_direct_never_to_the_proxy() {
         }
     }
 }
+
+// ---------------------------------------------------------------- 16. a process the supervisor may not read
+
+/// The supervisor reads a connect's or a send's address from the program's memory
+/// (process_vm_readv) and takes its socket (pidfd_getfd): both need ptrace rights over it. An
+/// unprivileged supervisor has none over a non-dumpable process (prctl(PR_SET_DUMPABLE, 0);
+/// likewise, under Yama's ptrace_scope 1, over any process of the tree but the command
+/// itself). An address it cannot read must not be let through: the call is refused (EPERM,
+/// what a local firewall rule gives), tailnet or not, never a direct packet.
+#[test]
+fn item16_a_process_the_supervisor_may_not_read_is_refused_never_let_through() {
+    let Some(m) = Meter::fresh() else { return };
+    let (Some(dy), Some(st)) = (probe(), probe_static()) else { return };
+    for (mode, dest, port) in [
+        ("tcp24", "::ffff:100.64.0.2", "8080"),
+        ("udp24", "::ffff:100.64.0.2", "9"),
+        ("udp0", "100.64.0.2", "9"),
+        ("mmsg", "100.64.0.2", "9"),
+        ("smmsg", "100.64.0.2", "9"),
+    ] {
+        m.attack(Via::Plain, &[s(&dy), "nodump", mode, dest, port]).run().expect_leak();
+        let r = m.attack(Via::Launcher, &[s(&st), "nodump", mode, dest, port]).run().expect_clean();
+        assert_eq!(r.get("errno"), "EPERM", "{}", r.text());
+        // As a child of the command (a shell's), as under Yama's ptrace_scope 1 any process
+        // but the command: one line on the command's stderr says why. (The command itself
+        // non-dumpable: the supervisor may not reach its stderr either, the line is dropped.)
+        let r = m.attack(Via::Launcher, &["sh", "-c", "\"$0\" \"$@\"; exit $?", s(&st), "nodump", mode, dest, port]).run().expect_clean();
+        assert_eq!(r.get("errno"), "EPERM", "{}", r.text());
+        assert_eq!(r.run.stderr.matches("may not read").count(), 1, "one line says why: {}", r.text());
+    }
+    // Not a tailnet destination: refused too (the supervisor cannot tell), and said once.
+    let r = m.attack(Via::Launcher, &[s(&st), "nodump", "tcp24", "::ffff:198.51.100.10", "80"]).run().expect_clean();
+    assert_eq!(r.get("errno"), "EPERM", "{}", r.text());
+    // The same program, dumpable: tunnelled (the control for the refusal).
+    let r = m.attack(Via::Launcher, &[s(&st), "tcp24", "::ffff:100.64.0.2", "8080"]).run().expect_clean();
+    assert_eq!((r.get("errno").as_str(), r.get("reply").as_str()), ("0", PEER_REPLY), "{}", r.text());
+}

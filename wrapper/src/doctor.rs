@@ -206,6 +206,25 @@ fn supervisor_checks(out: &mut Vec<Check>) {
         ),
         (!ok).then_some("static binaries (Go, musl) are not proxied here: a kernel >= 5.8 with seccomp is needed; dynamically linked programs still are"),
     ));
+    // The supervisor reads a program's memory and takes its socket: ptrace rights. Under Yama
+    // 1 an unprivileged supervisor has them over the command alone (PR_SET_PTRACER), under 2
+    // and 3 over nothing; the calls it may not judge are refused (notify.rs, `denied`).
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let scope = ptrace.parse::<u32>().unwrap_or(0);
+    if ok && !root && scope >= 1 {
+        let who = if scope == 1 { "static programs started by the command's children" } else { "static programs" };
+        out.push(check(
+            "ptrace scope",
+            Status::Warn,
+            format!("Yama ptrace_scope {scope}: the supervisor may not read {who}; their connects are refused (EPERM), never let through"),
+            Some(if scope == 1 {
+                "run static programs as the command itself (tsproxy PROGRAM), or set kernel.yama.ptrace_scope=0; dynamically linked programs are not affected"
+            } else {
+                "set kernel.yama.ptrace_scope to 0 or 1; dynamically linked programs are not affected"
+            }),
+        ));
+    }
 }
 
 fn library_checks(lib: Option<&std::path::Path>, out: &mut Vec<Check>) {

@@ -86,6 +86,8 @@ pub(super) struct Sup {
     pub root: i32,
     /// Sockets (inode) a worker is dialing on.
     inflight: Mutex<HashSet<u64>>,
+    /// Processes (tgid) already told of in the log as unreadable (`denied`).
+    unreadable: Mutex<HashSet<i32>>,
     /// Which supervised processes are a configured proxy themselves.
     selfproxy: SelfProxy,
 }
@@ -123,6 +125,7 @@ pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_
         dns: dns_addr,
         dns_routes: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashSet::new()),
+        unreadable: Mutex::new(HashSet::new()),
         root,
         cfg,
         listener,
@@ -228,15 +231,28 @@ fn worker(sup: &Sup, rx: &Mutex<Receiver<Job>>, idle: &AtomicUsize) {
     }
 }
 
+/// Why the target's memory could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unread {
+    /// A bad address: the kernel cannot read it either, and fails the call itself (let it).
+    Fault,
+    /// We may not look (no ptrace rights over the target: it is non-dumpable, or Yama's
+    /// ptrace_scope admits only its ancestors; or the target is gone). Whatever the address
+    /// is, the call must not go on unjudged: fail closed (`Sup::denied`).
+    Denied,
+}
+
 /// Read `buf.len()` bytes of the target's memory at `addr`.
-fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+fn read_mem(pid: i32, addr: u64, buf: &mut [u8]) -> Result<(), Unread> {
     let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
-    let n = syscall!(SYS_process_vm_readv, pid, &local as *const libc::iovec, 1, &remote as *const libc::iovec, 1, 0)?;
-    if n as usize != buf.len() {
-        return Err(io::Error::from_raw_os_error(libc::EFAULT));
+    match syscall!(SYS_process_vm_readv, pid, &local as *const libc::iovec, 1, &remote as *const libc::iovec, 1, 0) {
+        Ok(n) if n as usize == buf.len() => Ok(()),
+        // A short read: the rest is unmapped, which the kernel's own copy meets too.
+        Ok(_) => Err(Unread::Fault),
+        Err(e) if e.raw_os_error() == Some(libc::EFAULT) => Err(Unread::Fault),
+        Err(_) => Err(Unread::Denied),
     }
-    Ok(())
 }
 
 /// The thread group of a thread (the notification names the calling thread; pidfd_open wants
@@ -256,19 +272,31 @@ struct Sock {
     tgid: i32,
 }
 
-fn take(tid: i32, fd: i32) -> Option<Sock> {
-    let tgid = tgid_of(tid)?;
-    let pidfd = syscall!(SYS_pidfd_open, tgid, 0).ok()? as i32;
+/// Why a program's socket could not be taken: the errno of the step that failed (ESRCH when
+/// the thread is gone).
+fn take(tid: i32, fd: i32) -> Result<Sock, Errno> {
+    let tgid = tgid_of(tid).ok_or(Errno(libc::ESRCH))?;
+    let pidfd = syscall!(SYS_pidfd_open, tgid, 0).map_err(|e| Errno::of(&e))? as i32;
     let r = syscall!(SYS_pidfd_getfd, pidfd, fd, 0);
     let _ = syscall!(SYS_close, pidfd);
     // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(r.ok()? as i32) };
-    let domain = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).ok()?;
-    let ty = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).ok()?;
+    let fd = unsafe { OwnedFd::from_raw_fd(r.map_err(|e| Errno::of(&e))? as i32) };
+    let domain = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| Errno::of(&e))?;
+    let ty = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| Errno::of(&e))?;
     // SAFETY: all-zero is a valid stat buffer; fstat only writes into it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(SYS_fstat, fd.as_raw_fd(), &mut st as *mut libc::stat).ok()?;
-    Some(Sock { fd, domain, ty, ino: st.st_ino, tgid })
+    syscall!(SYS_fstat, fd.as_raw_fd(), &mut st as *mut libc::stat).map_err(|e| Errno::of(&e))?;
+    Ok(Sock { fd, domain, ty, ino: st.st_ino, tgid })
+}
+
+/// The answer to a connect whose socket could not be taken, when it must not go on: the
+/// kernel's own errno where the descriptor is not a socket of the program's (EBADF, ENOTSOCK:
+/// the call fails there too), else refused.
+fn untaken(e: Errno) -> Verdict {
+    match e.raw() {
+        libc::EBADF | libc::ENOTSOCK => Verdict::Fail(e),
+        _ => Verdict::Fail(Errno(libc::ECONNREFUSED)),
+    }
 }
 
 impl Sup {
@@ -297,6 +325,32 @@ impl Sup {
         lock(&self.inflight).remove(&ino);
     }
 
+    /// A call whose address we may not read (`Unread::Denied`): refused with EPERM, what a
+    /// local firewall rule gives, tailnet destination or not — we cannot tell, and a tailnet
+    /// packet must never leave unjudged. One log line per process says why.
+    fn denied(&self, n: &libc::seccomp_notif) -> Verdict {
+        if self.valid(n.id) {
+            let tgid = tgid_of(n.pid as i32).unwrap_or(n.pid as i32);
+            let first = {
+                let mut seen = lock(&self.unreadable);
+                if seen.len() >= 1024 {
+                    seen.clear();
+                }
+                seen.insert(tgid)
+            };
+            if first {
+                log(
+                    &self.cfg,
+                    LogLevel::Error,
+                    format_args!(
+                        "pid {tgid}: the supervisor may not read this process (no ptrace rights over it: it made itself non-dumpable, or Yama's ptrace_scope admits only ancestors); its connects and addressed sends are refused (EPERM)"
+                    ),
+                );
+            }
+        }
+        Verdict::Fail(Errno(libc::EPERM))
+    }
+
     /// The one routing policy for `dest`, asked by thread `tid`. In a process that is itself a
     /// configured proxy, what would be tunnelled is not (`selfproxy`: never to itself).
     fn decide(&self, tid: i32, dest: SocketAddr) -> Route {
@@ -313,15 +367,23 @@ impl Sup {
         match n.data.nr as i64 {
             libc::SYS_connect => self.on_connect(n),
             libc::SYS_sendto => Step::Answer(self.on_send(n, &[Msg { name: (a[4], a[5] as u32), data: DatagramAt::Buf(a[1], a[2]) }], a[3] as i32)),
-            libc::SYS_sendmsg => {
-                let msgs: Vec<Msg> = read_msghdr(tid, a[1]).into_iter().collect();
-                Step::Answer(self.on_send(n, &msgs, a[2] as i32))
-            }
+            libc::SYS_sendmsg => match read_msghdr(tid, a[1]) {
+                Ok(m) => Step::Answer(self.on_send(n, &[m], a[2] as i32)),
+                Err(Unread::Fault) => Step::Answer(Verdict::Continue), // the kernel's EFAULT
+                Err(Unread::Denied) => Step::Answer(self.denied(n)),
+            },
             libc::SYS_sendmmsg => {
                 let vlen = (a[2] as u32 as usize).min(UIO_MAXIOV);
                 let size = std::mem::size_of::<libc::mmsghdr>() as u64;
                 // The kernel stops at the first message it cannot read: so do we.
-                let msgs: Vec<Msg> = (0..vlen as u64).map_while(|i| read_msghdr(tid, a[1].wrapping_add(i * size))).collect();
+                let mut msgs: Vec<Msg> = Vec::new();
+                for i in 0..vlen as u64 {
+                    match read_msghdr(tid, a[1].wrapping_add(i * size)) {
+                        Ok(m) => msgs.push(m),
+                        Err(Unread::Fault) => break,
+                        Err(Unread::Denied) => return Step::Answer(self.denied(n)),
+                    }
+                }
                 Step::Answer(self.on_send(n, &msgs, a[3] as i32))
             }
             _ => Step::Answer(Verdict::Continue),
@@ -333,8 +395,13 @@ impl Sup {
         let (fd, ptr, len) = (a[0] as i32, a[1], a[2] as u32);
         let mut raw = [0u8; ADDR_MAX];
         let len = (len as usize).min(ADDR_MAX);
-        if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
+        if ptr == 0 || len == 0 {
             return Step::Answer(Verdict::Continue); // the kernel reports the bad address itself
+        }
+        match read_mem(n.pid as i32, ptr, &mut raw[..len]) {
+            Ok(()) => {}
+            Err(Unread::Fault) => return Step::Answer(Verdict::Continue), // likewise
+            Err(Unread::Denied) => return Step::Answer(self.denied(n)),
         }
         // SAFETY: raw holds len initialized bytes.
         let Some(dest) = (unsafe { sockaddr::read(raw.as_ptr().cast(), len as libc::socklen_t) }) else { return Step::Answer(Verdict::Continue) };
@@ -348,10 +415,13 @@ impl Sup {
             Route::Proxy(t) => t,
         };
         // Fail closed from here on: a tailnet destination is never let through.
-        let refused = Step::Answer(Verdict::Fail(Errno(libc::ECONNREFUSED)));
-        let Some(s) = take(n.pid as i32, fd) else { return refused };
+        let s = match take(n.pid as i32, fd) {
+            Ok(s) => s,
+            Err(e) => return Step::Answer(untaken(e)),
+        };
         if !self.valid(n.id) {
-            return refused; // nobody is waiting for this answer any more
+            // Nobody is waiting for this answer any more.
+            return Step::Answer(Verdict::Fail(Errno(libc::ECONNREFUSED)));
         }
         let udp = s.ty & 0xf == libc::SOCK_DGRAM;
         if s.ty & 0xf != libc::SOCK_STREAM && !udp {
@@ -401,7 +471,12 @@ impl Sup {
     /// A connect to port 53 on a datagram socket: connect it to our responder instead and
     /// remember the server it asked for (and who asked: the responder answers only those).
     fn dns_redirect(&self, n: &libc::seccomp_notif, fd: i32, dest: SocketAddr) -> Verdict {
-        let Some(s) = take(n.pid as i32, fd) else { return Verdict::Continue };
+        // Not taken: refused, not let through unredirected (the questions it would then send
+        // on it, connected, would reach the server unread).
+        let s = match take(n.pid as i32, fd) {
+            Ok(s) => s,
+            Err(e) => return untaken(e),
+        };
         if !self.valid(n.id) {
             return Verdict::Continue;
         }
@@ -412,8 +487,10 @@ impl Sup {
             return Verdict::Continue;
         }
         let Some((sa, len)) = sockaddr::encode(self.dns, s.domain) else { return Verdict::Continue };
-        if sys::connect_raw(s.fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len).is_err() {
-            return Verdict::Continue;
+        if let Err(e) = sys::connect_raw(s.fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len) {
+            // Our responder is out of this socket's reach (bound to a device, IPv6-only): it
+            // fails as it did here, rather than reach the server with questions nobody read.
+            return Verdict::Fail(Errno::of(&e));
         }
         if let Some(me) = local_addr(s.fd.as_raw_fd()) {
             let mut routes = lock(&self.dns_routes);
@@ -454,7 +531,7 @@ impl Sup {
         let mut sock: Option<Option<Sock>> = None;
         let take_once = |sock: &mut Option<Option<Sock>>| -> bool {
             if sock.is_none() {
-                *sock = Some(take(n.pid as i32, fd).filter(|_| self.valid(n.id)));
+                *sock = Some(take(n.pid as i32, fd).ok().filter(|_| self.valid(n.id)));
             }
             matches!(sock, Some(Some(_)))
         };
@@ -466,8 +543,13 @@ impl Sup {
             let (ptr, len) = m.name;
             let len = (len as usize).min(ADDR_MAX);
             let mut raw = [0u8; ADDR_MAX];
-            if ptr == 0 || len == 0 || read_mem(n.pid as i32, ptr, &mut raw[..len]).is_err() {
-                continue; // no address, or one the kernel cannot read either
+            if ptr == 0 || len == 0 {
+                continue; // no address
+            }
+            match read_mem(n.pid as i32, ptr, &mut raw[..len]) {
+                Ok(()) => {}
+                Err(Unread::Fault) => continue, // one the kernel cannot read either
+                Err(Unread::Denied) => return self.denied(n),
             }
             let family = u16::from_ne_bytes([raw[0], raw[1]]) as i32;
             let dest = if family == libc::AF_UNSPEC && len >= 2 {
@@ -716,16 +798,16 @@ struct Msg {
     data: DatagramAt,
 }
 
-/// The msghdr at `addr` in the target, None when unreadable (the kernel stops there too).
-fn read_msghdr(tid: i32, addr: u64) -> Option<Msg> {
+/// The msghdr at `addr` in the target (a fault: the kernel stops there too).
+fn read_msghdr(tid: i32, addr: u64) -> Result<Msg, Unread> {
     let mut raw = [0u8; std::mem::size_of::<libc::msghdr>()];
-    read_mem(tid, addr, &mut raw).ok()?;
+    read_mem(tid, addr, &mut raw)?;
     // SAFETY: raw is a fully initialized msghdr-sized buffer; every bit pattern is a valid
     // msghdr (pointers are only compared and passed back as numbers, never dereferenced here).
     let m: libc::msghdr = unsafe { std::ptr::read_unaligned(raw.as_ptr().cast()) };
     let (p, l) = (m.msg_name as u64, m.msg_namelen);
     let name = if p != 0 && l != 0 { (p, l) } else { (0, 0) };
-    Some(Msg { name, data: DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64) })
+    Ok(Msg { name, data: DatagramAt::Iov(m.msg_iov as u64, m.msg_iovlen as u64) })
 }
 
 pub(super) fn local_addr(fd: i32) -> Option<SocketAddr> {
@@ -762,6 +844,28 @@ mod tests {
         assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 24), Some(v6[..24].to_vec()));
         assert_eq!(responder_sockaddr(dns, libc::AF_INET6, 23), None);
         assert_eq!(responder_sockaddr(dns, libc::AF_UNIX, 110), None);
+    }
+
+    #[test]
+    fn unreadable_memory_is_a_fault_only_where_the_kernel_faults_too() {
+        let me = std::process::id() as i32;
+        let word = 0x5eed_u64;
+        let mut buf = [0u8; 8];
+        assert_eq!(read_mem(me, std::ptr::addr_of!(word) as u64, &mut buf), Ok(()));
+        assert_eq!(u64::from_ne_bytes(buf), 0x5eed);
+        // An unmapped page: the kernel's own copy fails there too (Continue).
+        assert_eq!(read_mem(me, 0x1000, &mut buf), Err(Unread::Fault));
+        // No such process (pid_max is at most 2^22): we may not look, so fail closed.
+        assert_eq!(read_mem(i32::MAX, 0x1000, &mut buf), Err(Unread::Denied));
+    }
+
+    #[test]
+    fn a_socket_that_cannot_be_taken_fails_as_the_kernel_would_or_is_refused() {
+        assert_eq!(untaken(Errno(libc::EBADF)), Verdict::Fail(Errno(libc::EBADF)));
+        assert_eq!(untaken(Errno(libc::ENOTSOCK)), Verdict::Fail(Errno(libc::ENOTSOCK)));
+        for e in [libc::EPERM, libc::ESRCH, libc::EMFILE] {
+            assert_eq!(untaken(Errno(e)), Verdict::Fail(Errno(libc::ECONNREFUSED)));
+        }
     }
 
     #[test]
