@@ -796,3 +796,81 @@ fn item16_a_process_the_supervisor_may_not_read_is_refused_never_let_through() {
     let r = m.attack(Via::Launcher, &[s(&st), "tcp24", "::ffff:100.64.0.2", "8080"]).run().expect_clean();
     assert_eq!((r.get("errno").as_str(), r.get("reply").as_str()), ("0", PEER_REPLY), "{}", r.text());
 }
+
+// ---------------------------------------------------------------- 17. DNS questions a per-call check never sees whole
+
+fn split() -> Option<PathBuf> {
+    build("a_split", "a_split", false, &[])
+}
+
+fn split_static() -> Option<PathBuf> {
+    build("a_split", "a_split-musl", true, &[])
+}
+
+/// The supervisor judges each send's buffer; the kernel may then build one datagram out of
+/// several sends (MSG_MORE, UDP_CORK) or several datagrams out of one (UDP GSO), and a TCP Fast
+/// Open send to port 53 is a connect the redirect to the responder never sees. A datagram to
+/// port 53 must be one whole DNS message (else EPERM), a tailnet question on a corked socket is
+/// refused (EPERM), and TCP Fast Open to port 53 is answered as a kernel with client TFO off
+/// does (EOPNOTSUPP: the client connects instead, and that connect is redirected). Found by an
+/// adversarial hunt (each control below reaches the resolver; under the launcher each did too).
+#[test]
+fn item17_dns_questions_split_across_sends_or_fast_open_never_reach_the_resolver() {
+    let Some(m) = Meter::fresh() else { return };
+    let (Some(dy), Some(st)) = (split(), split_static()) else { return };
+    // (mode, errno from the library, errno from the supervisor). A connected socket's sends
+    // under the supervisor go to its responder, which sees the datagram whole (so 0).
+    for (mode, lib_errno, sup_errno) in [
+        ("cork_dns", "EPERM", "EPERM"),
+        ("cork_dns2", "EPERM", "EPERM"),
+        ("udpcork_dns", "EPERM", "EPERM"),
+        ("connmore_dns", "EPERM", "0"),
+        ("tfo_dns", "EOPNOTSUPP", "EOPNOTSUPP"),
+    ] {
+        m.attack(Via::Plain, &[s(&dy), mode, "10.200.0.2", "peer-1"]).run().expect_dns();
+        // The library (bare LD_PRELOAD, as in system-wide mode, and a dynamic program under the
+        // launcher, whose sends the library makes marked, past the supervisor) and the
+        // supervisor (a static program) apply the same rule.
+        for (via, prog, errno) in [(Via::Preload, &dy, lib_errno), (Via::Launcher, &dy, lib_errno), (Via::Launcher, &st, sup_errno)] {
+            let r = m.attack(via, &[s(prog), mode, "10.200.0.2", "peer-1"]).run().expect_clean();
+            assert_eq!(r.get("errno"), errno, "{}", r.text());
+        }
+    }
+    // Where a public question goes out too, the per-uid meter counts it either way: the real
+    // resolver's log (this test's addresses, 10.200.0.19 and .20) says what arrived.
+    // - UDP GSO: one send of a padded public query and a tailnet one; the kernel sends two
+    //   datagrams (the meter sees one super-packet).
+    let asked = |addr: &str, name: &str| {
+        let log = std::fs::read_to_string(format!("{RUN_DIR}/dns-real.log")).unwrap_or_default();
+        log.lines().filter(|l| l.starts_with(&format!("{addr} ")) && l.ends_with(&format!(" {name}"))).count()
+    };
+    {
+        let (mode, addr) = ("gso_dns", "10.200.0.19");
+        let n0 = asked(addr, "peer-1");
+        m.attack(Via::Plain, &[s(&dy), mode, addr, "peer-1"]).run();
+        let n1 = (0..20)
+            .map(|_| std::thread::sleep(std::time::Duration::from_millis(50)))
+            .find_map(|_| Some(asked(addr, "peer-1")).filter(|&n| n > n0))
+            .unwrap_or(n0);
+        assert!(n1 > n0, "control: without tsproxy {mode}'s tailnet question reaches the server");
+        for (via, prog) in [(Via::Preload, &dy), (Via::Launcher, &st)] {
+            let r = m.attack(via, &[s(prog), mode, addr, "peer-1"]).run().expect_no_leak();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert_eq!(asked(addr, "peer-1"), n1, "a tailnet name reached the real resolver: {}", r.text());
+            assert_eq!(r.get("errno"), "EPERM", "{}", r.text());
+        }
+    }
+    // Corked: a whole public question, then a whole tailnet one: without tsproxy one datagram
+    // carries both (the server reads the first message and ignores the rest, so its log shows
+    // only the public name: no control here). Under the launcher the tailnet piece is refused.
+    let r = m.attack(Via::Launcher, &[s(&st), "corkwhole_dns", "10.200.0.20", "peer-1"]).run().expect_no_leak();
+    assert_eq!(r.get("errno"), "EPERM", "{}", r.text());
+    // The library answers the tailnet question itself (never sent), so that send succeeds.
+    let r = m.attack(Via::Preload, &[s(&dy), "corkwhole_dns", "10.200.0.20", "peer-1"]).run().expect_no_leak();
+    assert_eq!(r.get("errno"), "0", "{}", r.text());
+    // A whole question to a public name is untouched (the control for the rule).
+    for (via, prog) in [(Via::Preload, &dy), (Via::Launcher, &st)] {
+        let r = m.attack(via, &[s(prog), "whole_dns", "10.200.0.19", "public.example"]).run().expect_no_leak();
+        assert_eq!((r.get("errno").as_str(), r.get("reply").as_str()), ("0", "1"), "{}", r.text());
+    }
+}

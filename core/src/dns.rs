@@ -182,6 +182,33 @@ fn wire_name(msg: &[u8], start: usize) -> Option<(String, usize)> {
     }
 }
 
+/// The length of the one DNS message at the start of `b`: its header, every question QDCOUNT
+/// announces and every record of ANCOUNT, NSCOUNT and ARCOUNT (names possibly compressed,
+/// RDATA skipped by RDLENGTH). None when any of it cannot be read. A datagram that is one
+/// whole message has `message_len(b) == Some(b.len())`; anything else (a header alone, a
+/// question without its header, a second message or padding after the first) cannot be
+/// judged as a question to a server, which reads it as one message.
+pub fn message_len(b: &[u8]) -> Option<usize> {
+    let h = b.get(..12)?;
+    let count = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]) as usize;
+    let mut qs = questions(b);
+    for _ in qs.by_ref() {}
+    if !qs.complete() {
+        return None;
+    }
+    let mut pos = qs.end();
+    for _ in 0..count(6) + count(8) + count(10) {
+        let (_, end) = wire_name(b, pos)?;
+        let fixed = b.get(end..end + 10)?;
+        let rdlen = u16::from_be_bytes([fixed[8], fixed[9]]) as usize;
+        pos = end + 10 + rdlen;
+        if pos > b.len() {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
 /// A response to `msg` with this RCODE and no records: its header (ID, opcode and RD kept; QR
 /// and RA set) and its question section copied as it is (compression pointers stay valid: the
 /// offsets are unchanged), so a stub matches it to its query. For questions the responder
@@ -376,6 +403,34 @@ pub fn first_address(r: &[u8], id: u16) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn message_len_is_one_whole_message_or_none() {
+        let q = super::query(7, "peer-1", super::TYPE_A).unwrap();
+        assert_eq!(super::message_len(&q), Some(q.len()));
+        // A header alone, the question without the header, a second message after the first.
+        assert_eq!(super::message_len(&q[..12]), None);
+        assert_eq!(super::message_len(&q[12..]), None);
+        let two = [q.clone(), q.clone()].concat();
+        assert_eq!(super::message_len(&two), Some(q.len()));
+        // Padding after it (a segmented send).
+        let mut padded = q.clone();
+        padded.resize(64, 0);
+        assert_ne!(super::message_len(&padded), Some(padded.len()));
+        // A query with an EDNS OPT record (ARCOUNT 1): root name, type 41, RDLENGTH 0.
+        let mut e = q.clone();
+        e[11] = 1;
+        e.extend_from_slice(&[0, 0, 41, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(super::message_len(&e), Some(e.len()));
+        // An answer whose name is a compression pointer to the question's, with 4 octets.
+        let mut a = q.clone();
+        a[2] |= 0x80;
+        a[7] = 1;
+        a.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 240, 0, 0, 1]);
+        assert_eq!(super::message_len(&a), Some(a.len()));
+        // RDATA longer than what is there.
+        assert_eq!(super::message_len(&a[..a.len() - 1]), None);
+    }
+
     use super::*;
 
     fn query(name: &str, qtype: u16) -> Vec<u8> {

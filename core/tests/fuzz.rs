@@ -122,6 +122,8 @@ pub fn check_dns_questions(b: &[u8], short: bool) -> Result<(), TestCaseError> {
         }
         prop_assert!(c.is_under_tailnet_domain(&n) || c.is_tailnet_name(&n, |_| false) || (host != n && c.is_tailnet_name(host, |_| false)), "{n}");
     }
+    // The whole-message length never panics and never points past the bytes.
+    prop_assert!(dns::message_len(b).map_or(true, |n| (12..=b.len()).contains(&n)));
     if let Some(r) = dns::error_response(b, 2) {
         prop_assert!(r[2] & 0x80 != 0 && r[3] & 0x0f == 2);
         let mut all = dns::questions(b);

@@ -49,15 +49,40 @@ unsafe fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -
     }
 }
 
-/// Does this send's datagram ask about a tailnet name (`route::tailnet_question`)?
+/// A send to port 53 of a destination that is not the tailnet's. A question for a tailnet name
+/// is answered here (`Plan::Answer`). What cannot be judged as one question is refused, as the
+/// supervisor does (wrapper/src/supervisor/notify.rs, `on_send`): on a datagram socket a send
+/// that is not one whole DNS message (MSG_MORE, a corked socket's piece, a segmented (GSO)
+/// send, bytes after the message) may become part of a datagram we never see whole (EPERM);
+/// TCP Fast Open on a stream socket is a connect that the DNS-over-TCP swap never sees
+/// (EOPNOTSUPP, as a kernel with client TFO off: the client connects instead). Anything else
+/// goes to libc. A whole question costs no system call more than before.
 ///
 /// # Safety
 /// As `dns_refused`.
-unsafe fn asks_tailnet(data: DatagramAt) -> bool {
+unsafe fn dns_plan(fd: c_int, dest: std::net::SocketAddr, flags: c_int, data: DatagramAt) -> Plan {
     // SAFETY: forwarded contract.
-    let Some(bytes) = (unsafe { read_own(data) }) else { return false };
+    let Some(bytes) = (unsafe { read_own(data) }) else { return Plan::Libc };
+    let whole = flags & libc::MSG_MORE == 0 && tsproxy_core::dns::message_len(&bytes) == Some(bytes.len());
+    let tfo = flags & libc::MSG_FASTOPEN != 0;
+    if !whole || tfo {
+        match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {
+            Ok(libc::SOCK_DGRAM) if !whole => {
+                log!(Info, "send fd={fd} {dest}: not one whole DNS message (MSG_MORE, corked, segmented or trailing bytes); refused");
+                return Plan::Fail(Errno(libc::EPERM));
+            }
+            Ok(libc::SOCK_STREAM) if tfo => {
+                log!(Info, "send fd={fd} {dest}: TCP Fast Open to a DNS server refused (EOPNOTSUPP); DNS over TCP goes through connect");
+                return Plan::Fail(Errno(libc::EOPNOTSUPP));
+            }
+            _ => {}
+        }
+    }
     let st = state::get();
-    route::tailnet_question(st.routes(), &bytes, |n| st.known_locally(n)).is_some()
+    if route::tailnet_question(st.routes(), &bytes, |n| st.known_locally(n)).is_some() {
+        return Plan::Answer(dest);
+    }
+    Plan::Libc
 }
 
 /// Answer a DNS question for a tailnet name sent to `server` (`dns::wire`): the send's result.
@@ -134,7 +159,7 @@ unsafe fn plan(fd: c_int, flags: c_int, addr: *const sockaddr, alen: socklen_t, 
     };
     let target = match decide(dest) {
         // SAFETY: forwarded contract (`data` is this send's own buffers).
-        Route::Direct(_) if dest.port() == route::DNS_PORT && unsafe { asks_tailnet(data) } => return Plan::Answer(dest),
+        Route::Direct(_) if dest.port() == route::DNS_PORT => return unsafe { dns_plan(fd, dest, flags, data) },
         Route::Direct(_) => return Plan::Libc,
         Route::Refuse(e, why) => {
             log!(Error, "send fd={fd} {dest}: refused: {why}");

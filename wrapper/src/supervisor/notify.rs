@@ -573,7 +573,47 @@ impl Sup {
                 Route::Direct(_) if dest.port() == route::DNS_PORT => {
                     // A DNS question to any server, sent without connect() (musl's resolver, dig,
                     // c-ares, libuv): it must not carry a tailnet name (`route::tailnet_question`).
+                    if flags & libc::MSG_FASTOPEN != 0 {
+                        // TCP Fast Open to port 53: a connect the responder redirect never sees,
+                        // whose data (framed DNS) nobody would read. Answered as a kernel with
+                        // client TFO off does: the client connects instead, and that connect is
+                        // redirected like any other.
+                        if !take_once(&mut sock) {
+                            return Verdict::Fail(Errno(libc::ENETUNREACH));
+                        }
+                        if let Some(Some(s)) = &sock {
+                            if s.ty & 0xf == libc::SOCK_STREAM {
+                                log(
+                                    &self.cfg,
+                                    LogLevel::Info,
+                                    format_args!("TCP Fast Open to {dest}: refused (EOPNOTSUPP), DNS over TCP goes through connect"),
+                                );
+                                return Verdict::Fail(Errno(libc::EOPNOTSUPP));
+                            }
+                        }
+                    }
                     let Some(payload) = sys::read_datagram(n.pid as i32, m.data) else { continue };
+                    // A server reads one datagram as one message: what is not one whole DNS
+                    // message here (MSG_MORE, a corked socket's piece, a segmented (GSO) send,
+                    // bytes after the message) may become part of a question we never see
+                    // whole. Refused on datagram sockets; a stream socket ignores the address.
+                    if flags & libc::MSG_MORE != 0 || tsproxy_core::dns::message_len(&payload) != Some(payload.len()) {
+                        if !take_once(&mut sock) {
+                            return Verdict::Fail(Errno(libc::ENETUNREACH));
+                        }
+                        let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
+                        if s.ty & 0xf != libc::SOCK_DGRAM {
+                            continue;
+                        }
+                        log(
+                            &self.cfg,
+                            LogLevel::Info,
+                            format_args!(
+                                "a datagram to {dest} that is not one whole DNS message (MSG_MORE, corked, segmented or trailing bytes): refused (EPERM)"
+                            ),
+                        );
+                        return Verdict::Fail(Errno(libc::EPERM));
+                    }
                     let Some(name) = route::tailnet_question(&self.cfg, &payload, |q| self.local_names.contains(q)) else { continue };
                     if !take_once(&mut sock) {
                         return Verdict::Fail(Errno(libc::ENETUNREACH));
@@ -581,6 +621,13 @@ impl Sup {
                     let Some(Some(s)) = &sock else { return Verdict::Fail(Errno(libc::ENETUNREACH)) };
                     if s.ty & 0xf == libc::SOCK_STREAM {
                         continue; // DNS over TCP is not inspected (README, Limitations)
+                    }
+                    if s.ty & 0xf == libc::SOCK_DGRAM && sys::getsockopt_int(s.fd.as_raw_fd(), libc::SOL_UDP, libc::UDP_CORK).map_or(true, |c| c != 0) {
+                        // Corked: the kernel appends this to the datagram it holds, to the
+                        // address of that datagram's first piece, whatever address this send
+                        // names: no redirect can take it to the responder.
+                        log(&self.cfg, LogLevel::Info, format_args!("dns query for tailnet name {name:?} on a corked socket: refused (EPERM)"));
+                        return Verdict::Fail(Errno(libc::EPERM));
                     }
                     if s.ty & 0xf == libc::SOCK_DGRAM && (family == libc::AF_INET || family == libc::AF_INET6) {
                         questions.push(Question { at: ptr, len, family, server: dest, name });
