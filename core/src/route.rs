@@ -66,7 +66,11 @@ const ZONE_TYPES: [u16; 10] = [2, 6, 46, 47, 48, 50, 51, 43, 59, 60];
 ///   does not exempt, whatever its other labels hold (`_http._tcp.peer.tail1234.ts.net`); or
 /// - its name is a tailnet name by the rule `getaddrinfo` uses (`Config::is_tailnet_name`:
 ///   host names only; an unknown single label is a short name), unless the QTYPE is one asked
-///   of zones (NS, SOA, DS, DNSKEY...: `com DS` from a validating resolver is not a host).
+///   of zones (NS, SOA, DS, DNSKEY...: `com DS` from a validating resolver is not a host); or
+/// - its name is the reverse-lookup name of one address (`2.0.64.100.in-addr.arpa`, the 32
+///   nibbles under `ip6.arpa`) in a tailnet range, a `TSPROXY_ROUTES` entry or our placeholder
+///   ranges (`reverse_is_tailnet`): MagicDNS answers those, and asking the system resolver
+///   tells it the tailnet address. (`TSPROXY_ROUTE_ALL` does not make every reverse name one.)
 ///
 /// A name expanded by the stub resolver's search list does **not** count: `peer-1.example.com`
 /// with `search example.com` in resolv.conf is what a stub sends for `peer-1` (musl, Go and
@@ -82,8 +86,53 @@ pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&st
             cfg.is_under_tailnet_domain(&q.name)
                 || (!ZONE_TYPES.contains(&q.qtype) && cfg.is_tailnet_name(&q.name, &known_locally))
                 || attrleaf_host(&q.name).is_some_and(|h| cfg.is_tailnet_name(h, &known_locally))
+                || reverse_name_ip(&q.name).is_some_and(|ip| reverse_is_tailnet(cfg, ip))
         })
         .map(|q| q.name)
+}
+
+/// The address a reverse-lookup name names: `d.c.b.a.in-addr.arpa` (four decimal labels) or
+/// the 32 nibble labels of an IPv6 address under `ip6.arpa` (lower case, no trailing dot, as
+/// `dns::questions` gives names). None for anything else (a zone such as `64.100.in-addr.arpa`).
+pub fn reverse_name_ip(name: &str) -> Option<IpAddr> {
+    if let Some(v4) = name.strip_suffix(".in-addr.arpa") {
+        let mut o = [0u8; 4];
+        let labels: Vec<&str> = v4.split('.').collect();
+        if labels.len() != 4 {
+            return None;
+        }
+        for (i, l) in labels.iter().rev().enumerate() {
+            if l.is_empty() || l.len() > 3 || !l.bytes().all(|b| b.is_ascii_digit()) || (l.len() > 1 && l.starts_with('0')) {
+                return None;
+            }
+            o[i] = l.parse().ok()?;
+        }
+        return Some(IpAddr::from(o));
+    }
+    let v6 = name.strip_suffix(".ip6.arpa")?;
+    let nibbles: Vec<&str> = v6.split('.').collect();
+    if nibbles.len() != 32 {
+        return None;
+    }
+    let mut b = [0u8; 16];
+    for (i, n) in nibbles.iter().rev().enumerate() {
+        let [c] = n.as_bytes() else { return None };
+        let v = (*c as char).to_digit(16)? as u8;
+        b[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
+    }
+    Some(IpAddr::from(b))
+}
+
+/// Is a reverse lookup of `ip` a tailnet question: a tailnet range, a `TSPROXY_ROUTES` entry or
+/// a placeholder (never `TSPROXY_ROUTE_ALL` alone, which would withhold every reverse lookup;
+/// nor a `NO_PROXY` network, which the user keeps off the tailnet path)?
+pub fn reverse_is_tailnet(cfg: &Config, ip: IpAddr) -> bool {
+    let ip = cidr::unmap(ip);
+    if names::is_placeholder(&ip) {
+        return true;
+    }
+    let tailnet = cidr::TAILNET.iter().any(|c| c.contains(&ip)) || cfg.routes.iter().any(|c| c.contains(&ip));
+    tailnet && cfg.classify_ip(ip) != IpClass::NoProxy
 }
 
 /// The host under leading underscore labels (RFC 8552 "attrleaf" names: `_8080._https.peer-1`,
@@ -140,6 +189,35 @@ pub fn serves_endpoint(bound: SocketAddr, v6only: bool, proxy: SocketAddr, is_lo
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn reverse_names_of_tailnet_addresses_are_tailnet_questions() {
+        assert_eq!(reverse_name_ip("2.0.64.100.in-addr.arpa"), Some("100.64.0.2".parse().unwrap()));
+        let hex: String = "fd7a115ca1e000000000000000000002".chars().rev().map(|c| format!("{c}.")).collect();
+        let v6 = &format!("{hex}ip6.arpa");
+        assert_eq!(reverse_name_ip(v6), Some("fd7a:115c:a1e0::2".parse().unwrap()));
+        for not in [
+            "64.100.in-addr.arpa",
+            "02.0.64.100.in-addr.arpa",
+            "256.0.64.100.in-addr.arpa",
+            "x.0.64.100.in-addr.arpa",
+            "0.e.1.a.5.1.1.c.a.7.d.f.ip6.arpa",
+            "peer-1",
+        ] {
+            assert_eq!(reverse_name_ip(not), None, "{not}");
+        }
+        let c = cfg(&[("TSPROXY_ROUTES", "10.99.0.0/16"), ("NO_PROXY", "100.64.9.0/24")]);
+        let ptr = |name: &str| crate::dns::query_presentation(1, name.as_bytes(), 12, 1).unwrap();
+        for yes in ["2.0.64.100.in-addr.arpa", v6, "7.0.99.10.in-addr.arpa", "1.0.0.240.in-addr.arpa"] {
+            assert_eq!(tailnet_question(&c, &ptr(yes), |_| false).as_deref(), Some(yes));
+        }
+        // Public addresses, a NO_PROXY network, a zone, and everything under TSPROXY_ROUTE_ALL.
+        for no in ["1.2.0.192.in-addr.arpa", "1.9.64.100.in-addr.arpa", "64.100.in-addr.arpa"] {
+            assert_eq!(tailnet_question(&c, &ptr(no), |_| false), None, "{no}");
+        }
+        let all = cfg(&[("TSPROXY_ROUTE_ALL", "1")]);
+        assert_eq!(tailnet_question(&all, &ptr("1.2.0.192.in-addr.arpa"), |_| false), None);
+    }
 
     #[test]
     fn attrleaf_names_of_tailnet_hosts_are_tailnet_questions() {

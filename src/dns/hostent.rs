@@ -235,6 +235,11 @@ pub unsafe fn gethostbyaddr(addr: *const c_void, len: socklen_t, ty: c_int) -> D
             let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>(), len as usize) };
             fill_static(n, ty, bytes)
         }
+        // SAFETY: as above.
+        None if unsafe { withheld(addr, len, ty) } => {
+            set_h_errno(HOST_NOT_FOUND);
+            Detour::Done(std::ptr::null_mut())
+        }
         None => Detour::Bypass(Bypass::NotTailnet),
     }
 }
@@ -261,8 +266,40 @@ pub unsafe fn gethostbyaddr_r(
                 fill_r(ret, buf, buflen, result, h_errnop, n, ty, bytes)
             }
         }
+        // Not found, as glibc reports it: 0, no result, HOST_NOT_FOUND.
+        // SAFETY: as above; result and h_errnop are valid (contract).
+        None if unsafe { withheld(addr, len, ty) } => unsafe {
+            *result = std::ptr::null_mut();
+            *h_errnop = HOST_NOT_FOUND;
+            Detour::Done(0)
+        },
         None => Detour::Bypass(Bypass::NotTailnet),
     }
+}
+
+/// An address whose reverse lookup must not reach the system resolver (`route::reverse_is_tailnet`:
+/// a tailnet address, or a placeholder this process cannot name): answered "not found" here,
+/// /etc/hosts included (the lookup cannot be split from the resolver's).
+///
+/// # Safety
+/// `addr` is null or holds `len` readable bytes.
+unsafe fn withheld(addr: *const c_void, len: socklen_t, ty: c_int) -> bool {
+    // SAFETY: forwarded contract.
+    unsafe { raw_ip(addr, len, ty) }.is_some_and(|ip| tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), ip))
+}
+
+/// The address in raw bytes of family `ty`.
+///
+/// # Safety
+/// `addr` is null or holds `len` readable bytes.
+unsafe fn raw_ip(addr: *const c_void, len: socklen_t, ty: c_int) -> Option<std::net::IpAddr> {
+    Some(match (ty, len) {
+        // SAFETY: len says 4 readable bytes.
+        (libc::AF_INET, 4) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 4]>() }),
+        // SAFETY: len says 16 readable bytes.
+        (libc::AF_INET6, 16) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 16]>() }),
+        _ => return None,
+    })
 }
 
 /// The tailnet name of a placeholder given as raw address bytes.
@@ -270,12 +307,6 @@ pub unsafe fn gethostbyaddr_r(
 /// # Safety
 /// `addr` is null or holds `len` readable bytes.
 unsafe fn placeholder_name(addr: *const c_void, len: socklen_t, ty: c_int) -> Option<&'static str> {
-    let ip = match (ty, len) {
-        // SAFETY: len says 4 readable bytes.
-        (libc::AF_INET, 4) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 4]>() }),
-        // SAFETY: len says 16 readable bytes.
-        (libc::AF_INET6, 16) if !addr.is_null() => std::net::IpAddr::from(unsafe { *addr.cast::<[u8; 16]>() }),
-        _ => return None,
-    };
-    super::name_of(ip)
+    // SAFETY: forwarded contract.
+    super::name_of(unsafe { raw_ip(addr, len, ty) }?)
 }

@@ -28,7 +28,18 @@ pub unsafe fn getnameinfo(
     }
     // SAFETY: sa holds salen bytes (contract).
     let Some(a) = (unsafe { tsproxy_core::sockaddr::read(sa, salen) }) else { return pass() };
-    let Some(name) = super::name_of(a.ip()) else { return pass() };
+    let Some(name) = super::name_of(a.ip()) else {
+        if !tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), a.ip()) {
+            return pass();
+        }
+        // A tailnet address (or a placeholder we cannot name): its reverse lookup must not
+        // reach the system resolver. As a lookup that finds no name: EAI_NONAME with
+        // NI_NAMEREQD, else the numeric form.
+        if flags & libc::NI_NAMEREQD != 0 {
+            return Detour::Done(libc::EAI_NONAME);
+        }
+        return passed(real(sa, salen, host, hostlen, serv, servlen, flags | libc::NI_NUMERICHOST));
+    };
     let name = if flags & libc::NI_NOFQDN != 0 { name.split('.').next().unwrap_or(name) } else { name };
     if name.len() + 1 > hostlen as usize {
         return Detour::Done(libc::EAI_OVERFLOW);

@@ -12,6 +12,16 @@ hook! {
     |real, ctx| c::connect(fd, addr, len, ctx)
 }
 
+// glibc's exported alias: a program that calls it by that name gets the same connect.
+// (glibc's own calls of it, from rcmd and rexec, are internal: see `rcmd`.)
+hook! {
+    fn __connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int;
+    fast: false;
+    fail: -1, on_panic: ECONNREFUSED;
+    nested: c::connect_nested(fd, addr, len);
+    |real, ctx| c::connect(fd, addr, len, ctx)
+}
+
 hook! {
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int;
     fast: !pending::active() && !crate::net::tunnels::any() && !crate::net::udp::active();

@@ -98,6 +98,12 @@ io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| tx(fd, iov,
 io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
 io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
 io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
+// glibc's exported aliases of write and send, and pwritev2, which with offset -1 writes a
+// socket as writev does: each a way to a connected DNS socket past the hooks above. (stdio
+// and aio_write call glibc's internal write, which no preloaded library sees: README.)
+io_hook!(__write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(__send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(pwritev2(fd, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t; |ctx| if off == -1 { tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0) } else { None });
 io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
 io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
 io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; |ctx| recvmsg_dns(fd, msg, flags, ctx));

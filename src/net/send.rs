@@ -322,8 +322,10 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
             continue;
         }
         named = true;
+        // The call's flags apply to every message: MSG_FASTOPEN (a connect to that address)
+        // and MSG_MORE are judged as for sendmsg.
         // SAFETY: msg_name points to msg_namelen bytes (contract).
-        plans.push(Some(unsafe { plan(fd, 0, m.msg_name.cast(), m.msg_namelen, iov_of(m)) }));
+        plans.push(Some(unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen, iov_of(m)) }));
     }
     if plans.iter().all(|p| matches!(p, Some(Plan::Libc) | None)) && !ours {
         if named {
