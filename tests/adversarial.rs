@@ -889,7 +889,8 @@ fn libpaths() -> Option<PathBuf> {
 ///   as connect, write and send;
 /// - sendmmsg's flags (MSG_FASTOPEN) were not passed to each message's judgement;
 /// - a reverse lookup (getnameinfo, gethostbyaddr) of a tailnet address asked the system
-///   resolver for its PTR: not found (EAI_NONAME with NI_NAMEREQD, else the numeric form).
+///   resolver for its PTR: not found (EAI_NONAME with NI_NAMEREQD, else the numeric form);
+/// - getaddrinfo and gethostbyname judged `pe\101r-1` as written, glibc asked for `peer-1`.
 #[test]
 fn item18_libc_paths_past_the_hooks_never_leak() {
     let Some(m) = Meter::fresh() else { return };
@@ -936,6 +937,14 @@ fn item18_libc_paths_past_the_hooks_never_leak() {
         let r = m.attack(Via::Preload, &[s(&p), mode, addr, "peer-1"]).run().expect_no_leak();
         std::thread::sleep(std::time::Duration::from_millis(300));
         assert_eq!(asked(addr), n1, "{mode}: a tailnet name reached the real resolver: {}", r.text());
+    }
+    // Backslash escapes, which glibc's resolver reads as ns_name_pton does (`pe\101r-1` asks
+    // for peer-1): judged as the name that would be sent.
+    for a in [&["gai", r"pe\101r-1"][..], &["ghbn", r"pe\101r-1"], &["ghbn", r"pe\101r-1.tail1234.ts.net"]] {
+        let mut v = vec![s(&p)];
+        v.extend_from_slice(a);
+        m.attack(Via::Plain, &v).secs(10).run().expect_dns();
+        m.attack(Via::Preload, &v).secs(10).run().expect_clean();
     }
     // Reverse lookups of a tailnet address: never asked of the system resolver.
     for mode in ["gni", "gha"] {

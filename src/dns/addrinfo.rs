@@ -43,6 +43,8 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     }
     // SAFETY: node is a NUL-terminated string (contract).
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return pass() };
+    let sent = super::as_sent(name);
+    let name: &str = &sent;
     let slot = match super::tailnet_slot(name) {
         None => return pass(),
         Some(Err(())) => return Detour::Done(libc::EAI_AGAIN),

@@ -78,7 +78,7 @@ unsafe fn slot_for(name: *const c_char, af: c_int) -> Option<(u32, &'static str)
     }
     // SAFETY: contract.
     let n = unsafe { CStr::from_ptr(name) }.to_str().ok()?;
-    match super::tailnet_slot(n)? {
+    match super::tailnet_slot(&super::as_sent(n))? {
         Ok(slot) => Some((slot, names::name(slot)?)),
         // A tailnet name without a placeholder: it must not reach libc's resolver either. The
         // empty name makes the fill fail ("try again"-like: no address) without asking libc.

@@ -13,6 +13,22 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tsproxy_core::names;
 
+/// The name glibc's resolver would ask for `name`: its backslash escapes read as `ns_name_pton`
+/// reads them (`pe\101r-1` is `peer-1` on the wire: nss_dns builds its questions that way, for
+/// getaddrinfo and gethostbyname too), so that the name judged is the name that would be sent.
+/// Without a backslash (nearly always) the name itself, nothing allocated; one glibc would not
+/// send (a bad escape) also stays as it is.
+pub fn as_sent(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.contains('\\') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let q = tsproxy_core::dns::query_presentation(0, name.as_bytes(), tsproxy_core::dns::TYPE_A, tsproxy_core::dns::CLASS_IN);
+    match q.as_deref().and_then(|q| tsproxy_core::dns::questions(q).next()) {
+        Some(w) => std::borrow::Cow::Owned(w.name),
+        None => std::borrow::Cow::Borrowed(name),
+    }
+}
+
 /// The placeholder slot for `name` if it is a tailnet name: None when it is not one (libc
 /// resolves it), `Some(Err(()))` when it is one but gets no placeholder (the table is full):
 /// the lookup then fails with "try again" — a tailnet name never goes to the system resolver.
