@@ -890,7 +890,8 @@ fn libpaths() -> Option<PathBuf> {
 /// - sendmmsg's flags (MSG_FASTOPEN) were not passed to each message's judgement;
 /// - a reverse lookup (getnameinfo, gethostbyaddr) of a tailnet address asked the system
 ///   resolver for its PTR: not found (EAI_NONAME with NI_NAMEREQD, else the numeric form);
-/// - getaddrinfo and gethostbyname judged `pe\101r-1` as written, glibc asked for `peer-1`.
+/// - getaddrinfo and gethostbyname judged `pe\101r-1` as written, glibc asked for `peer-1`;
+///   getaddrinfo with AI_IDN judged `ｐｅｅｒ-1` as written, glibc asked for `peer-1`.
 #[test]
 fn item18_libc_paths_past_the_hooks_never_leak() {
     let Some(m) = Meter::fresh() else { return };
@@ -945,6 +946,13 @@ fn item18_libc_paths_past_the_hooks_never_leak() {
         v.extend_from_slice(a);
         m.attack(Via::Plain, &v).secs(10).run().expect_dns();
         m.attack(Via::Preload, &v).secs(10).run().expect_clean();
+    }
+    // AI_IDN: glibc maps fullwidth letters and the ideographic full stop to the ASCII tailnet
+    // name (libidn2) after the hook has seen the name: judged in that form.
+    for name in ["ｐｅｅｒ-1", "peer-1。tail1234。ts。net", "ｐｅｅｒ-1.tail1234.ts.net"] {
+        m.attack(Via::Plain, &[s(&p), "gai", name, "idn"]).secs(10).run().expect_dns();
+        let r = m.attack(Via::Preload, &[s(&p), "gai", name, "idn"]).secs(10).run().expect_clean();
+        assert!(r.run.stdout.contains("240."), "a placeholder: {}", r.text());
     }
     // Reverse lookups of a tailnet address: never asked of the system resolver.
     for mode in ["gni", "gha"] {

@@ -20,6 +20,38 @@ fn real(node: *const c_char, service: *const c_char, hints: *const addrinfo, res
     unsafe { f(node, service, hints, res) }
 }
 
+/// The ASCII name glibc's AI_IDN would ask for `node`, by the same call glibc makes
+/// (`idn2_lookup_ul` from libidn2, flags 0, in the program's locale), loaded on first use only
+/// (nothing at load time; a program that never passes AI_IDN with a non-ASCII name never loads
+/// it). None when libidn2 is not there or cannot map the name: glibc then fails the lookup
+/// itself (EAI_IDN_ENCODE), with nothing asked.
+fn idna_lookup(node: *const c_char) -> Option<String> {
+    type Lookup = unsafe extern "C" fn(*const c_char, *mut *mut c_char, c_int) -> c_int;
+    // SAFETY: dlopen and dlsym with NUL-terminated names; the handle is kept (never closed),
+    // so the function pointer stays valid.
+    let f = unsafe {
+        let h = libc::dlopen(c"libidn2.so.0".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+        if h.is_null() {
+            return None;
+        }
+        let p = libc::dlsym(h, c"idn2_lookup_ul".as_ptr());
+        if p.is_null() {
+            return None;
+        }
+        std::mem::transmute::<*mut libc::c_void, Lookup>(p)
+    };
+    let mut out: *mut c_char = std::ptr::null_mut();
+    // SAFETY: node is NUL-terminated (our caller's contract); out receives a malloc'd string.
+    if unsafe { f(node, &mut out, 0) } != 0 || out.is_null() {
+        return None;
+    }
+    // SAFETY: libidn2 returned a NUL-terminated string, which it allocated with malloc.
+    let s = unsafe { CStr::from_ptr(out) }.to_str().ok().map(str::to_owned);
+    // SAFETY: as above; freed once.
+    unsafe { libc::free(out.cast()) };
+    s
+}
+
 /// # Safety
 /// getaddrinfo(3)'s contract.
 pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *const addrinfo, res: *mut *mut addrinfo) -> Detour<c_int> {
@@ -43,7 +75,15 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     }
     // SAFETY: node is a NUL-terminated string (contract).
     let Ok(name) = unsafe { CStr::from_ptr(node) }.to_str() else { return pass() };
-    let sent = super::as_sent(name);
+    const AI_IDN: c_int = 0x0040;
+    const AI_CANONIDN: c_int = 0x0080;
+    // AI_IDN: glibc maps a non-ASCII name to its ASCII form (libidn2, UTS #46: fullwidth
+    // letters, `。`) before it asks; judge that form (`idna_lookup`), else the name as sent.
+    let mapped = if h.ai_flags & AI_IDN != 0 && !name.is_ascii() { idna_lookup(node) } else { None };
+    let sent = match mapped {
+        Some(a) => std::borrow::Cow::Owned(a),
+        None => super::as_sent(name),
+    };
     let name: &str = &sent;
     let slot = match super::tailnet_slot(name) {
         None => return pass(),
@@ -55,8 +95,6 @@ pub unsafe fn getaddrinfo(node: *const c_char, service: *const c_char, hints: *c
     // 127.0.0.1; AI_ADDRCONFIG drops a family the machine has no address of, as for any name).
     // Both lead to the same name at the proxy; `net::siblings` keeps a client that tries them
     // in turn from paying a failure twice, and happy eyeballs from opening two tunnels.
-    const AI_IDN: c_int = 0x0040;
-    const AI_CANONIDN: c_int = 0x0080;
     let want_canon = h.ai_flags & libc::AI_CANONNAME != 0;
     h.ai_flags &= !(libc::AI_CANONNAME | libc::AI_PASSIVE | AI_IDN | AI_CANONIDN);
     let svc = if service.is_null() { c"0".as_ptr() } else { service };
