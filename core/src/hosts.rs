@@ -10,6 +10,21 @@ pub fn local_names() -> HashSet<String> {
     parse(&hosts, &hostname)
 }
 
+/// Does /etc/hosts list `ip` (read now)? A reverse lookup of a tailnet address it lists is
+/// answered by glibc's `files` source before any DNS source is asked.
+pub fn lists_address(ip: std::net::IpAddr) -> bool {
+    lists(&std::fs::read_to_string("/etc/hosts").unwrap_or_default(), ip)
+}
+
+/// Does a hosts file's text give an entry for `ip` (with at least one name)?
+pub fn lists(hosts: &str, ip: std::net::IpAddr) -> bool {
+    let ip = crate::cidr::unmap(ip);
+    hosts.lines().any(|line| {
+        let mut f = line.split('#').next().unwrap_or("").split_whitespace();
+        f.next().and_then(|a| a.parse::<std::net::IpAddr>().ok()).is_some_and(|a| crate::cidr::unmap(a) == ip) && f.next().is_some()
+    })
+}
+
 /// The names in a hosts file's text (every field after the address, comments dropped), plus
 /// `hostname` and its first label; all normalized (lower case, no trailing dot).
 pub fn parse(hosts: &str, hostname: &str) -> HashSet<String> {
@@ -54,5 +69,17 @@ mod tests {
         if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             assert!(h.trim().is_empty() || set.contains(&normalize_name(h.trim())));
         }
+    }
+}
+
+#[cfg(test)]
+mod address_tests {
+    #[test]
+    fn a_hosts_file_lists_an_address_with_a_name() {
+        let t = "127.0.0.1 localhost\n100.64.0.2 mypeer # a tailnet host\n# 100.64.0.3 old\n100.64.0.4\n";
+        assert!(super::lists(t, "100.64.0.2".parse().unwrap()));
+        assert!(super::lists(t, "::ffff:100.64.0.2".parse().unwrap()));
+        assert!(!super::lists(t, "100.64.0.3".parse().unwrap()));
+        assert!(!super::lists(t, "100.64.0.4".parse().unwrap()));
     }
 }

@@ -278,14 +278,15 @@ pub unsafe fn gethostbyaddr_r(
 }
 
 /// An address whose reverse lookup must not reach the system resolver (`route::reverse_is_tailnet`:
-/// a tailnet address, or a placeholder this process cannot name): answered "not found" here,
-/// /etc/hosts included (the lookup cannot be split from the resolver's).
+/// a tailnet address, or a placeholder this process cannot name): answered "not found" here —
+/// unless /etc/hosts lists it, which glibc's `files` source then answers before any DNS source.
 ///
 /// # Safety
 /// `addr` is null or holds `len` readable bytes.
 unsafe fn withheld(addr: *const c_void, len: socklen_t, ty: c_int) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { raw_ip(addr, len, ty) }.is_some_and(|ip| tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), ip))
+    unsafe { raw_ip(addr, len, ty) }
+        .is_some_and(|ip| tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), ip) && !tsproxy_core::hosts::lists_address(ip))
 }
 
 /// The address in raw bytes of family `ty`.
