@@ -91,6 +91,15 @@ pub fn tailnet_question(cfg: &Config, payload: &[u8], known_locally: impl Fn(&st
         .map(|q| q.name)
 }
 
+/// Can a datagram to port 53, sent with `flags`, be judged as the question a server will read?
+/// Only when it is one whole DNS message (`dns::message_len`) and not sent with `MSG_MORE`: a
+/// header alone, a corked socket's piece, a segmented (GSO) send or bytes after the message may
+/// become part of a datagram nobody sees whole. The library (`net::send`, `dns::wire`) and the
+/// supervisor (`on_send`) refuse the others on datagram sockets (EPERM).
+pub fn whole_dns_datagram(payload: &[u8], flags: i32) -> bool {
+    flags & libc::MSG_MORE == 0 && dns::message_len(payload) == Some(payload.len())
+}
+
 /// The address a reverse-lookup name names: `d.c.b.a.in-addr.arpa` (four decimal labels) or
 /// the 32 nibble labels of an IPv6 address under `ip6.arpa` (lower case, no trailing dot, as
 /// `dns::questions` gives names). None for anything else (a zone such as `64.100.in-addr.arpa`).

@@ -27,19 +27,29 @@ fn real(node: *const c_char, service: *const c_char, hints: *const addrinfo, res
 /// itself (EAI_IDN_ENCODE), with nothing asked.
 fn idna_lookup(node: *const c_char) -> Option<String> {
     type Lookup = unsafe extern "C" fn(*const c_char, *mut *mut c_char, c_int) -> c_int;
-    // SAFETY: dlopen and dlsym with NUL-terminated names; the handle is kept (never closed),
-    // so the function pointer stays valid.
-    let f = unsafe {
-        let h = libc::dlopen(c"libidn2.so.0".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
-        if h.is_null() {
-            return None;
-        }
-        let p = libc::dlsym(h, c"idn2_lookup_ul".as_ptr());
-        if p.is_null() {
-            return None;
-        }
-        std::mem::transmute::<*mut libc::c_void, Lookup>(p)
-    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The function's address once found (1: libidn2 or the symbol is missing), so dlopen runs
+    // once per process (a race only repeats it; dlopen of a loaded library is a reference).
+    static F: AtomicUsize = AtomicUsize::new(0);
+    let mut p = F.load(Ordering::Relaxed);
+    if p == 0 {
+        // SAFETY: dlopen and dlsym with NUL-terminated names; the handle is never closed, so
+        // the address stays valid for the process's life.
+        p = unsafe {
+            let h = libc::dlopen(c"libidn2.so.0".as_ptr(), libc::RTLD_LAZY | libc::RTLD_LOCAL);
+            if h.is_null() {
+                1
+            } else {
+                (libc::dlsym(h, c"idn2_lookup_ul".as_ptr()) as usize).max(1)
+            }
+        };
+        F.store(p, Ordering::Relaxed);
+    }
+    if p == 1 {
+        return None;
+    }
+    // SAFETY: p is the address dlsym gave for idn2_lookup_ul, whose C prototype is `Lookup`.
+    let f = unsafe { std::mem::transmute::<usize, Lookup>(p) };
     let mut out: *mut c_char = std::ptr::null_mut();
     // SAFETY: node is NUL-terminated (our caller's contract); out receives a malloc'd string.
     if unsafe { f(node, &mut out, 0) } != 0 || out.is_null() {

@@ -277,16 +277,14 @@ pub unsafe fn gethostbyaddr_r(
     }
 }
 
-/// An address whose reverse lookup must not reach the system resolver (`route::reverse_is_tailnet`:
-/// a tailnet address, or a placeholder this process cannot name): answered "not found" here —
-/// unless /etc/hosts lists it, which glibc's `files` source then answers before any DNS source.
+/// An address whose reverse lookup must not reach the system resolver (`dns::reverse_withheld`):
+/// answered "not found" here.
 ///
 /// # Safety
 /// `addr` is null or holds `len` readable bytes.
 unsafe fn withheld(addr: *const c_void, len: socklen_t, ty: c_int) -> bool {
     // SAFETY: forwarded contract.
-    unsafe { raw_ip(addr, len, ty) }
-        .is_some_and(|ip| tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), ip) && !tsproxy_core::hosts::lists_address(ip))
+    unsafe { raw_ip(addr, len, ty) }.is_some_and(super::reverse_withheld)
 }
 
 /// The address in raw bytes of family `ty`.

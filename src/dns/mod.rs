@@ -29,6 +29,13 @@ pub fn as_sent(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Must a reverse lookup of `ip` not reach the system resolver? A tailnet address or a
+/// placeholder (`route::reverse_is_tailnet`) — unless /etc/hosts lists it, which glibc's `files`
+/// source answers before any DNS source. The caller has already tried `name_of`.
+pub fn reverse_withheld(ip: IpAddr) -> bool {
+    tsproxy_core::route::reverse_is_tailnet(state::get().routes(), ip) && !tsproxy_core::hosts::lists_address(ip)
+}
+
 /// The placeholder slot for `name` if it is a tailnet name: None when it is not one (libc
 /// resolves it), `Some(Err(()))` when it is one but gets no placeholder (the table is full):
 /// the lookup then fails with "try again" — a tailnet name never goes to the system resolver.

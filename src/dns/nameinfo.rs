@@ -29,8 +29,7 @@ pub unsafe fn getnameinfo(
     // SAFETY: sa holds salen bytes (contract).
     let Some(a) = (unsafe { tsproxy_core::sockaddr::read(sa, salen) }) else { return pass() };
     let Some(name) = super::name_of(a.ip()) else {
-        // /etc/hosts listing it: glibc's `files` source answers before any DNS source.
-        if !tsproxy_core::route::reverse_is_tailnet(crate::state::get().routes(), a.ip()) || tsproxy_core::hosts::lists_address(a.ip()) {
+        if !super::reverse_withheld(a.ip()) {
             return pass();
         }
         // A tailnet address (or a placeholder we cannot name): its reverse lookup must not

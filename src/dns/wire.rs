@@ -404,7 +404,7 @@ pub unsafe fn send(fd: c_int, iov: *const iovec, n: usize, control: *mut c_void,
     if tcp {
         return super::wire_tcp::send(fd, server, &bytes);
     }
-    if flags & libc::MSG_MORE != 0 || dns::message_len(&bytes) != Some(bytes.len()) {
+    if !route::whole_dns_datagram(&bytes, flags) {
         // Not one whole DNS message (MSG_MORE, a corked socket's piece, a segmented send, bytes
         // after the message): part of a datagram whose questions we would never see whole.
         // Refused, as for an unconnected send (net/send.rs, `dns_plan`).

@@ -63,7 +63,7 @@ unsafe fn dns_refused(fd: c_int, dest: std::net::SocketAddr, data: DatagramAt) -
 unsafe fn dns_plan(fd: c_int, dest: std::net::SocketAddr, flags: c_int, data: DatagramAt) -> Plan {
     // SAFETY: forwarded contract.
     let Some(bytes) = (unsafe { read_own(data) }) else { return Plan::Libc };
-    let whole = flags & libc::MSG_MORE == 0 && tsproxy_core::dns::message_len(&bytes) == Some(bytes.len());
+    let whole = route::whole_dns_datagram(&bytes, flags);
     let tfo = flags & libc::MSG_FASTOPEN != 0;
     if !whole || tfo {
         match sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_TYPE) {

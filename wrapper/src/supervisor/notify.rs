@@ -597,7 +597,7 @@ impl Sup {
                     // message here (MSG_MORE, a corked socket's piece, a segmented (GSO) send,
                     // bytes after the message) may become part of a question we never see
                     // whole. Refused on datagram sockets; a stream socket ignores the address.
-                    if flags & libc::MSG_MORE != 0 || tsproxy_core::dns::message_len(&payload) != Some(payload.len()) {
+                    if !route::whole_dns_datagram(&payload, flags) {
                         if !take_once(&mut sock) {
                             return Verdict::Fail(Errno(libc::ENETUNREACH));
                         }

@@ -338,7 +338,8 @@ unsafe fn prelude(start: &Start, listener: i32, responder: i32) {
     // file description of the command's (its flock, its offset) is kept alive by us, and it
     // grants no read or write. Pipes, sockets and terminals are left alone: their numbers
     // are not handed out again in practice, and a reference to a pipe must not be held.
-    let pin = if stderr.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+    let regular = stderr.is_some() && st.st_mode & libc::S_IFMT == libc::S_IFREG;
+    let pin = if regular {
         // SAFETY: openat of a NUL-terminated path, O_PATH: opens nothing for I/O.
         let mut fd = unsafe {
             raw(libc::SYS_openat, [libc::AT_FDCWD as usize, c"/proc/self/fd/2".as_ptr() as usize, (libc::O_PATH | libc::O_CLOEXEC) as usize, 0, 0, 0])
@@ -394,7 +395,7 @@ unsafe fn prelude(start: &Start, listener: i32, responder: i32) {
     let pidfd = if pidfd >= 0 { pidfd as i32 } else { -1 };
     // Without the pin (no /proc) a regular file's lines are dropped: its number could be the
     // next file's (stderr.rs).
-    let stderr = stderr.filter(|_| pin >= 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG);
+    let stderr = stderr.filter(|_| pin >= 0 || !regular);
     super::stderr::remember(stderr, pidfd);
     let mut keep = [listener, responder, pidfd, pin];
     keep.sort_unstable();
