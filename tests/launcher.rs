@@ -609,13 +609,17 @@ print('awake threads=%d' % threads(s))
 assert threads(s) > 1
 print('lazy ok')
 "#;
-    // `-S`: without HOME (as under CI) Python's site module asks NSS for the home directory,
-    // and glibc's NSS connects to nscd's AF_UNIX socket: a connect the filter stops, which
-    // rightly wakes the supervisor. The script itself makes no socket call until its datagram.
+    // The command must make no socket call of its own before the datagram, whatever the
+    // environment the tests run in: any NSS lookup does one (glibc connects to nscd's AF_UNIX
+    // socket through its internal connect, which the filter stops and which rightly wakes the
+    // supervisor). Under CI, without HOME and PYENV_ROOT, a pyenv shim first on PATH is a bash
+    // script that looks up the home directory; Python's site module does the same without HOME.
+    // So: the system's interpreter by its path, with `-S`, in an environment of our own.
+    let python = ["/usr/bin/python3", "/bin/python3"].into_iter().find(|p| std::path::Path::new(p).exists()).unwrap_or("python3");
     let out = Command::new(launcher())
-        .args(["--supervisor=on", "python3", "-S", "-c", &script])
-        .env_remove("TSPROXY_PROXY")
-        .env_remove("HOME")
+        .args(["--supervisor=on", python, "-S", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .env("TSPROXY_LOG", "error")
         .output()
         .unwrap();
