@@ -954,9 +954,21 @@ fn item18_libc_paths_past_the_hooks_never_leak() {
         let r = m.attack(Via::Preload, &[s(&p), "gai", name, "idn"]).secs(10).run().expect_clean();
         assert!(r.run.stdout.contains("240."), "a placeholder: {}", r.text());
     }
-    // Reverse lookups of a tailnet address: never asked of the system resolver.
-    for mode in ["gni", "gha"] {
+    // Reverse lookups of a tailnet address: never asked of the system resolver, and not found.
+    for (mode, key, none) in [("gni", "gni", "Name or service not known"), ("gha", "gha", "1")] {
         m.attack(Via::Plain, &[s(&p), mode, "100.64.0.2"]).secs(10).run().expect_dns();
-        m.attack(Via::Preload, &[s(&p), mode, "100.64.0.2"]).secs(10).run().expect_clean();
+        for via in [Via::Preload, Via::Launcher] {
+            let r = m.attack(via, &[s(&p), mode, "100.64.0.2"]).secs(10).run().expect_clean();
+            assert_eq!(r.get(key), none, "{}", r.text());
+        }
+    }
+    // An address the workspace's /etc/hosts lists (100.64.0.77 lan-printer, topology.sh) is
+    // left to glibc, whose files source answers before any resolver: the administrator's name,
+    // with tsproxy as without it, and the resolver asked by neither.
+    for (mode, key) in [("gni", "host"), ("gha", "name")] {
+        for via in [Via::Plain, Via::Preload, Via::Launcher] {
+            let r = m.attack(via, &[s(&p), mode, "100.64.0.77"]).secs(10).run().expect_clean();
+            assert_eq!(r.get(key), "lan-printer", "{}", r.text());
+        }
     }
 }

@@ -21,7 +21,8 @@
 #                                                        (dns_server.py --magic)
 #
 # The proxies run as user tsproxy-px, each with its own /etc/hosts that knows the MagicDNS
-# names. The workspace's applications see the machine's /etc/hosts (no tailnet names) and a
+# names. The workspace's applications see the machine's /etc/hosts (no tailnet names; one
+# tailnet address, 100.64.0.77 lan-printer, is added) and a
 # resolv.conf that points at 10.200.0.2, where nothing answers: a name that wrongly reaches
 # the system resolver shows up on the `dns` counter.
 #
@@ -159,6 +160,10 @@ NFT
     # What the workspace's applications resolve with: a resolver where nothing answers.
     echo "nameserver 10.200.0.2" > "/etc/netns/$WS/resolv.conf"
     echo "options timeout:1 attempts:1" >> "/etc/netns/$WS/resolv.conf"
+    # Their /etc/hosts: the machine's, plus one tailnet address an administrator named (no
+    # tailnet name): a reverse lookup of it is glibc's files answer, with tsproxy as without.
+    { cat /etc/hosts; echo "100.64.0.77 lan-printer"; } > "/etc/netns/$WS/hosts"
+    chmod 644 "/etc/netns/$WS/hosts"
     # A second resolver address (nothing there either) for tests that expect a real lookup.
     printf 'nameserver 10.200.0.9\noptions timeout:1 attempts:1\n' > "$RUN/resolv.other"
     # A resolver that answers (dns_server.py, below).
