@@ -6,7 +6,11 @@
  * early) exits 0; the parent waits with epoll (8 s; WHEN = before: the socket was added to the epoll
  * set before fork, after: after it), sends a GET and reads the reply. Reports connect, events,
  * soerr, reply, child. With H_SIGCHLD=1 in the environment a SIGCHLD handler (no SA_RESTART) is
- * installed and the parent retries epoll_wait on EINTR, as event loops do. */
+ * installed and the parent retries epoll_wait on EINTR, as event loops do.
+ * CHILD = vfork-close, vfork-close_range, vfork-dup2: the child is made by vfork() instead, and
+ * before _exit closes the socket (close, or close_range(3, ~0U, 0)) or dup2s it onto stdin and
+ * closes it, as CPython's subprocess does in its vfork child before exec: the child runs in the
+ * parent's memory, so nothing it does may touch the parent's handshake. */
 #include "h_common.h"
 #include <sys/epoll.h>
 #include <poll.h>
@@ -31,7 +35,17 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(0);
     struct epoll_event ev = { .events = EPOLLOUT, .data.u64 = 7 };
     if (before) epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
-    pid_t pid = fork();
+    pid_t pid;
+    if (!strncmp(argv[1], "vfork-", 6)) {
+        /* Only calls, no stores, in the child: it runs on the parent's stack. */
+        pid = vfork();
+        if (pid == 0) {
+            if (!strcmp(argv[1], "vfork-close")) close(fd);
+            else if (!strcmp(argv[1], "vfork-close_range")) close_range(3, ~0U, 0);
+            else if (dup2(fd, 0) == 0) close(fd);
+            _exit(0);
+        }
+    } else pid = fork();
     if (pid == 0) {
         if (!strcmp(argv[1], "poll")) {
             double f0 = h_now_ms();

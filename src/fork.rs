@@ -9,6 +9,8 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 /// not leave the child waiting on it).
 pub fn arm() {
     if !ARMED.load(Ordering::Relaxed) && !ARMED.swap(true, Ordering::AcqRel) {
+        // A child forked before the handlers existed still has its parent's pid cached.
+        tsproxy_core::sys::refresh_pid();
         // SAFETY: plain functions valid for the life of the process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(child)) };
     }
@@ -31,7 +33,7 @@ extern "C" fn after() {
 }
 
 extern "C" fn child() {
-    tsproxy_core::sys::forget_pid();
+    tsproxy_core::sys::refresh_pid();
     crate::net::pending::driver::after_fork_child();
     after();
     crate::net::pending::adopt::after_fork_child();

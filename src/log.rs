@@ -25,6 +25,9 @@ fn stat2() -> Option<libc::stat> {
 }
 
 extern "C" fn remember_stderr() {
+    // And the pid, so that a vfork child (which runs in this memory) is always told apart
+    // from this process (`sys::in_borrowed_memory`), whatever it calls first.
+    tsproxy_core::sys::refresh_pid();
     if let Some(st) = stat2() {
         if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             STDERR_DEV.store(st.st_dev, Ordering::Relaxed);
@@ -33,7 +36,7 @@ extern "C" fn remember_stderr() {
     }
 }
 
-// The one thing done at load time: remember what stderr is (a single fstat).
+// The one thing done at load time: remember what stderr is (a single fstat) and the pid.
 #[used]
 #[link_section = ".init_array"]
 static REMEMBER_STDERR: extern "C" fn() = remember_stderr;

@@ -500,6 +500,67 @@ print("child=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
     verdict("runs", total, &failures);
 }
 
+/// A vfork child runs in its parent's memory (with a descriptor table of its own) until it
+/// execs. CPython's subprocess (vfork since 3.10) closes, dup2s and close_ranges descriptors
+/// there; the library did the bookkeeping of those calls in the parent's tables, so a handshake
+/// pending in the parent was cancelled by the child: the parent's epoll never saw the socket
+/// connect (events=0) and the proxy's SOCKS5 reply was left in the stream for the program to
+/// read. Fixed: in a vfork child close/dup*/close_range go to libc untouched.
+#[test]
+fn vfork_child_while_handshake_pending() {
+    let py = r#"
+import select, socket, subprocess, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setblocking(False)
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLOUT)
+print("connect=%s" % s.connect_ex(socket.getaddrinfo("slow", 80, socket.AF_INET)[0][4]), flush=True)
+# close_fds (close_range in the vfork child), and dup2 for stdin/stdout.
+print("child=%d" % subprocess.run(["true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL).returncode, flush=True)
+print("events=%r" % ep.poll(8))
+print("soerr=%d" % s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+s.setblocking(True)
+s.settimeout(5)
+try:
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print("reply=" + s.recv(100).decode("latin-1").split("\r\n")[0])
+except OSError as e:
+    print("reply=error %s" % e)
+"#;
+    let h = harness("h_fork");
+    let mut cases: Vec<(String, Command)> = Vec::new();
+    for via in [Via::Preload, Via::Launcher] {
+        for child in ["vfork-close", "vfork-close_range", "vfork-dup2"] {
+            for when in ["after", "before"] {
+                let mut c = under(via, &socks_url(), &h);
+                c.args([child, when, "slow", "80"]);
+                cases.push((format!("{via:?} C child={child} epoll-{when}-vfork"), c));
+            }
+        }
+        let mut c = under(via, &socks_url(), "python3");
+        c.args(["-c", py]);
+        cases.push((format!("{via:?} python subprocess.run"), c));
+    }
+    let total = cases.len();
+    let results: Vec<(String, Run)> = thread::scope(|sc| {
+        let hs: Vec<_> = cases.into_iter().map(|(name, c)| sc.spawn(move || (name, run(c, 15)))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failures = Vec::new();
+    for (name, r) in results {
+        let k = r.kv();
+        let get = |key: &str| k.get(key).map(String::as_str).unwrap_or("-").to_string();
+        let events_ok = get("events") == "0x4" || get("events").ends_with(", 4)]");
+        if !r.ok() || !events_ok || get("soerr") != "0" || get("reply") != "HTTP/1.0 200 OK" || get("child") != "0" {
+            failures.push((
+                format!("{name}: events={} soerr={} reply={:?} child={} code={:?}", get("events"), get("soerr"), get("reply"), get("child"), r.code()),
+                r.text(),
+            ));
+        }
+    }
+    verdict("runs", total, &failures);
+}
+
 // ---------------------------------------------------------------- 9. sendfile/splice/sendmmsg
 
 /// Defect 9: sendfile/splice/sendmmsg on a socket still handshaking were accepted and their

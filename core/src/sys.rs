@@ -261,7 +261,7 @@ pub fn epoll_has(epfd: i32, fd: i32) -> Option<bool> {
 
 static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// This process's pid, cached (call `forget_pid` in a fork child).
+/// This process's pid, cached (call `refresh_pid` in a fork child).
 pub fn pid() -> i32 {
     let p = PID.load(std::sync::atomic::Ordering::Relaxed);
     if p != 0 {
@@ -273,9 +273,29 @@ pub fn pid() -> i32 {
     p
 }
 
-/// Forget the cached pid (a fork child has its own).
-pub fn forget_pid() {
-    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+/// Does this thread run in memory it shares with its parent process: a `vfork()` child (or a
+/// `clone(CLONE_VM)` one) between its start and its `exec`/`_exit`? Its pid is not the one
+/// cached, which no fork handler reset (glibc runs none for vfork). Such a child has a
+/// descriptor table of its own but *our* tables are its parent's: bookkeeping done there for
+/// the child's `close`/`dup2`/`close_range` (CPython's subprocess does all three after vfork)
+/// would take the parent's pending handshakes out of the parent's driver. One `getpid` system
+/// call. The library caches its pid at load time and in every fork child, so a vfork child
+/// never finds the cache empty.
+/// A `clone()` child without `CLONE_VM` (memory copied, no fork handlers) also answers true:
+/// it keeps stale entries for descriptors it closes, which per-fd state tolerates (an entry is
+/// trusted only while its descriptor is the same socket).
+pub fn in_borrowed_memory() -> bool {
+    let p = PID.load(std::sync::atomic::Ordering::Relaxed);
+    p != 0 && syscall!(SYS_getpid).is_ok_and(|r| r as i32 != p)
+}
+
+/// Cache this process's pid now: at load time and in a fork child (which has its own), so that
+/// it is never first cached by a vfork child running in this memory (see
+/// [`in_borrowed_memory`]).
+pub fn refresh_pid() {
+    if let Ok(p) = syscall!(SYS_getpid) {
+        PID.store(p as i32, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Is `fd` an epoll instance?

@@ -23,15 +23,24 @@ hook! {
     fn close(fd: c_int) -> c_int;
     fast: {
         let k = fds::get(fd);
-        if k & fds::OURS == 0 && k != 0 {
-            fds::forget(fd);
+        let theirs = k & fds::OURS == 0 && k != 0;
+        // Forgetting a FRESH or IN_EPOLL bit only costs the parent speed; the others say the
+        // socket is in a table, and a vfork child must not clear them (one getpid, for those).
+        if theirs && k & (fds::PENDING | fds::DNS | fds::UDP) != 0 && in_vfork_child() {
+            true
+        } else {
+            if theirs {
+                fds::forget(fd);
+            }
+            k & (fds::OURS | fds::UDP) == 0 && !pending::active()
         }
-        k & (fds::OURS | fds::UDP) == 0 && !pending::active()
     };
     fail: -1, on_panic: EBADF;
     |real, ctx| {
         if fds::is_ours(fd) {
             Detour::Fail(tsproxy_core::Errno(libc::EBADF))
+        } else if in_vfork_child() {
+            Detour::Bypass(Bypass::NotOurs)
         } else {
             pending::on_close(fd);
             crate::net::udp::on_close(fd);
@@ -45,7 +54,7 @@ hook! {
     fast: false;
     fail: -1, on_panic: EINVAL;
     |real, ctx| {
-        if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 {
+        if flags & libc::CLOSE_RANGE_CLOEXEC as c_int == 0 && !in_vfork_child() {
             fds::forget_range(first, last);
             pending::on_close_range(first, last);
             crate::net::udp::on_close_range(first, last);
@@ -121,6 +130,9 @@ hook! {
 /// dup2/dup3: a descriptor of ours in the way is given up first (the number is the program's
 /// to take), then the duplicate is recorded.
 fn onto(old: c_int, new: c_int, dup: impl FnOnce() -> c_int) -> Detour<c_int> {
+    if in_vfork_child() {
+        return passed(dup());
+    }
     if fds::is_ours(new) {
         crate::dns::wire::evicted(new);
         fds::evict(new);
@@ -134,10 +146,20 @@ fn onto(old: c_int, new: c_int, dup: impl FnOnce() -> c_int) -> Detour<c_int> {
 }
 
 fn after_dup(old: c_int, new: c_int) {
-    if new >= 0 && new != old {
+    if new >= 0 && new != old && !in_vfork_child() {
         fds::duplicated(old, new);
         pending::on_dup(old, new);
         crate::net::udp::on_dup(old, new);
         crate::dns::wire::on_dup(old, new);
     }
+}
+
+/// A vfork child (CPython's subprocess, Java's VFORK launch mechanism) runs in its parent's
+/// memory with a descriptor table of its own until it execs: its close/dup2/close_range act on
+/// its own table only, so they must leave our tables — the parent's — alone. Done there, they
+/// took the parent's pending handshakes out of its driver (its event loop then never saw the
+/// socket connect, and the proxy's reply was left in the stream for the program to read).
+/// Descriptors of ours stay ours in the child too (its copies are close-on-exec).
+fn in_vfork_child() -> bool {
+    tsproxy_core::sys::in_borrowed_memory()
 }
