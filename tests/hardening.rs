@@ -561,6 +561,48 @@ except OSError as e:
     verdict("runs", total, &failures);
 }
 
+/// epoll_ctl on a socket still handshaking is answered by the library from the registrations
+/// it keeps aside. It read the caller's event through the raw pointer (a bad one crashed the
+/// program with SIGSEGV where the kernel answers EFAULT) and accepted what the kernel refuses
+/// with EINVAL: a MOD of an EPOLLEXCLUSIVE registration (answered 0), EPOLLEXCLUSIVE in a MOD.
+/// The expected answers are the kernel's for a socket in SYN_SENT (checked by hand with a
+/// connect that is never answered, in a private network namespace).
+#[test]
+fn epoll_ctl_on_a_pending_socket_answers_as_the_kernel() {
+    let h = harness("h_epollctl");
+    let want = [
+        ("add_excl", "0"),
+        ("connect", "EINPROGRESS"),
+        ("mod_of_excl", "EINVAL"),
+        ("add_bad_ptr", "EFAULT"),
+        ("mod_bad_ptr", "EFAULT"),
+        ("add_excl_oneshot", "EINVAL"),
+        ("add", "0"),
+        ("mod_to_excl", "EINVAL"),
+        ("mod", "0"),
+        ("events", "0x4 data=2"),
+        ("done", "1"),
+    ];
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for via in [Via::Preload, Via::Launcher] {
+        total += 1;
+        let mut c = under(via, &socks_url(), &h);
+        c.args(["slow", "80"]);
+        let r = run(c, 15);
+        let k = r.kv();
+        let wrong: Vec<String> = want
+            .iter()
+            .filter(|(key, v)| k.get(*key).map(String::as_str) != Some(*v))
+            .map(|(key, v)| format!("{key}={} (want {v})", k.get(*key).map(String::as_str).unwrap_or("-")))
+            .collect();
+        if !r.ok() || !wrong.is_empty() {
+            failures.push((format!("{via:?}: {} code={:?}", wrong.join(" "), r.code()), r.text()));
+        }
+    }
+    verdict("runs", total, &failures);
+}
+
 // ---------------------------------------------------------------- 9. sendfile/splice/sendmmsg
 
 /// Defect 9: sendfile/splice/sendmmsg on a socket still handshaking were accepted and their

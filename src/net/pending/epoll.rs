@@ -61,14 +61,31 @@ pub fn take_existing(fd: i32) -> Vec<Reg> {
 /// epoll_ctl on a socket still handshaking: answered from the registrations kept aside, with
 /// the kernel's errors. Bypass: not ours.
 ///
-/// # Safety
-/// `ev` is null or the application's valid epoll_event (epoll_ctl's contract).
-pub unsafe fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> Detour<c_int> {
+/// `ev` is read without trusting it (a bad pointer is EFAULT, as from the kernel).
+pub fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> Detour<c_int> {
     let mut t = TABLE.lock();
     let Some(slot) = super::pending_slot(&mut t, fd) else { return Detour::Bypass(Bypass::NotOurs) };
     let Some(c) = t.conn(slot) else { return Detour::Bypass(Bypass::NotOurs) };
-    // SAFETY: ev is null or valid (contract); the struct is packed on x86_64: read unaligned.
-    let app = (!ev.is_null()).then(|| unsafe { std::ptr::read_unaligned(ev) });
+    // The kernel copies the event first and answers EFAULT for memory it cannot read (NULL
+    // included); so do we, without ever faulting on the caller's pointer.
+    let app = if op == libc::EPOLL_CTL_ADD || op == libc::EPOLL_CTL_MOD {
+        match read_event(ev) {
+            Some(e) => Some(e),
+            None => return Detour::Fail(Errno(libc::EFAULT)),
+        }
+    } else {
+        None
+    };
+    let excl = libc::EPOLLEXCLUSIVE as u32;
+    // EPOLLEXCLUSIVE rules (fs/eventpoll.c): never with MOD, and with ADD only beside these
+    // bits. The kernel refuses such a call before it looks at any registration, so it may
+    // answer it (it registers nothing and cannot tell about the socket).
+    let ok_with_excl = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLWAKEUP | libc::EPOLLET) as u32 | excl;
+    if let Some(e) = app {
+        if e.events & excl != 0 && (op == libc::EPOLL_CTL_MOD || e.events & !ok_with_excl != 0) {
+            return Detour::Bypass(Bypass::NotApplicable);
+        }
+    }
     let aside = c.regs.iter().position(|r| r.epfd == epfd && r.fd == fd);
     // The kernel's checks without telling it anything it could report: deleting a registration
     // that does not exist fails with ENOENT on a valid pair, and with the kernel's own errno
@@ -95,6 +112,8 @@ pub unsafe fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> 
             }
             Err(e) => Detour::Fail(e),
         },
+        // A registration made with EPOLLEXCLUSIVE cannot be modified.
+        (libc::EPOLL_CTL_MOD, Some(_), Some(i)) if c.regs.get(i).is_some_and(|r| r.events & excl != 0) => Detour::Fail(Errno(libc::EINVAL)),
         (libc::EPOLL_CTL_MOD, Some(e), Some(i)) => {
             if let Some(r) = c.regs.get_mut(i) {
                 r.events = e.events | always;
@@ -118,4 +137,17 @@ pub unsafe fn epoll_ctl(epfd: i32, op: c_int, fd: i32, ev: *mut epoll_event) -> 
         // answers, and it cannot report anything about this socket from there.
         _ => Detour::Bypass(Bypass::NotApplicable),
     }
+}
+
+/// The application's epoll_event at `ev`, copied with `process_vm_readv` (None where the kernel
+/// would answer EFAULT: NULL or unreadable memory).
+fn read_event(ev: *const epoll_event) -> Option<epoll_event> {
+    let n = std::mem::size_of::<epoll_event>();
+    let b = sys::read_datagram(sys::pid(), sys::DatagramAt::Buf(ev as u64, n as u64))?;
+    if b.len() != n {
+        return None;
+    }
+    // SAFETY: b holds exactly size_of::<epoll_event>() bytes, and any bytes are a valid
+    // epoll_event (two integers); packed on x86_64, so read unaligned.
+    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<epoll_event>()) })
 }
