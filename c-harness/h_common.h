@@ -39,6 +39,7 @@ static inline const char *h_en(int e) {
     case EPERM: return "EPERM";
     case EACCES: return "EACCES";
     case EFAULT: return "EFAULT";
+    case EINTR: return "EINTR";
     default: { static char b[32]; snprintf(b, sizeof b, "errno%d", e); return b; }
     }
 }

@@ -603,6 +603,43 @@ fn epoll_ctl_on_a_pending_socket_answers_as_the_kernel() {
     verdict("runs", total, &failures);
 }
 
+/// A blocking receive or send on a socket still handshaking waited for the tunnel whatever
+/// asked it not to: MSG_DONTWAIT, SO_RCVTIMEO/SO_SNDTIMEO (recv returned the peer's bytes after
+/// the ~1 s dial, send sent after it) and a signal handler without SA_RESTART (no EINTR). The
+/// kernel ends those waits on a socket in SYN_SENT with EAGAIN at once, EAGAIN at the timeout
+/// and EINTR (checked by hand with a SYN that is never answered, in a private netns).
+#[test]
+fn blocking_io_on_a_pending_socket_keeps_the_kernels_timeouts_and_signals() {
+    let h = harness("h_pendwait");
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for via in [Via::Preload, Via::Launcher] {
+        total += 1;
+        let mut c = under(via, &socks_url(), &h);
+        c.args(["slow", "80"]);
+        let r = run(c, 20);
+        let k = r.kv();
+        let get = |key: &str| k.get(key).map(String::as_str).unwrap_or("-").to_string();
+        let ms = |key: &str| get(key).parse::<f64>().unwrap_or(f64::MAX);
+        let mut wrong = Vec::new();
+        for (key, want, lo, hi) in
+            [("dontwait", "EAGAIN", 0.0, 100.0), ("rcvtimeo", "EAGAIN", 250.0, 700.0), ("sndtimeo", "EAGAIN", 250.0, 700.0), ("eintr", "EINTR", 250.0, 700.0)]
+        {
+            let t = ms(&format!("{key}_ms"));
+            if get(key) != want || t < lo || t > hi {
+                wrong.push(format!("{key}={} after {t} ms (want {want} in {lo}..{hi})", get(key)));
+            }
+        }
+        if get("reply") != "HTTP/1.0 200 OK" {
+            wrong.push(format!("reply={:?}", get("reply")));
+        }
+        if !r.ok() || !wrong.is_empty() {
+            failures.push((format!("{via:?}: {} code={:?}", wrong.join("; "), r.code()), r.text()));
+        }
+    }
+    verdict("runs", total, &failures);
+}
+
 // ---------------------------------------------------------------- 9. sendfile/splice/sendmmsg
 
 /// Defect 9: sendfile/splice/sendmmsg on a socket still handshaking were accepted and their

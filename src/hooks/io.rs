@@ -20,7 +20,7 @@ fn one(buf: *const c_void, n: size_t) -> iovec {
 // a DNS socket of `dns::wire`'s goes there (its sends go to its server or are answered, its
 // receives report the server), anything else is gated while its handshake runs.
 macro_rules! io_hook {
-    ($name:ident ( $fd:ident $(, $a:ident : $t:ty)* ) -> $ret:ty; |$ctx:ident| $dns:expr) => {
+    ($name:ident ( $fd:ident $(, $a:ident : $t:ty)* ) -> $ret:ty; $gate:expr; |$ctx:ident| $dns:expr) => {
         hook! {
             fn $name($fd: c_int $(, $a: $t)*) -> $ret;
             fast: !pending::active() && !wire::active() && !udp::active();
@@ -32,7 +32,7 @@ macro_rules! io_hook {
                         None => {}
                     }
                 }
-                pending::gate($fd, $ctx, Gate::Io)
+                pending::gate($fd, $ctx, $gate)
             }
         }
     };
@@ -90,24 +90,24 @@ unsafe fn got(fd: c_int, d: Option<Detour<wire::Got>>, addr: *mut sockaddr, alen
     })
 }
 
-io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
-io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| got(fd, rx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
-io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; |ctx| tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
-io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
-io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
-io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(read(fd, buf: *mut c_void, n: size_t) -> ssize_t; Gate::Recv(0); |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(__read_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t) -> ssize_t; Gate::Recv(0); |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(write(fd, buf: *const c_void, n: size_t) -> ssize_t; Gate::Send(0); |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(readv(fd, iov: *const iovec, cnt: c_int) -> ssize_t; Gate::Recv(0); |ctx| got(fd, rx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0, ctx), null_mut(), null_mut()));
+io_hook!(writev(fd, iov: *const iovec, cnt: c_int) -> ssize_t; Gate::Send(0); |ctx| tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0));
+io_hook!(recv(fd, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t; Gate::Recv(flags); |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(__recv_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int) -> ssize_t; Gate::Recv(flags); |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), null_mut(), null_mut()));
+io_hook!(send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; Gate::Send(flags); |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
 // glibc's exported aliases of write and send, and pwritev2, which with offset -1 writes a
 // socket as writev does: each a way to a connected DNS socket past the hooks above. (stdio
 // and aio_write call glibc's internal write, which no preloaded library sees: README.)
-io_hook!(__write(fd, buf: *const c_void, n: size_t) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
-io_hook!(__send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
-io_hook!(pwritev2(fd, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t; |ctx| if off == -1 { tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0) } else { None });
-io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
-io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
-io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; |ctx| recvmsg_dns(fd, msg, flags, ctx));
-io_hook!(recvmmsg(fd, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int; |ctx| recvmmsg_dns(fd, msgs, vlen, flags, ctx));
+io_hook!(__write(fd, buf: *const c_void, n: size_t) -> ssize_t; Gate::Send(0); |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, 0));
+io_hook!(__send(fd, buf: *const c_void, n: size_t, flags: c_int) -> ssize_t; Gate::Send(flags); |ctx| tx(fd, &one(buf, n), 1, null_mut(), 0, flags));
+io_hook!(pwritev2(fd, iov: *const iovec, cnt: c_int, off: off_t, flags: c_int) -> ssize_t; Gate::Send(0); |ctx| if off == -1 { tx(fd, iov, cnt.max(0) as usize, null_mut(), 0, 0) } else { None });
+io_hook!(recvfrom(fd, buf: *mut c_void, n: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; Gate::Recv(flags); |ctx| got(fd, rx(fd, &one(buf, n), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(__recvfrom_chk(fd, buf: *mut c_void, n: size_t, buflen: size_t, flags: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> ssize_t; Gate::Recv(flags); |ctx| got(fd, rx(fd, &one(buf, n.min(buflen)), 1, null_mut(), 0, flags, ctx), addr, alen));
+io_hook!(recvmsg(fd, msg: *mut msghdr, flags: c_int) -> ssize_t; Gate::Recv(flags); |ctx| recvmsg_dns(fd, msg, flags, ctx));
+io_hook!(recvmmsg(fd, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int, timeout: *mut timespec) -> c_int; Gate::Recv(flags); |ctx| recvmmsg_dns(fd, msgs, vlen, flags, ctx));
 
 /// recvmsg on a DNS socket: the caller's iovecs and control buffer, its msg_flags and
 /// msg_controllen set as the kernel sets them, the sender in msg_name.
@@ -166,22 +166,22 @@ hook! {
     fn sendfile(out_fd: c_int, in_fd: c_int, off: *mut off_t, count: size_t) -> ssize_t;
     fast: !pending::active();
     fail: -1, on_panic: EIO;
-    |real, ctx| pending::gate(out_fd, ctx, Gate::Io)
+    |real, ctx| pending::gate(out_fd, ctx, Gate::Send(0))
 }
 
 hook! {
     fn sendfile64(out_fd: c_int, in_fd: c_int, off: *mut off64_t, count: size_t) -> ssize_t;
     fast: !pending::active();
     fail: -1, on_panic: EIO;
-    |real, ctx| pending::gate(out_fd, ctx, Gate::Io)
+    |real, ctx| pending::gate(out_fd, ctx, Gate::Send(0))
 }
 
 hook! {
     fn splice(fd_in: c_int, off_in: *mut loff_t, fd_out: c_int, off_out: *mut loff_t, len: size_t, flags: c_uint) -> ssize_t;
     fast: !pending::active();
     fail: -1, on_panic: EIO;
-    |real, ctx| match pending::gate::<ssize_t>(fd_out, ctx, Gate::Io) {
-        crate::boundary::Detour::Bypass(_) => pending::gate(fd_in, ctx, Gate::Io),
+    |real, ctx| match pending::gate::<ssize_t>(fd_out, ctx, Gate::Send(0)) {
+        crate::boundary::Detour::Bypass(_) => pending::gate(fd_in, ctx, Gate::Recv(0)),
         d => d,
     }
 }

@@ -231,7 +231,7 @@ pub unsafe fn sendto(fd: c_int, buf: *const c_void, n: usize, flags: c_int, addr
                 return d;
             }
         }
-        return pending::gate(fd, ctx, Gate::Io);
+        return pending::gate(fd, ctx, Gate::Send(flags));
     }
     let data = DatagramAt::Buf(buf as u64, n as u64);
     // SAFETY: forwarded contract.
@@ -280,7 +280,7 @@ pub unsafe fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int, ctx: &mut Ctx
                 return d;
             }
         }
-        return pending::gate(fd, ctx, Gate::Io);
+        return pending::gate(fd, ctx, Gate::Send(flags));
     }
     // SAFETY: msg_name points to msg_namelen bytes (sendmsg's contract).
     match unsafe { plan(fd, flags, m.msg_name.cast(), m.msg_namelen, iov_of(m)) } {
@@ -331,7 +331,7 @@ pub unsafe fn sendmmsg(fd: c_int, msgs: *mut mmsghdr, vlen: c_uint, flags: c_int
         if named {
             return Detour::Bypass(Bypass::NotTailnet);
         }
-        return pending::gate(fd, ctx, Gate::Io);
+        return pending::gate(fd, ctx, Gate::Send(flags));
     }
     let mut sent = 0usize;
     for (i, p) in plans.into_iter().enumerate() {

@@ -394,9 +394,13 @@ pub fn so_error(fd: i32) -> Option<i32> {
 /// How a call on a socket still handshaking is answered.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Like read/write: EAGAIN on a nonblocking socket, a blocking one waits for the end (as
-    /// the kernel makes a blocking call on a connecting socket wait).
-    Io,
+    /// A receive (read, recv, recvmsg...) with its MSG_ flags: EAGAIN on a nonblocking socket
+    /// or with MSG_DONTWAIT; a blocking one waits for the end as the kernel makes a receive on
+    /// a connecting socket wait: within SO_RCVTIMEO (then EAGAIN), and a signal handler
+    /// interrupts it as it would interrupt the kernel's wait (EINTR).
+    Recv(c_int),
+    /// A send (write, send, sendfile...): the same, within SO_SNDTIMEO.
+    Send(c_int),
     /// Like getpeername: ENOTCONN at once, blocking or not.
     NotConnected,
 }
@@ -416,19 +420,41 @@ pub fn gate<T>(fd: i32, ctx: &mut Ctx, how: Gate) -> Detour<T> {
     }
     let Some(slot) = pending_slot(&mut t, fd) else { return Detour::Bypass(Bypass::NotOurs) };
     let Some(c) = t.conn(slot) else { return Detour::Bypass(Bypass::NotOurs) };
-    if how == Gate::NotConnected {
-        return Detour::Fail(Errno(libc::ENOTCONN));
-    }
+    let (flags, timeo) = match how {
+        Gate::NotConnected => return Detour::Fail(Errno(libc::ENOTCONN)),
+        Gate::Recv(f) => (f, libc::SO_RCVTIMEO),
+        Gate::Send(f) => (f, libc::SO_SNDTIMEO),
+    };
     let fl = c.restore_flags.unwrap_or_else(|| sys::fcntl_getfl(fd).unwrap_or(libc::O_NONBLOCK));
-    if fl & libc::O_NONBLOCK != 0 {
+    if fl & libc::O_NONBLOCK != 0 || flags & libc::MSG_DONTWAIT != 0 {
         return Detour::Fail(Errno(libc::EAGAIN));
     }
     let now = Instant::now();
+    let start = *ctx.start.get_or_insert(now);
+    // The kernel's wait (sk_wait_data, sk_stream_wait_connect) ends with the socket's timeout
+    // (EAGAIN), and a handler interrupts it: EINTR with a timeout set, else restarted only
+    // when the handler has SA_RESTART (ERESTARTSYS).
+    let limit = sys::sock_timeout(fd, timeo);
+    let signalled = ctx.round > 0 && matches!(ctx.woke, Some((r, e)) if r < 0 && e.raw() == libc::EINTR);
+    if signalled && (limit.is_some() || crate::net::rx::interrupted(ctx)) {
+        return Detour::Fail(Errno(libc::EINTR));
+    }
+    let within = match limit {
+        Some(t) => {
+            let left = t.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Detour::Fail(Errno(libc::EAGAIN));
+            }
+            Some(left)
+        }
+        None => None,
+    };
     // Only a thread that really waits gets (or makes) its wake-up eventfd.
     let Some(w) = wake::mine() else { return Detour::Fail(Errno(libc::EAGAIN)) };
     wake::drain(w);
     c.waiters.push(w);
     let left = if c.owner != sys::pid() { FOREIGN_LOOK } else { c.deadline.saturating_duration_since(now) + Duration::from_millis(100) };
+    let left = within.map_or(left, |w| w.min(left));
     drop(t);
     Detour::Wait(Wait { fds: wake::one(w, libc::POLLIN), n: 1, timeout_ms: left.as_millis().clamp(1, i32::MAX as u128) as i32, sigmask: std::ptr::null() })
 }
