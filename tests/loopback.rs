@@ -164,6 +164,31 @@ fn proxy_down_is_a_fast_econnrefused_with_a_log_line_never_a_direct_dial() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("tsproxy"), "a log line: {}", text(&out));
 }
 
+/// The log line of a failed tailnet connect went to stderr with write(2): when stderr is a pipe
+/// whose reader has gone (`cmd 2>&1 | head -1` once head exited, a dead log collector) the
+/// write raised SIGPIPE and killed a program that wrote nothing itself and would have lived
+/// (it got its ECONNREFUSED and went on). A log line must never end the program.
+#[test]
+fn a_log_line_to_a_broken_stderr_pipe_does_not_kill_the_program() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut p = [0; 2];
+    // SAFETY: p has room for the two descriptors pipe2 writes.
+    assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both ends are ours and open; the read end is closed at once (the reader gone).
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    drop(r);
+    let dead = closed_port();
+    let out = preloaded(harness("tcpclient"))
+        .args(["100.64.0.2", "7"])
+        .env("TSPROXY_PROXY", format!("socks5://{dead}"))
+        .stderr(std::process::Stdio::from(w))
+        .output()
+        .unwrap();
+    let k = kv(&out);
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&out.status), None, "killed by the log line: {}", text(&out));
+    assert_eq!(k.get("errno").map(String::as_str), Some("ECONNREFUSED"), "{}", text(&out));
+}
+
 #[test]
 fn proxy_replies_map_to_errnos() {
     let n = net();

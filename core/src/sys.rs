@@ -177,14 +177,34 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> io::Result<i16> {
 }
 
 /// Write all of `buf` to `fd`, retrying on EINTR; gives up silently on any other error (used
-/// for log lines, which must never fail the call they describe).
+/// for log lines, which must never fail the call they describe — nor kill the program: a
+/// write to a pipe whose reader is gone raises SIGPIPE, whose default action ends the process,
+/// and the program, which wrote nothing, would have lived. So SIGPIPE is blocked in this
+/// thread for the write, and one that the write raised is taken back (`rt_sigtimedwait`),
+/// unless one was already pending before it.)
 pub fn write_all_fd(fd: i32, mut buf: &[u8]) {
+    let pipe: u64 = 1 << (libc::SIGPIPE - 1);
+    let mut old: u64 = 0;
+    let blocked = syscall!(SYS_rt_sigprocmask, libc::SIG_BLOCK, &pipe as *const u64, &mut old as *mut u64, 8usize).is_ok();
+    let mut pending: u64 = 0;
+    let had = blocked && syscall!(SYS_rt_sigpending, &mut pending as *mut u64, 8usize).is_ok() && pending & pipe != 0;
+    let mut epipe = false;
     while !buf.is_empty() {
         match syscall!(SYS_write, fd, buf.as_ptr(), buf.len()) {
             Ok(n) => buf = &buf[n as usize..],
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
+            Err(e) => {
+                epipe = e.raw_os_error() == Some(libc::EPIPE);
+                break;
+            }
         }
+    }
+    if blocked {
+        if epipe && !had {
+            let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            let _ = syscall!(SYS_rt_sigtimedwait, &pipe as *const u64, 0usize, &zero as *const libc::timespec, 8usize);
+        }
+        let _ = syscall!(SYS_rt_sigprocmask, libc::SIG_SETMASK, &old as *const u64, 0usize, 8usize);
     }
 }
 
