@@ -1,6 +1,7 @@
 //! fork(): our locks are taken around it (pthread_atfork) so that a child never inherits one
 //! held by a thread that does not exist in it. Registered on first use of a lock, never in a
-//! constructor. Order: the pending table, then the tunnel table (the order code nests them).
+//! constructor (at load only a child handler that caches the pid: `at_load`). Order: the
+//! pending table, then the tunnel table (the order code nests them).
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static ARMED: AtomicBool = AtomicBool::new(false);
@@ -9,11 +10,22 @@ static ARMED: AtomicBool = AtomicBool::new(false);
 /// not leave the child waiting on it).
 pub fn arm() {
     if !ARMED.load(Ordering::Relaxed) && !ARMED.swap(true, Ordering::AcqRel) {
-        // A child forked before the handlers existed still has its parent's pid cached.
-        tsproxy_core::sys::refresh_pid();
         // SAFETY: plain functions valid for the life of the process.
         unsafe { libc::pthread_atfork(Some(prepare), Some(after), Some(child)) };
     }
+}
+
+/// At load time: cache the pid, and have every fork child cache its own (one `getpid` per
+/// child), also in a process that never armed the lock handlers: `sys::in_borrowed_memory`
+/// must never take a fork child for a vfork child running in its parent's memory.
+pub fn at_load() {
+    tsproxy_core::sys::refresh_pid();
+    // SAFETY: a plain function valid for the life of the process.
+    unsafe { libc::pthread_atfork(None, None, Some(pid_in_child)) };
+}
+
+extern "C" fn pid_in_child() {
+    tsproxy_core::sys::refresh_pid();
 }
 
 extern "C" fn prepare() {

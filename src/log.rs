@@ -27,7 +27,7 @@ fn stat2() -> Option<libc::stat> {
 extern "C" fn remember_stderr() {
     // And the pid, so that a vfork child (which runs in this memory) is always told apart
     // from this process (`sys::in_borrowed_memory`), whatever it calls first.
-    tsproxy_core::sys::refresh_pid();
+    crate::fork::at_load();
     if let Some(st) = stat2() {
         if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
             STDERR_DEV.store(st.st_dev, Ordering::Relaxed);

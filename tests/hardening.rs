@@ -561,6 +561,29 @@ except OSError as e:
     verdict("runs", total, &failures);
 }
 
+/// The pid tsproxy takes for its own was cached by the first code that needed it: in a vfork
+/// child that was the first to use tsproxy, that was the child's pid, in the parent's memory.
+/// The parent then could not find its own epoll registrations (kcmp with a dead pid), so a
+/// socket added before a tailnet connect was reported writable at once, while the tunnel was
+/// still being made. Fixed: the pid is cached at load and in every fork child, never by a
+/// vfork child.
+#[test]
+fn a_vfork_child_never_leaves_its_pid_as_the_parents() {
+    let h = harness("h_vforkpid");
+    let mut failures = Vec::new();
+    for via in [Via::Preload, Via::Launcher] {
+        let mut c = under(via, &socks_url(), &h);
+        c.args(["slow", "80"]);
+        let r = run(c, 15);
+        let k = r.kv();
+        let ms = k.get("wait_ms").and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if !r.ok() || k.get("events").map(String::as_str) != Some("0x4") || ms < 700.0 {
+            failures.push((format!("{via:?}: events={:?} after {ms} ms (the dial takes ~1 s)", k.get("events")), r.text()));
+        }
+    }
+    verdict("runs", 2, &failures);
+}
+
 /// epoll_ctl on a socket still handshaking is answered by the library from the registrations
 /// it keeps aside. It read the caller's event through the raw pointer (a bad one crashed the
 /// program with SIGSEGV where the kernel answers EFAULT) and accepted what the kernel refuses
