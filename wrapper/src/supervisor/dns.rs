@@ -8,8 +8,10 @@
 //! - datagrams from sockets the supervisor itself redirected (their local address is in
 //!   `dns_routes`, recorded when a supervised process connected them to port 53, sent a
 //!   tailnet question to port 53 without connecting — `notify::redirect_questions`, musl's
-//!   resolver — or sent to this address itself); their questions that are not about tailnet
-//!   names are carried to the server recorded with them, and
+//!   resolver — or sent to this address itself), and only while the program still holds
+//!   that socket (`DnsRoute::live`: once it is closed, any local user could bind the
+//!   address); their questions that are not about tailnet names are carried to the server
+//!   recorded with them, and
 //! - datagrams that start with the per-tree key (`KEY_MAGIC` + the key in hex), which the
 //!   launcher hands to the command in `TSPROXY_SUPERVISOR_DNS_KEY`: the preload library's
 //!   name registration. The answer is a plain DNS message;
@@ -24,7 +26,7 @@
 //! holders together) can add at most `NAMES_PER_CLIENT` names to the placeholder table;
 //! past that, new names get SERVFAIL, so no client can exhaust the table for the others.
 use super::log;
-use super::notify::{lock, Sup};
+use super::notify::{lock, DnsRoute, Sup};
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -101,6 +103,9 @@ impl Quota {
 struct Forward {
     sock: UdpSocket,
     client: SocketAddr,
+    /// The client's route: the answer goes to `client` only while its socket is still the
+    /// program's (`DnsRoute::live`), not to whoever bound that address since.
+    route: DnsRoute,
     deadline: Instant,
 }
 
@@ -132,7 +137,9 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
             }
             let f = fwds.swap_remove(i - 1);
             if let Ok(m) = f.sock.recv(&mut buf) {
-                let _ = sock.send_to(&buf[..m], f.client);
+                if f.route.live() {
+                    let _ = sock.send_to(&buf[..m], f.client);
+                }
             }
         }
         if pfds[0].revents & libc::POLLIN == 0 {
@@ -154,7 +161,19 @@ pub(super) fn serve(sup: &Sup, sock: UdpSocket, key: [u8; KEY_LEN]) {
 /// Answer one datagram, or return the forward to wait for.
 fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks: &mut (Instant, u32), pkt: &[u8], from: SocketAddr) -> Option<Forward> {
     let from = SocketAddr::new(cidr::unmap(from.ip()), from.port());
-    let route = lock(&sup.dns_routes).get(&from).copied();
+    let mut route = lock(&sup.dns_routes).get(&from).copied();
+    if let Some(r) = route.filter(|r| !r.live()) {
+        // The program closed the socket this route was made for: whoever sends from its
+        // address now is not the program (another local user can bind it). The route goes,
+        // and the datagram is judged as from anyone else.
+        let mut routes = lock(&sup.dns_routes);
+        if routes.get(&from) == Some(&r) {
+            routes.remove(&from);
+        }
+        drop(routes);
+        log(&sup.cfg, LogLevel::Debug, format_args!("dns: {from} is no longer the socket of process {} that was redirected; route dropped", r.tgid));
+        route = None;
+    }
     let (query, client) = match (route, strip_key(pkt, key_hex)) {
         (_, Some(q)) => (q, Client::KeyHolder),
         (Some(r), None) => (pkt, Client::Process(r.tgid)),
@@ -178,7 +197,7 @@ fn handle(sup: &Sup, sock: &UdpSocket, key_hex: &[u8], quota: &mut Quota, checks
             None
         }
         Reply::Drop => None,
-        Reply::Forward => forward(route?.server, query, from),
+        Reply::Forward => forward(route?, query, from),
     }
 }
 
@@ -239,12 +258,14 @@ fn decide(sup: &Sup, quota: &mut Quota, client: Client, query: &[u8]) -> Reply {
     Reply::Forward
 }
 
-/// Forward a question to `server` from a socket of its own; its answer goes back to `client`.
-fn forward(server: SocketAddr, query: &[u8], client: SocketAddr) -> Option<Forward> {
+/// Forward a question to the route's server from a socket of its own; its answer goes back to
+/// `client`.
+fn forward(route: DnsRoute, query: &[u8], client: SocketAddr) -> Option<Forward> {
+    let server = route.server;
     let bind: SocketAddr = if server.is_ipv4() { (std::net::Ipv4Addr::UNSPECIFIED, 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
     let up = UdpSocket::bind(bind).ok()?;
     up.send_to(query, server).ok()?;
-    Some(Forward { sock: up, client, deadline: Instant::now() + FORWARD_TIMEOUT })
+    Some(Forward { sock: up, client, route, deadline: Instant::now() + FORWARD_TIMEOUT })
 }
 
 /// Connections served at once by the TCP responder; more are closed (the client retries).
@@ -294,7 +315,9 @@ fn tcp_conn(sup: &Sup, mut c: std::net::TcpStream) {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let Some(route) = route else {
+    // A route whose socket the program has closed is not this connection's: another local
+    // user may have bound the address since (`DnsRoute::live`).
+    let Some(route) = route.filter(DnsRoute::live) else {
         log(&sup.cfg, LogLevel::Debug, format_args!("dns-tcp: closed a connection from {peer}: not a redirected socket"));
         return;
     };

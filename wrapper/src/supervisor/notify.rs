@@ -61,11 +61,32 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A DNS redirect: the server the program asked, and the process (thread group) it asked from.
-#[derive(Clone, Copy)]
+/// A DNS redirect: the server the program asked, the process (thread group) it asked from,
+/// and the socket it asked on (the program's descriptor number and the socket's inode).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) struct DnsRoute {
     pub server: SocketAddr,
     pub tgid: i32,
+    pub fd: i32,
+    pub ino: u64,
+}
+
+impl DnsRoute {
+    /// Does the program still hold the socket this route was made for? A route is found by
+    /// the address a datagram (or a TCP connection) comes from, and routes outlive their
+    /// sockets (they are kept until 4096 of them pile up). Once the program has closed its
+    /// socket, that loopback address is free: any local user can bind it and would be taken
+    /// for the program — answered, forwarded, counted against the program's quota, its names
+    /// written to the user's registry (as uid 65534 against a root tree: 2047 names interned
+    /// and the program's next lookup SERVFAIL). So the route holds only while the socket is
+    /// still the program's: its descriptor (one readlink), else any descriptor of the thread
+    /// group (a program that moved it with dup2).
+    pub fn live(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let want = format!("socket:[{}]", self.ino);
+        std::fs::read_link(format!("/proc/{}/fd/{}", self.tgid, self.fd)).is_ok_and(|l| l.as_os_str().as_bytes() == want.as_bytes())
+            || super::udp::socket_inodes(self.tgid).contains(&self.ino)
+    }
 }
 
 pub(super) struct Sup {
@@ -266,6 +287,8 @@ fn tgid_of(tid: i32) -> Option<i32> {
 /// inode, and the thread group it came from.
 struct Sock {
     fd: OwnedFd,
+    /// The program's descriptor number for it.
+    pfd: i32,
     domain: i32,
     ty: i32,
     ino: u64,
@@ -280,13 +303,13 @@ fn take(tid: i32, fd: i32) -> Result<Sock, Errno> {
     let r = syscall!(SYS_pidfd_getfd, pidfd, fd, 0);
     let _ = syscall!(SYS_close, pidfd);
     // SAFETY: pidfd_getfd returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(r.map_err(|e| Errno::of(&e))? as i32) };
-    let domain = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| Errno::of(&e))?;
-    let ty = sys::getsockopt_int(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| Errno::of(&e))?;
+    let ours = unsafe { OwnedFd::from_raw_fd(r.map_err(|e| Errno::of(&e))? as i32) };
+    let domain = sys::getsockopt_int(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN).map_err(|e| Errno::of(&e))?;
+    let ty = sys::getsockopt_int(ours.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TYPE).map_err(|e| Errno::of(&e))?;
     // SAFETY: all-zero is a valid stat buffer; fstat only writes into it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    syscall!(SYS_fstat, fd.as_raw_fd(), &mut st as *mut libc::stat).map_err(|e| Errno::of(&e))?;
-    Ok(Sock { fd, domain, ty, ino: st.st_ino, tgid })
+    syscall!(SYS_fstat, ours.as_raw_fd(), &mut st as *mut libc::stat).map_err(|e| Errno::of(&e))?;
+    Ok(Sock { fd: ours, pfd: fd, domain, ty, ino: st.st_ino, tgid })
 }
 
 /// The answer to a connect whose socket could not be taken, when it must not go on: the
@@ -497,7 +520,7 @@ impl Sup {
             if routes.len() >= 4096 {
                 routes.clear(); // old sockets; a live one re-registers on its next connect
             }
-            routes.insert(me, DnsRoute { server: dest, tgid: s.tgid });
+            routes.insert(me, DnsRoute { server: dest, tgid: s.tgid, fd: s.pfd, ino: s.ino });
         }
         Verdict::Return(0)
     }
@@ -520,7 +543,7 @@ impl Sup {
             if routes.len() >= 4096 {
                 routes.clear(); // old connections; a new one registers on its connect
             }
-            routes.insert(SocketAddr::new(cidr::unmap(me.ip()), me.port()), DnsRoute { server: dest, tgid: s.tgid });
+            routes.insert(SocketAddr::new(cidr::unmap(me.ip()), me.port()), DnsRoute { server: dest, tgid: s.tgid, fd: s.pfd, ino: s.ino });
         }
         verdict
     }
@@ -779,14 +802,14 @@ impl Sup {
         let key = SocketAddr::new(if me.ip().is_unspecified() { self.dns.ip() } else { me.ip() }, me.port());
         let server = match server {
             Some(sv) => sv,
-            None if lock(&self.dns_routes).get(&key).is_some_and(|r| r.tgid == s.tgid) => return true,
+            None if lock(&self.dns_routes).get(&key).is_some_and(|r| r.tgid == s.tgid && r.ino == s.ino) => return true,
             None => first_nameserver(s.tgid), // read with no lock held
         };
         let mut routes = lock(&self.dns_routes);
         if routes.len() >= 4096 {
             routes.clear(); // old sockets; a live one re-registers on its next send
         }
-        routes.insert(key, DnsRoute { server, tgid: s.tgid });
+        routes.insert(key, DnsRoute { server, tgid: s.tgid, fd: s.pfd, ino: s.ino });
         true
     }
 }

@@ -224,7 +224,7 @@ fn wait_loop(rx: UnixDatagram) {
 }
 
 /// The socket inodes thread group `tgid` holds (none when it is gone).
-fn socket_inodes(tgid: i32) -> HashSet<u64> {
+pub(super) fn socket_inodes(tgid: i32) -> HashSet<u64> {
     let Ok(d) = std::fs::read_dir(format!("/proc/{tgid}/fd")) else { return HashSet::new() };
     d.flatten()
         .filter_map(|e| std::fs::read_link(e.path()).ok())
