@@ -541,7 +541,9 @@ fn static_musl_200_idle_connected_sockets_cost_one_thread_and_nothing_after_clos
     let (t1, f1, u1) = sup_load(sup);
     eprintln!("supervisor {sup}: threads {t0} -> {t1} (udp {u1}), descriptors {f0} -> {f1} with 200 idle sockets");
     assert!(t1 <= t0 + 1 && u1 <= 1, "one waiter for all, no thread each: threads {t0} -> {t1}, udp threads {u1}");
-    assert!(f1 <= f0 + 200 + 4, "one descriptor each: {f0} -> {f1}");
+    // Two each: `near`, and the supervisor's copy of the program's socket, which keeps the
+    // program's address bound until the entry ends (another user cannot take it: below).
+    assert!(f1 <= f0 + 400 + 4, "two descriptors each: {f0} -> {f1}");
     run.send("go\n");
     lines.push(run.line());
     assert_eq!(lines[3], "closed=200", "{lines:?}");
@@ -607,4 +609,34 @@ for tag, fam, host in [("v4", socket.AF_INET, "100.64.0.2"), ("v6", socket.AF_IN
         assert!(r.get("port") != "0" && r.get("port") == r.get("port_after"), "{dest}: the socket keeps its port: {}", r.text());
         assert!(counter(&px) > c0, "{dest}: the first send opened an association: {}", r.text());
     }
+}
+
+/// Another local user against the supervisor's relay of a static program's connected UDP
+/// socket: the program exchanges a datagram with a tailnet echo peer through dante (with the
+/// proxy's password), then closes its socket. Its address (127.0.0.1:port, connected to the
+/// supervisor's loopback socket `near`: both in /proc/net/udp for anyone to read) must not be
+/// takeable by another uid. Before 2026-12-07 the supervisor dropped its copy of the program's
+/// socket at once and noticed the close only at its next look (up to 2 s): the other uid bound
+/// the address, sent to `near`, and got its datagram relayed to the peer and the echo back —
+/// the program's association, on the program's proxy credentials. Now the supervisor holds the
+/// socket (so its address) until the entry ends: the bind fails.
+#[test]
+fn another_user_cannot_take_over_the_association_of_a_closed_socket() {
+    let Some(m) = Meter::fresh() else { return };
+    let Some(other) = Meter::fresh() else { return };
+    let Some(p) = build("u_udp_stale", "u_udp_stale-musl", true, &[]) else { return };
+    let mut run = m.attack(Via::Launcher, &[s(&p), "hold", "100.64.0.2", "4002"]).env("TSPROXY_PROXY", DANTE).secs(30).spawn();
+    let lines = [run.line(), run.line(), run.line()];
+    assert_eq!(lines[0], "echo=victim-hello", "the program's own exchange: {lines:?}");
+    let port = lines[1].strip_prefix("local=").unwrap_or_else(|| panic!("{lines:?}")).to_string();
+    let near = lines[2].strip_prefix("near=").unwrap_or_else(|| panic!("{lines:?}")).to_string();
+    run.send("go\n");
+    assert_eq!(run.line(), "closed=1");
+    let r = other.attack(Via::Plain, &[s(&p), "squat", &port, &near]).secs(10).run();
+    assert_eq!(r.get("reply"), "none", "another uid was relayed on the program's association: {}", r.text());
+    assert_eq!(r.get("bound"), "0", "the program's address was free for another uid: {}", r.text());
+    run.send("go\n");
+    let end = run.finish();
+    assert!(end.ok(), "{}", end.text());
+    assert_eq!(m.leak() + other.leak(), 0);
 }

@@ -4,9 +4,11 @@
 //! The supervisor cannot add the SOCKS5 header to datagrams in the program's memory, so it
 //! relays them itself. On the program's `connect`, only what is cheap and local:
 //! - a loopback socket `near` of ours, which the program's socket is connected to (through our
-//!   `pidfd_getfd` copy of it, dropped right after) and which is connected back to the
-//!   program's socket, so the kernel passes only that socket's datagrams both ways; the
-//!   connect returns 0 at once and `getsockname` names the program's loopback end.
+//!   `pidfd_getfd` copy of it) and which is connected back to the program's socket, so the
+//!   kernel passes only that socket's datagrams both ways; the connect returns 0 at once and
+//!   `getsockname` names the program's loopback end. The copy is kept as long as `near`:
+//!   the program's address stays bound to its socket until the entry ends, so no one else
+//!   (another local user) can take that address and be relayed as the program.
 //!
 //! The association (the control connection to the proxy and a UDP socket `up` of ours, the
 //! same upstreams, auth and failover as TCP; HTTP upstreams skipped) is opened only when the
@@ -15,7 +17,7 @@
 //! and Go programs do it too): such a socket costs no proxy connection, and nothing is logged.
 //! - Idle sockets (connected, nothing sent) wait in one table, watched by one thread (the
 //!   waiter, started with the first and ending with the last), whatever their number: each
-//!   costs one descriptor (`near`) and no thread. At most [`IDLE_MAX`] at once; a connect
+//!   costs two descriptors (`near` and the copy) and no thread. At most [`IDLE_MAX`] at once; a connect
 //!   beyond that (after a look for closed ones) is refused (`ENETUNREACH`).
 //! - The first datagram on `near` moves the socket to a relay thread of its own (at most
 //!   [`MAX`] at once), which associates and then adds the header to what the program sends
@@ -68,6 +70,14 @@ static CTX: OnceLock<Ctx> = OnceLock::new();
 /// A connected socket that has sent nothing yet.
 struct Idle {
     near: Arc<UdpSocket>,
+    /// Our copy of the program's socket, held as long as `near` is: `near` takes datagrams
+    /// from whatever socket has the program's address, and while we hold the socket that
+    /// address stays bound to it. Dropped at once (as before 2026-12-07), the address was free
+    /// from the program's close until the next look (up to [`LOOK`]): another local user who
+    /// bound it (it shows in /proc/net/udp) had the program's association to the tailnet
+    /// destination, with the program's proxy credentials — its datagrams relayed to the
+    /// destination and the answers sent back to it.
+    _prog: OwnedFd,
     serial: u64,
     tgid: i32,
     target: Target,
@@ -109,14 +119,13 @@ pub(super) fn start(sup: &Sup, sock: OwnedFd, ino: u64, tgid: i32, family: i32, 
     let (sa, sl) = sockaddr::encode(near_addr, family).ok_or(Errno(libc::ENETUNREACH))?;
     sys::connect_raw(sock.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), sl).map_err(|e| Errno::of(&e))?;
     let Some(prog) = super::notify::local_addr(sock.as_raw_fd()) else { return refused };
-    drop(sock);
     let prog = SocketAddr::new(if prog.ip().is_unspecified() { lo } else { prog.ip() }, prog.port());
     near.connect(prog).map_err(|_| Errno(libc::ENETUNREACH))?;
     near.set_nonblocking(true).map_err(|_| Errno(libc::ENETUNREACH))?;
     let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
     lock(&OWNER).insert(ino, serial);
     let t = target.clone();
-    if let Err(e) = park(ino, Idle { near: Arc::new(near), serial, tgid, target }) {
+    if let Err(e) = park(ino, Idle { near: Arc::new(near), _prog: sock, serial, tgid, target }) {
         disown(ino, serial);
         log(&ctx.cfg, LogLevel::Error, format_args!("udp {t}: cannot start the thread that waits for datagrams ({e}); refused (supervisor)"));
         return refused;
@@ -402,7 +411,10 @@ mod tests {
             let (ino, serial) = (ino_of(&prog), SERIAL.fetch_add(1, Ordering::Relaxed));
             lock(&OWNER).insert(ino, serial);
             let target = Target::Ip("100.64.0.2:4002".parse().unwrap());
-            park(ino, Idle { near: Arc::new(near), serial, tgid: me, target }).unwrap();
+            // The "program" is this process: a copy of its socket here would be one it still
+            // holds. Any socket stands in for the supervisor's copy.
+            let copy = OwnedFd::from(UdpSocket::bind("127.0.0.1:0").unwrap());
+            park(ino, Idle { near: Arc::new(near), _prog: copy, serial, tgid: me, target }).unwrap();
             progs.push((prog, ino));
         }
         assert!(waiting());
