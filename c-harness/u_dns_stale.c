@@ -7,6 +7,13 @@
  *       question, the reply, close; then one line is read from stdin before the next NAME.
  *       Prints "name=NAME rcode=N port=P" (rcode=none: no reply within 2 s; P: the socket's
  *       local port, the address the responder knows it by).
+ *   u_dns_stale tcpask NAME...
+ *       as ask, over TCP: connect(192.0.2.53:53) (redirected to the supervisor's TCP
+ *       responder), the framed question, the framed reply (3 s at most). Prints
+ *       "name=NAME rcode=N" (rcode=none: no reply).
+ *   u_dns_stale flood PORT SECS
+ *       the other user: connect to 127.0.0.1:PORT in a loop (nonblocking, sending nothing,
+ *       at most 200 open, about one per millisecond) for SECS seconds. Prints connects=K.
  *   u_dns_stale squat PORT RESPONDER_PORT N
  *       the other user: bind 127.0.0.1:PORT, send N questions for distinct tailnet names to
  *       127.0.0.1:RESPONDER_PORT, one at a time, and count the replies. Prints bound=0|1 and
@@ -64,6 +71,53 @@ static int ask(int argc, char **argv) {
     return 0;
 }
 
+static int tcpask(int argc, char **argv) {
+    for (int i = 2; i < argc; i++) {
+        if (i > 2) {
+            char line[16];
+            if (!fgets(line, sizeof line, stdin)) return 1;
+        }
+        unsigned char q[302], r[514];
+        int n = question(q + 2, argv[i], 0x4321);
+        q[0] = n >> 8, q[1] = n & 0xff;
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
+        inet_pton(AF_INET, "192.0.2.53", &sa.sin_addr);
+        struct timeval tv = {3, 0};
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        int m = -1;
+        if (connect(s, (void *)&sa, sizeof sa) == 0 && send(s, q, n + 2, 0) == n + 2) m = recv(s, r, sizeof r, MSG_WAITALL);
+        if (m >= 14)
+            printf("name=%s rcode=%d\n", argv[i], r[5] & 15);
+        else
+            printf("name=%s rcode=none\n", argv[i]);
+        fflush(stdout);
+        close(s);
+    }
+    return 0;
+}
+
+static int flood(int port, int secs) {
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    int open_fds[200], k = 0, connects = 0;
+    double end = h_now_ms() + secs * 1e3;
+    while (h_now_ms() < end) {
+        if (k == 200) {
+            for (int i = 0; i < 200; i++) close(open_fds[i]);
+            k = 0;
+        }
+        int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (s < 0) break;
+        connect(s, (void *)&to, sizeof to);
+        open_fds[k++] = s;
+        connects++;
+        usleep(1000);
+    }
+    printf("connects=%d\n", connects);
+    return 0;
+}
+
 static int squat(int port, int resp, int count) {
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in me = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -97,7 +151,9 @@ static int squat(int port, int resp, int count) {
 
 int main(int argc, char **argv) {
     if (argc >= 3 && !strcmp(argv[1], "ask")) return ask(argc, argv);
+    if (argc >= 3 && !strcmp(argv[1], "tcpask")) return tcpask(argc, argv);
+    if (argc == 4 && !strcmp(argv[1], "flood")) return flood(atoi(argv[2]), atoi(argv[3]));
     if (argc == 5 && !strcmp(argv[1], "squat")) return squat(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
-    fprintf(stderr, "usage: u_dns_stale ask NAME... | squat PORT RESPONDER_PORT N\n");
+    fprintf(stderr, "usage: u_dns_stale ask|tcpask NAME... | flood PORT SECS | squat PORT RESPONDER_PORT N\n");
     return 2;
 }

@@ -8,6 +8,7 @@ use common::world::build;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -30,6 +31,90 @@ fn responder_port(pid: u32) -> u16 {
         .expect("TSPROXY_SUPERVISOR_DNS")
 }
 
+/// A static program under the launcher with `args` (stdin and stdout piped), and its lines.
+fn victim(prog: &Path, args: &[&str]) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = Command::new("timeout")
+        .args(["60", launcher().to_str().unwrap(), "--supervisor=on", "--proxy", "socks5://127.0.0.1:9"])
+        .arg(prog)
+        .args(args)
+        .env_remove("LD_PRELOAD")
+        .env_remove("TSPROXY_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
+
+/// The command's pid: `timeout` is the launcher's parent, and the launcher execs the command.
+fn command_pid(timeout: &std::process::Child) -> i32 {
+    let kids = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", timeout.id())).unwrap();
+    kids.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// `prog` as uid 65534, no environment (std drops the supplementary groups too when root sets
+/// a uid).
+fn as_nobody(prog: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    c.args(args).env_clear().uid(65534).gid(65534);
+    c
+}
+
+/// The supervisor's TCP DNS responder: the port of the TCP socket it listens on.
+fn tcp_responder_port(sup: i32) -> u16 {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{sup}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok()?.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string))
+        .collect();
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    tcp.lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let listening = f.get(3) == Some(&"0A") && inodes.iter().any(|i| f.get(9) == Some(&i.as_str()));
+            listening.then(|| u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()).flatten()
+        })
+        .expect("the supervisor's TCP listener")
+}
+
+/// The supervisor's DNS-over-TCP responder listens on 127.0.0.1, where anyone can connect.
+/// A static program asks `peer-1` over TCP (redirected there), then, while uid 65534 connects
+/// to the responder in a loop (about 1000 a second, sending nothing), `peer-2`. Before, every
+/// connection got a thread that waited up to 100 ms for its route, at most 32 at once: the
+/// flood kept all 32 busy and the program's connection was closed unanswered (rcode=none).
+/// Now a connection without a route is closed at accept, and the program is answered.
+#[test]
+fn another_user_connecting_in_a_loop_does_not_starve_the_tcp_responder() {
+    if !root() {
+        return;
+    }
+    let Some(prog) = build("u_dns_stale", "u_dns_stale-static", true, &[]) else { return };
+    let Some(other) = build("u_dns_stale", "u_dns_stale", false, &[]) else { return };
+    let (mut v, rx) = victim(&prog, &["tcpask", "peer-1", "peer-2"]);
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("the program's first lookup");
+    assert_eq!(first, "name=peer-1 rcode=0");
+    let sup = supervisor_of(command_pid(&v)).expect("the supervisor");
+    let port = tcp_responder_port(sup);
+    let flood = std::thread::spawn(move || child::bounded(as_nobody(&other, &["flood", &port.to_string(), "6"]), 20));
+    std::thread::sleep(Duration::from_secs(1));
+    v.stdin.as_mut().unwrap().write_all(b"\n").unwrap();
+    let second = rx.recv_timeout(Duration::from_secs(20)).expect("the program's second lookup");
+    let f = flood.join().unwrap();
+    assert!(f.kv().get("connects").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 1000), "the flood: {}", f.text());
+    assert_eq!(second, "name=peer-2 rcode=0", "the program's question during the other user's flood");
+    let _ = v.kill();
+    let _ = v.wait();
+}
+
 /// A static program resolves `peer-1` through the responder (its UDP socket redirected there),
 /// closes the socket, and waits. Uid 65534 binds the closed socket's address — free now, any
 /// user may — and asks the responder 2100 new tailnet names from it. Before the responder
@@ -44,34 +129,12 @@ fn another_user_on_a_closed_redirected_socket_is_not_the_program() {
     }
     let Some(prog) = build("u_dns_stale", "u_dns_stale-static", true, &[]) else { return };
     let Some(squat) = build("u_dns_stale", "u_dns_stale", false, &[]) else { return };
-    let mut victim = Command::new("timeout")
-        .args(["60", launcher().to_str().unwrap(), "--supervisor=on", "--proxy", "socks5://127.0.0.1:9"])
-        .arg(&prog)
-        .args(["ask", "peer-1", "peer-2"])
-        .env_remove("LD_PRELOAD")
-        .env_remove("TSPROXY_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = BufReader::new(victim.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        for l in out.lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (mut victim, rx) = victim(&prog, &["ask", "peer-1", "peer-2"]);
     let first = rx.recv_timeout(Duration::from_secs(20)).expect("the program's first lookup");
     assert!(first.starts_with("name=peer-1 rcode=0 "), "{first}");
     let port: u16 = first.rsplit("port=").next().unwrap().parse().unwrap();
-    // `timeout` is the launcher's parent; the command is its child (the launcher's pid).
-    let cmd = std::fs::read_to_string(format!("/proc/{}/task/{}/children", victim.id(), victim.id())).unwrap();
-    let resp = responder_port(cmd.split_whitespace().next().unwrap().parse().unwrap());
-
-    let mut c = Command::new(&squat);
-    // std drops the supplementary groups too when root sets a uid (setgroups(0)).
-    c.args(["squat", &port.to_string(), &resp.to_string(), "2100"]).env_clear().uid(65534).gid(65534);
+    let resp = responder_port(command_pid(&victim) as u32);
+    let c = as_nobody(&squat, &["squat", &port.to_string(), &resp.to_string(), "2100"]);
     let r = child::bounded(c, 60);
     assert_eq!(r.kv().get("bound").map(String::as_str), Some("1"), "{}", r.text());
     assert_eq!(r.kv().get("replies").map(String::as_str), Some("0"), "the responder answered uid 65534 as the program: {}", r.text());

@@ -283,6 +283,14 @@ pub(super) fn serve_tcp(sup: std::sync::Arc<Sup>, listener: std::net::TcpListene
     static LIVE: AtomicUsize = AtomicUsize::new(0);
     for conn in listener.incoming() {
         let Ok(c) = conn else { continue };
+        // Anyone on the machine can connect here: a connection that is not a redirected
+        // socket's (its route is recorded before the program's connect) is closed at once,
+        // before it could take one of the `MAX_TCP` places.
+        let redirected = c.peer_addr().is_ok_and(|p| lock(&sup.dns_tcp_routes).contains_key(&SocketAddr::new(cidr::unmap(p.ip()), p.port())));
+        if !redirected {
+            log(&sup.cfg, LogLevel::Debug, format_args!("dns-tcp: closed a connection from {:?}: not a redirected socket", c.peer_addr()));
+            continue;
+        }
         if LIVE.load(Ordering::Acquire) >= MAX_TCP {
             continue; // dropped: closed
         }
@@ -305,16 +313,8 @@ fn tcp_conn(sup: &Sup, mut c: std::net::TcpStream) {
     let _ = c.set_write_timeout(Some(TCP_IDLE));
     let Ok(peer) = c.peer_addr() else { return };
     let peer = SocketAddr::new(cidr::unmap(peer.ip()), peer.port());
-    // The route is recorded right after the program's connect returns; the connection may be
-    // accepted a moment before that.
-    let mut route = None;
-    for _ in 0..20 {
-        route = lock(&sup.dns_tcp_routes).get(&peer).copied();
-        if route.is_some() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Recorded before the program's connect (`notify::dns_redirect_tcp`).
+    let route = lock(&sup.dns_tcp_routes).get(&peer).copied();
     // A route whose socket the program has closed is not this connection's: another local
     // user may have bound the address since (`DnsRoute::live`).
     let Some(route) = route.filter(DnsRoute::live) else {

@@ -529,23 +529,37 @@ impl Sup {
     /// answer): to our TCP responder instead, which answers tailnet questions and carries the
     /// others to the server asked. Without a responder, refused: the server is never reached
     /// with a question we could not look at.
+    ///
+    /// The route is recorded before the connect, so the responder knows the connection the
+    /// moment it accepts it and closes every other one at once, without a thread: a socket
+    /// with no local address is first bound to the loopback address (port 0), as the
+    /// connect's own autobind would. (Recorded after the connect, the responder had to wait
+    /// for it, one thread per connection for up to 100 ms, at most 32 at once: another local
+    /// user connecting in a loop kept all 32 busy and the program's question went unanswered.)
     fn dns_redirect_tcp(&self, s: &Sock, dest: SocketAddr) -> Verdict {
         let Some(tcp) = self.dns_tcp else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
         let Some((sa, len)) = sockaddr::encode(tcp, s.domain) else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
-        let r = sys::connect_raw(s.fd.as_raw_fd(), (&sa as *const libc::sockaddr_storage).cast(), len);
-        let verdict = match &r {
-            Ok(()) => Verdict::Return(0),
-            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Verdict::Fail(Errno(libc::EINPROGRESS)),
-            Err(e) => return Verdict::Fail(Errno::of(e)),
-        };
-        if let Some(me) = local_addr(s.fd.as_raw_fd()) {
+        let fd = s.fd.as_raw_fd();
+        if local_addr(fd).map_or(true, |a| a.port() == 0) {
+            let Some((la, ll)) = sockaddr::encode(SocketAddr::new(tcp.ip(), 0), s.domain) else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
+            // An error here (bound meanwhile by another thread: EINVAL) shows in the re-read.
+            let _ = syscall!(SYS_bind, fd, &la as *const libc::sockaddr_storage, ll);
+        }
+        // A socket bound to the wildcard address connects to the responder from loopback.
+        let Some(me) = local_addr(fd).filter(|a| a.port() != 0) else { return Verdict::Fail(Errno(libc::ECONNREFUSED)) };
+        let key = SocketAddr::new(if me.ip().is_unspecified() { tcp.ip() } else { me.ip() }, me.port());
+        {
             let mut routes = lock(&self.dns_tcp_routes);
             if routes.len() >= 4096 {
                 routes.clear(); // old connections; a new one registers on its connect
             }
-            routes.insert(SocketAddr::new(cidr::unmap(me.ip()), me.port()), DnsRoute { server: dest, tgid: s.tgid, fd: s.pfd, ino: s.ino });
+            routes.insert(key, DnsRoute { server: dest, tgid: s.tgid, fd: s.pfd, ino: s.ino });
         }
-        verdict
+        match sys::connect_raw(fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
+            Ok(()) => Verdict::Return(0),
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Verdict::Fail(Errno(libc::EINPROGRESS)),
+            Err(e) => Verdict::Fail(Errno::of(&e)),
+        }
     }
 
     /// sendto/sendmsg/sendmmsg of these messages.
