@@ -91,14 +91,49 @@ pub fn write(level: LogLevel, args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Whose files the log may be appended to, or followed through: this process's effective
+/// user's, or root's.
+fn trusted_owner(uid: libc::uid_t) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    uid == 0 || uid == unsafe { libc::geteuid() }
+}
+
+/// Append one line to the log file. Another local user must not be able to choose where our
+/// lines go, nor read them (they name the destinations the program dials): a log path in a
+/// directory others can write (`/tmp/tsproxy.log`) may already be their symlink — to a file of
+/// ours, which we would append to — or their file, open to them. So a symlink as the last
+/// component is followed only when it belongs to this user or root (as `/dev/stderr` does),
+/// and the file opened must belong to this user or root; anything else is an error (the line
+/// goes to stderr, README: TSPROXY_LOG_FILE).
 fn append(path: &str, line: &[u8]) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let refused = || std::io::Error::from_raw_os_error(libc::EACCES);
     // Raw syscalls: `close` is one of our hooks and must not be re-entered from here.
     let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOCTTY;
-    let fd = tsproxy_core::syscall!(SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags, 0o600)?;
-    sys::write_all_fd(fd as i32, line);
+    let fd = match tsproxy_core::syscall!(SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags | libc::O_NOFOLLOW, 0o600) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            // SAFETY: all-zero is a valid stat buffer; the kernel fills it.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            tsproxy_core::syscall!(SYS_newfstatat, libc::AT_FDCWD, c.as_ptr(), &mut st as *mut libc::stat, libc::AT_SYMLINK_NOFOLLOW)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFLNK || !trusted_owner(st.st_uid) {
+                return Err(refused());
+            }
+            tsproxy_core::syscall!(SYS_openat, libc::AT_FDCWD, c.as_ptr(), flags, 0o600)?
+        }
+        r => r?,
+    };
+    // SAFETY: as above.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let ours = tsproxy_core::syscall!(SYS_fstat, fd, &mut st as *mut libc::stat).is_ok() && trusted_owner(st.st_uid);
+    if ours {
+        sys::write_all_fd(fd as i32, line);
+    }
     let _ = tsproxy_core::syscall!(SYS_close, fd);
-    Ok(())
+    if ours {
+        Ok(())
+    } else {
+        Err(refused())
+    }
 }
 
 macro_rules! log {

@@ -145,3 +145,52 @@ fn another_user_on_a_closed_redirected_socket_is_not_the_program() {
     let _ = victim.kill();
     let _ = victim.wait();
 }
+
+/// `TSPROXY_LOG_FILE` in a directory every user may write (sticky, like /tmp), set by root —
+/// in its environment or in /etc/tsproxy.conf for every process of the machine. Uid 65534 gets
+/// there first: (1) a symlink of its own to a file of root's: root's lines must not be
+/// appended to that file; (2) a file of its own, open to everyone: root's lines (the
+/// destinations the program dials) must not go there. Both go to stderr instead, with one
+/// line saying why. (Before: both were written, where the kernel's fs.protected_symlinks and
+/// fs.protected_regular are 0, as on the test VM.) Control: a path of root's own is written.
+#[test]
+fn another_users_symlink_or_file_at_the_log_path_gets_nothing() {
+    if !root() {
+        return;
+    }
+    let dir = target_dir().join(format!("other-uid-log-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let secret = dir.join("roots-file");
+    std::fs::write(&secret, "root's own content\n").unwrap();
+    let client = harness("tcpclient");
+    let dead = closed_port();
+    // A tailnet dial through a dead proxy: one error line.
+    let dial = |log: &Path| {
+        let mut c = preloaded(&client);
+        c.args(["100.64.0.2", "80"]).env("TSPROXY_PROXY", format!("socks5://{dead}")).env("TSPROXY_LOG_FILE", log).env_remove("TSPROXY_LOG");
+        child::bounded(c, 20)
+    };
+    let nobody = |args: &[&str]| {
+        let r = child::bounded(as_nobody(Path::new("/bin/sh"), &["-c", &args.join(" ")]), 10);
+        assert!(r.ok(), "{}", r.text());
+    };
+
+    let link = dir.join("via-link.log");
+    nobody(&["ln", "-s", secret.to_str().unwrap(), link.to_str().unwrap()]);
+    let r = dial(&link);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "root's own content\n", "root appended to its file through uid 65534's symlink: {}", r.text());
+    assert!(r.stderr.contains("cannot open TSPROXY_LOG_FILE") && r.stderr.contains("proxy"), "the line on stderr instead: {}", r.text());
+
+    let open = dir.join("open.log");
+    nobody(&["umask 0;", ": >", open.to_str().unwrap()]);
+    let r = dial(&open);
+    assert_eq!(std::fs::read_to_string(&open).unwrap(), "", "root's log line in uid 65534's file: {}", r.text());
+    assert!(r.stderr.contains("proxy"), "the line on stderr instead: {}", r.text());
+
+    let own = dir.join("own.log");
+    let r = dial(&own);
+    assert!(std::fs::read_to_string(&own).unwrap().contains("proxy"), "control: root's own log file: {}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
