@@ -20,6 +20,8 @@ have go || need+=(golang-go)
 have musl-gcc || need+=(musl-tools)
 have setcap || need+=(libcap2-bin)
 have ps || need+=(procps)
+# tests/other_uid.rs: a syscall delay (strace inject) to widen a race window on purpose.
+have strace || need+=(strace)
 have chroot || need+=(coreutils)
 # tests/names.rs: real programs with their own DNS clients and processes, and a real sshd.
 have chromium || need+=(chromium)

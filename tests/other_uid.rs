@@ -194,3 +194,96 @@ fn another_users_symlink_or_file_at_the_log_path_gets_nothing() {
     assert!(std::fs::read_to_string(&own).unwrap().contains("proxy"), "control: root's own log file: {}", r.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bare LD_PRELOAD: a tailnet question written to a DNS-over-TCP connection is answered by the
+/// library through a one-shot loopback listener (src/dns/wire_tcp.rs, `swap`) whose port any
+/// user sees in /proc/net/tcp. Another user who connected to it first was taken for the
+/// program's own connection: it received the answer (the tailnet name the program asked, and
+/// its placeholder) and the program's lookup failed (ECONNRESET). strace's syscall delay
+/// (300 ms before every connect) widens the window so the other user wins every time; without
+/// the fix, 3 of 3.
+#[test]
+fn another_user_racing_the_dns_over_tcp_answer_gets_nothing() {
+    if !root() || !common::world::tool("strace") {
+        return;
+    }
+    // The "server" the program connects to: a listener on a loopback address of its own that
+    // accepts and never answers (the library answers tailnet questions; nothing is sent here).
+    let Ok(server) = std::net::TcpListener::bind("127.83.0.1:53") else {
+        eprintln!("skipped: 127.83.0.1:53 is taken");
+        return;
+    };
+    const EVIL: &str = r#"
+import socket, sys, time
+def listens():
+    out = set()
+    for line in open('/proc/net/tcp').read().splitlines()[1:]:
+        f = line.split()
+        if f[3] == '0A' and f[1].startswith('0100007F') and f[7] == '0':
+            out.add(int(f[1].split(':')[1], 16))
+    return out
+base = listens()
+print('ready', flush=True)
+got, end = 0, time.time() + 20
+while time.time() < end and got < 3:
+    for p in listens() - base:
+        try:
+            c = socket.create_connection(('127.0.0.1', p), timeout=1)
+            c.settimeout(1)
+            print('evil got %r' % c.recv(600), flush=True)
+            got += 1
+        except OSError:
+            pass
+    time.sleep(0.003)
+"#;
+    const VICTIM: &str = r#"
+import socket, struct
+for i in (1, 2, 3):
+    m = b'\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x06peer-%d\x00\x00\x01\x00\x01' % i
+    s = socket.create_connection(('127.83.0.1', 53), timeout=5)
+    try:
+        s.sendall(struct.pack('>H', len(m)) + m)
+        r = s.recv(600)
+        print('victim peer-%d rcode=%s' % (i, r[5] & 15 if len(r) > 5 else None), flush=True)
+    except OSError as e:
+        print('victim peer-%d %s' % (i, e), flush=True)
+    s.close()
+"#;
+    let mut evil = as_nobody(Path::new("/usr/bin/python3"), &["-S", "-c", EVIL]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(evil.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("ready"));
+    let victim = Command::new("timeout")
+        .args([
+            "30",
+            "strace",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=connect",
+            "-e",
+            "inject=connect:delay_enter=300000",
+            "/usr/bin/python3",
+            "-S",
+            "-c",
+            VICTIM,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LD_PRELOAD", lib())
+        .env("TSPROXY_LOG", "off")
+        .output()
+        .unwrap();
+    let _ = evil.kill();
+    let _ = evil.wait();
+    drop(server);
+    let heard: Vec<String> = lines.map_while(Result::ok).collect();
+    let said = String::from_utf8_lossy(&victim.stdout);
+    let all = format!("victim:\n{said}{}\nother user:\n{}", String::from_utf8_lossy(&victim.stderr), heard.join("\n"));
+    // The program's three lookups answered (rcode 0), as with nobody else on the machine.
+    assert_eq!(said.lines().filter(|l| l.ends_with("rcode=0")).count(), 3, "{all}");
+    // The other user connected (it saw the listener) and got nothing, the names least of all.
+    assert!(!heard.is_empty(), "the other user never saw a listener, so this proves nothing: {all}");
+    assert!(heard.iter().all(|l| l == "evil got b''"), "{all}");
+}

@@ -185,7 +185,7 @@ fn from_injector(from: SocketAddr) -> bool {
     v != 0 && ip == lo && from.port() == v as u16
 }
 
-fn local_addr(fd: c_int) -> Option<SocketAddr> {
+pub(super) fn local_addr(fd: c_int) -> Option<SocketAddr> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;

@@ -108,7 +108,7 @@ fn swap(fd: c_int, server: SocketAddr, frame: &[u8]) -> bool {
     let close = |f: c_int| {
         let _ = syscall!(SYS_close, f);
     };
-    let listening = syscall!(SYS_bind, l, &la as *const libc::sockaddr_storage, ll).is_ok() && syscall!(SYS_listen, l, 1).is_ok();
+    let listening = syscall!(SYS_bind, l, &la as *const libc::sockaddr_storage, ll).is_ok() && syscall!(SYS_listen, l, BACKLOG).is_ok();
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut at: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut al = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -121,10 +121,7 @@ fn swap(fd: c_int, server: SocketAddr, frame: &[u8]) -> bool {
         return false;
     };
     // Loopback: the connection is established (in the listener's queue) when connect returns.
-    let accepted = sys::connect_raw(s, (&at as *const libc::sockaddr_storage).cast(), al)
-        .ok()
-        .and_then(|_| syscall!(SYS_accept4, l, 0usize, 0usize, libc::SOCK_CLOEXEC).ok())
-        .map(|a| a as c_int);
+    let accepted = sys::connect_raw(s, (&at as *const libc::sockaddr_storage).cast(), al).ok().and_then(|_| accept_from(l, s));
     close(l);
     let Some(a) = accepted else {
         close(s);
@@ -154,4 +151,29 @@ fn swap(fd: c_int, server: SocketAddr, frame: &[u8]) -> bool {
         }
     }
     swapped
+}
+
+/// The listener's backlog: room for our own connection behind a few strangers' (below).
+const BACKLOG: usize = 8;
+
+/// Accept the connection that comes from `s` (connected to `l`, so in its queue) and no other.
+/// Any local user can connect to the listener between its `listen` and our `connect` (its port
+/// shows in /proc/net/tcp): the first connection accepted was taken for ours, and the answer
+/// to the program's question (the tailnet name it asked) went to that user while the program's
+/// lookup failed. Strangers' connections are closed unanswered; ours is at most `BACKLOG`
+/// places behind them (the queue is first in, first out), so the loop is bounded.
+fn accept_from(l: c_int, s: c_int) -> Option<c_int> {
+    let ours = super::wire::local_addr(s)?;
+    for _ in 0..=BACKLOG {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut pl = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let a = syscall!(SYS_accept4, l, &mut peer as *mut libc::sockaddr_storage, &mut pl as *mut libc::socklen_t, libc::SOCK_CLOEXEC).ok()? as c_int;
+        // SAFETY: the kernel wrote `pl` bytes of an address into `peer`, which is large enough.
+        if unsafe { sa::read((&peer as *const libc::sockaddr_storage).cast(), pl) } == Some(ours) {
+            return Some(a);
+        }
+        let _ = syscall!(SYS_close, a);
+    }
+    None
 }
