@@ -90,7 +90,10 @@ impl State {
     pub fn upstreams(&self) -> &[Resolved] {
         self.upstreams.get_or_init(|| {
             let Some(cfg) = &self.cfg else { return Vec::new() };
-            cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: crate::dns::resolve_proxy_host(&up.host, up.port) }).collect()
+            cfg.proxies
+                .iter()
+                .map(|up| Resolved { up: up.clone(), addrs: crate::dns::resolve_proxy_host(&up.host, up.port), owners: cfg.proxy_owner.clone() })
+                .collect()
         })
     }
 

@@ -106,6 +106,9 @@ pub struct Config {
     /// `TSPROXY_SOCKS_PIPELINE`: send the SOCKS5 greeting and request in one write (saves a
     /// round trip; off by default because some servers mishandle it).
     pub pipeline: bool,
+    /// `TSPROXY_PROXY_OWNER`: who besides root and the process's own user may own the socket
+    /// of a proxy on loopback (`any`: not checked); see [`crate::peer`].
+    pub proxy_owner: crate::peer::Owners,
 }
 
 /// Where a setting came from, when it came from a file.
@@ -267,7 +270,11 @@ impl Config {
             Some(v) => parse_bool(&v.v).ok_or_else(|| err(&v, "expected on or off".into()))?,
             None => false,
         };
-        Ok(Config { proxies, routes, route_all, domains, short_names, no_proxy, log, log_file, timeout, pipeline })
+        let proxy_owner = match nonempty("TSPROXY_PROXY_OWNER") {
+            Some(v) => crate::peer::Owners::parse(&v.v).map_err(|why| err(&v, why))?,
+            None => crate::peer::Owners::default(),
+        };
+        Ok(Config { proxies, routes, route_all, domains, short_names, no_proxy, log, log_file, timeout, pipeline, proxy_owner })
     }
 
     /// Classify a destination address. Cheap: a few compares.

@@ -15,6 +15,7 @@ pub mod hosts;
 pub mod http;
 pub mod logline;
 pub mod names;
+pub mod peer;
 pub mod registry;
 pub mod route;
 pub mod sockaddr;

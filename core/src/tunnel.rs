@@ -23,6 +23,9 @@ pub struct Resolved {
     /// Where to dial it, tried in order; resolved by the caller, which knows how to resolve
     /// without re-entering its own hooks.
     pub addrs: Vec<SocketAddr>,
+    /// Who may own the proxy's end of a connection to a loopback address
+    /// (`TSPROXY_PROXY_OWNER`), checked before anything is written on it (see `peer`).
+    pub owners: crate::peer::Owners,
 }
 
 /// Where the handshake reports what happened: a callback, so the library (its own log file
@@ -46,6 +49,9 @@ enum Fail {
     Proxy(i32, String),
     /// The proxy answered for the destination: final.
     Final(i32, String),
+    /// Like `Proxy`, but already logged at error level once for the process (the owner of a
+    /// loopback proxy's socket is not trusted, or cannot be found out): logged at info.
+    Quiet(i32, String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +87,8 @@ pub struct Handshake<'a> {
     out: Vec<u8>,
     buf: Vec<u8>,
     need: usize,
+    /// The current attempt's connection has passed `peer::vet` (nothing is written before).
+    vetted: bool,
 }
 
 /// Result of one nonblocking I/O attempt.
@@ -92,7 +100,21 @@ enum Io {
 impl<'a> Handshake<'a> {
     /// `fd` is a TCP socket of `family`, not connected, in nonblocking mode.
     pub fn new(fd: i32, family: i32, ups: &'a [Resolved], target: Target, pipeline: bool) -> Self {
-        Handshake { fd, family, ups, target, pipeline, cmd: socks5::CMD_CONNECT, next: 0, cur: None, st: St::Idle, out: Vec::new(), buf: Vec::new(), need: 0 }
+        Handshake {
+            fd,
+            family,
+            ups,
+            target,
+            pipeline,
+            cmd: socks5::CMD_CONNECT,
+            next: 0,
+            cur: None,
+            st: St::Idle,
+            out: Vec::new(),
+            buf: Vec::new(),
+            need: 0,
+            vetted: false,
+        }
     }
 
     /// A UDP ASSOCIATE on `fd` (a TCP socket as for `new`, which becomes the association's
@@ -151,13 +173,15 @@ impl<'a> Handshake<'a> {
                 Err(Fail::Final(e, why)) if self.udp() => Err(Fail::Proxy(e, why)),
                 r => r,
             };
+            let quiet = matches!(r, Err(Fail::Quiet(..)));
             match r {
                 Ok(None) if self.st == St::Done => return Step::Done(Ok(self.cur.map(|c| c.1).expect("an attempt was made"))),
                 Ok(None) => continue,
                 Ok(Some(ev)) => return Step::Want(ev),
-                Err(Fail::Proxy(e, why)) => {
+                Err(Fail::Proxy(e, why) | Fail::Quiet(e, why)) => {
                     if let Some((i, a)) = self.cur {
-                        log(LogLevel::Error, format_args!("proxy {} ({a}) failed for {}: {why}", self.ups[i].up, self.target));
+                        let level = if quiet { LogLevel::Info } else { LogLevel::Error };
+                        log(level, format_args!("proxy {} ({a}) failed for {}: {why}", self.ups[i].up, self.target));
                     }
                     let _ = e;
                     sys::disconnect(self.fd);
@@ -209,9 +233,10 @@ impl<'a> Handshake<'a> {
                 }
                 let Some((sa, len)) = crate::sockaddr::encode(*addr, self.family) else { continue };
                 self.cur = Some((i, *addr));
+                self.vetted = false;
                 match sys::connect_raw(self.fd, (&sa as *const libc::sockaddr_storage).cast(), len) {
                     Ok(()) => {
-                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why)) = self.start_protocol() {
+                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why) | Fail::Quiet(e, why)) = self.start_protocol() {
                             log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, r.up));
                             sys::disconnect(self.fd);
                             self.st = St::Done;
@@ -225,7 +250,7 @@ impl<'a> Handshake<'a> {
                         // socket still in SYN_SENT answers the nonblocking send with EAGAIN and
                         // we wait for POLLOUT as before; a refused one answers with the
                         // connect's error, which fails over like a failed connect.
-                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why)) = self.start_protocol() {
+                        if let Err(Fail::Final(e, why) | Fail::Proxy(e, why) | Fail::Quiet(e, why)) = self.start_protocol() {
                             log(LogLevel::Info, format_args!("{} via {}: {why}", self.target, r.up));
                             sys::disconnect(self.fd);
                             self.st = St::Done;
@@ -404,6 +429,12 @@ impl<'a> Handshake<'a> {
     }
 
     fn flush(&mut self, proxy_stage: bool) -> Result<Io, Fail> {
+        if !self.vetted && !self.out.is_empty() {
+            if let Some(ev) = self.vet()? {
+                return Ok(Io::Blocked(ev));
+            }
+            self.vetted = true;
+        }
         while !self.out.is_empty() {
             match sys::send(self.fd, &self.out) {
                 Ok(n) => {
@@ -418,6 +449,45 @@ impl<'a> Handshake<'a> {
             }
         }
         Ok(Io::Ready)
+    }
+
+    /// Before the first byte goes to a proxy on loopback: is its end of the connection owned by
+    /// someone we trust (`peer::vet`)? Some(ev): not connected yet, wait for `ev`.
+    fn vet(&mut self) -> Result<Option<i16>, Fail> {
+        let Some((i, addr)) = self.cur else { return Ok(None) };
+        let up = &self.ups[i];
+        match crate::peer::vet(self.fd, addr, &up.owners) {
+            crate::peer::Verdict::Pass => Ok(None),
+            crate::peer::Verdict::Pending => Ok(Some(libc::POLLOUT)),
+            crate::peer::Verdict::ConnectFailed(e) => Err(Fail::Proxy(libc::ECONNREFUSED, format!("connect: {}", io::Error::from_raw_os_error(e)))),
+            crate::peer::Verdict::Refused(uid) => {
+                let who = match uid {
+                    Some(u) => format!("uid {u}"),
+                    None => "no socket the kernel could name".to_string(),
+                };
+                let why = format!(
+                    "its socket at {addr} belongs to {who}, not to root or this process's user: nothing sent (if that user runs your proxy, set TSPROXY_PROXY_OWNER={})",
+                    uid.map_or("<uid>".to_string(), |u| u.to_string())
+                );
+                Err(self.once(false, why))
+            }
+            crate::peer::Verdict::Unavailable(e) => {
+                let why = format!(
+                    "cannot find out who owns its socket at {addr} (sock_diag: {}): nothing sent (TSPROXY_PROXY_OWNER=any turns the check off)",
+                    io::Error::from_raw_os_error(e)
+                );
+                Err(self.once(true, why))
+            }
+        }
+    }
+
+    /// Fail over with `why`: at error level the first time in the process, at info after.
+    fn once(&self, unavailable: bool, why: String) -> Fail {
+        if crate::peer::first_time(unavailable) {
+            Fail::Proxy(libc::ECONNREFUSED, why)
+        } else {
+            Fail::Quiet(libc::ECONNREFUSED, why)
+        }
     }
 
     /// Read until `buf` holds `need` bytes, never more.

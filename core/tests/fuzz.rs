@@ -388,7 +388,7 @@ proptest! {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let via = l.local_addr().unwrap();
         let url = format!("{}://{}127.0.0.1", if http { "http" } else { "socks5" }, if auth { "u:p@" } else { "" });
-        let ups = [Resolved { up: config::parse_proxy_url(&url).unwrap(), addrs: vec![via] }];
+        let ups = [Resolved { up: config::parse_proxy_url(&url).unwrap(), addrs: vec![via], owners: Default::default() }];
         // SAFETY: plain socket(2).
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         let mut hs = Handshake::new(fd, libc::AF_INET, &ups, Target::Name("peer".into(), 22), pipeline);

@@ -47,7 +47,7 @@ fn ready(fd: i32, ev: i16, ms: i32) -> bool {
 }
 
 fn upstream(url: &str, addr: SocketAddr) -> Resolved {
-    Resolved { up: config::parse_proxy_url(url).unwrap(), addrs: vec![addr] }
+    Resolved { up: config::parse_proxy_url(url).unwrap(), addrs: vec![addr], owners: Default::default() }
 }
 
 fn name(n: &str, port: u16) -> Target {

@@ -133,7 +133,8 @@ enum Step {
 }
 
 pub fn run(cfg: Config, listener: i32, responder: UdpSocket, key: [u8; dns::KEY_LEN], root: i32) {
-    let ups: Vec<Resolved> = cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port) }).collect();
+    let ups: Vec<Resolved> =
+        cfg.proxies.iter().map(|up| Resolved { up: up.clone(), addrs: resolve_host(&up.host, up.port), owners: cfg.proxy_owner.clone() }).collect();
     let selfproxy = SelfProxy::new(ups.iter().flat_map(|u| u.addrs.iter().copied()).collect());
     let Ok(dns_addr) = responder.local_addr() else { return };
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").ok();
