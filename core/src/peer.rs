@@ -437,4 +437,29 @@ mod tests {
             assert_eq!(vet(c.as_raw_fd(), a, &Owners::Uids(vec![])), Verdict::Pass);
         }
     }
+
+    /// A peer still held as a request socket (TCP_DEFER_ACCEPT keeps it one until data comes)
+    /// reads as uid 0; the verdict comes from the listener instead.
+    #[test]
+    fn request_socket_falls_back_to_the_listener() {
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let secs: libc::c_int = 5;
+        // SAFETY: a valid int option on a live socket.
+        let r = unsafe { libc::setsockopt(l.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, (&secs as *const libc::c_int).cast(), 4) };
+        assert_eq!(r, 0);
+        let a = l.local_addr().unwrap();
+        let c = std::net::TcpStream::connect(a).unwrap();
+        let f = match lookup(a, c.local_addr().unwrap()) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("sock_diag unavailable here ({e}): skipped");
+                return;
+            }
+        };
+        let f = f.expect("the request socket is found");
+        assert!(!f.owner_known(), "{f:?}");
+        assert_eq!(f.uid, 0, "request sockets read as uid 0");
+        assert_eq!(vet(c.as_raw_fd(), a, &Owners::default()), Verdict::Pass, "the listener is ours");
+    }
 }

@@ -96,7 +96,7 @@ pub fn text(out: &Output) -> String {
 
 /// Every variable that configures tsproxy (or the proxy it uses): removed from a child's
 /// environment so the tests' own settings are the only ones.
-pub const TSPROXY_ENV: [&str; 18] = [
+pub const TSPROXY_ENV: [&str; 19] = [
     "TSPROXY_PROXY",
     "TSPROXY_PROXYCHAINS_CONF",
     "ALL_PROXY",
@@ -110,6 +110,7 @@ pub const TSPROXY_ENV: [&str; 18] = [
     "TSPROXY_LOG_FILE",
     "TSPROXY_CONNECT_TIMEOUT",
     "TSPROXY_SOCKS_PIPELINE",
+    "TSPROXY_PROXY_OWNER",
     "TSPROXY_SUPERVISOR",
     "http_proxy",
     "https_proxy",

@@ -69,6 +69,7 @@ down() {
     ip netns pids "$TN" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$WS" 2>/dev/null || true
     ip netns del "$TN" 2>/dev/null || true
+    if [ -f "$RUN/created-etc-tsproxy.conf" ] && [ ! -s /etc/tsproxy.conf ]; then rm -f /etc/tsproxy.conf; fi
     rm -rf "/etc/netns/$WS" "$RUN"
 }
 
@@ -164,6 +165,18 @@ NFT
     # tailnet name): a reverse lookup of it is glibc's files answer, with tsproxy as without.
     { cat /etc/hosts; echo "100.64.0.77 lan-printer"; } > "/etc/netns/$WS/hosts"
     chmod 644 "/etc/netns/$WS/hosts"
+    # The proxies on the workspace's loopback (microsocks) run as $PXUSER, and tsproxy writes
+    # to a loopback proxy only when root, the program's own user or a TSPROXY_PROXY_OWNER uid
+    # owns its socket: the workspace's system file trusts $PXUSER, as an administrator whose
+    # proxy runs as its own user would. `ip netns exec` binds it over /etc/tsproxy.conf, which
+    # must exist for that: an empty one is created if there is none (and removed by down).
+    echo "TSPROXY_PROXY_OWNER=$PXUID" > "/etc/netns/$WS/tsproxy.conf"
+    chmod 644 "/etc/netns/$WS/tsproxy.conf"
+    if [ ! -e /etc/tsproxy.conf ]; then
+        : > /etc/tsproxy.conf
+        chmod 644 /etc/tsproxy.conf
+        touch "$RUN/created-etc-tsproxy.conf"
+    fi
     # A second resolver address (nothing there either) for tests that expect a real lookup.
     printf 'nameserver 10.200.0.9\noptions timeout:1 attempts:1\n' > "$RUN/resolv.other"
     # A resolver that answers (dns_server.py, below).
