@@ -80,12 +80,17 @@ fn prepare(tag: &str, t0: Instant) -> Option<Rootfs> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     std::fs::write(root.join("etc/hosts"), format!("127.0.0.1 localhost\n::1 localhost ip6-localhost\n127.0.1.1 {}\n", host.trim())).unwrap();
     phase("rootfs unpacked");
+    // microsocks on the workspace's 1080 runs as tsproxy-px (topology.sh): trusted by the
+    // system file, as its administrator would.
+    let px_uid =
+        std::process::Command::new("id").args(["-u", "tsproxy-px"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
     let r = in_root(
         &root,
         Net::Isolated,
         &format!(
             "set -e\ndpkg -i /tmp/{name} >/dev/null\nuseradd -m -s /bin/bash user\ntsproxy install --system\n\
-             echo 'TSPROXY_PROXY=socks5://127.0.0.1:1080' >> /etc/tsproxy.conf\ncat /etc/ld.so.preload"
+             echo 'TSPROXY_PROXY=socks5://127.0.0.1:1080' >> /etc/tsproxy.conf\n\
+             echo 'TSPROXY_PROXY_OWNER={px_uid}' >> /etc/tsproxy.conf\ncat /etc/ld.so.preload"
         ),
         &[],
         120,
@@ -183,6 +188,7 @@ fn every_kind_of_session_reaches_the_tailnet_and_a_proxy_never_loops() {
     // must neither go back into itself (a loop: descriptors and threads grow) nor out directly
     // (a leak): the library refuses them at once, with one error line each.
     let script = "sed -i 's|^TSPROXY_PROXY=.*|TSPROXY_PROXY=socks5://127.0.0.1:1090|' /etc/tsproxy.conf\n\
+         sed -i \"s|^TSPROXY_PROXY_OWNER=.*|TSPROXY_PROXY_OWNER=$(id -u user)|\" /etc/tsproxy.conf\n\
          setpriv --reuid=user --regid=user --init-groups microsocks -i 127.0.0.1 -p 1090 2>/tmp/ms.err & MS=$!\n\
          i=0; while ! grep -q ':0442 00000000:0000 0A' /proc/net/tcp && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done\n\
          echo -- maps; grep -c libtsproxy.so /proc/$MS/maps\n\
