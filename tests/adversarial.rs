@@ -316,9 +316,19 @@ fn setuid_chroot(prog: &std::path::Path, uid: u32) -> PathBuf {
     std::fs::write(dir.join("etc/ld.so.preload"), "/lib/libtsproxy.so\n").unwrap();
     std::fs::write(dir.join("etc/hosts"), "127.0.0.1 localhost\n").unwrap();
     std::fs::write(dir.join("etc/nsswitch.conf"), "hosts: files dns\n").unwrap();
+    // The default proxy (microsocks on 1080) runs as the proxies' user: the chroot's system
+    // file (root's, 0644: the only one a secure-execution process reads) trusts it.
+    std::fs::write(dir.join("etc/tsproxy.conf"), format!("TSPROXY_PROXY_OWNER={}\n", px_uid())).unwrap();
+    std::fs::set_permissions(dir.join("etc/tsproxy.conf"), std::fs::Permissions::from_mode(0o644)).unwrap();
     // Nothing answers on the chroot's resolver (loopback: refused at once, on no meter).
     std::fs::write(dir.join("etc/resolv.conf"), "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n").unwrap();
     dir
+}
+
+/// The uid of topology.sh's proxies (tsproxy-px).
+fn px_uid() -> u32 {
+    let out = std::process::Command::new("id").args(["-u", "tsproxy-px"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("topology.sh creates tsproxy-px")
 }
 
 /// Every file under `dir` (relative paths).
@@ -492,6 +502,9 @@ fn item12_names_with_control_characters_go_to_libc_untouched() {
     let mut rec = rec_uid.attack(Via::Plain, &["python3", "-c", RECORDER]).secs(120).spawn();
     let port = rec.line().strip_prefix("port=").map(str::to_string).unwrap_or_else(|| panic!("recorder did not start"));
     let (rec_socks, rec_http) = (format!("socks5://127.0.0.1:{port}"), format!("http://127.0.0.1:{port}"));
+    // The recorder runs as a uid of its own: trusted as the proxy's owner (with the proxies'
+    // user, whom the workspace's system file names and this variable replaces).
+    let owner = format!("{},{}", rec_uid.uid, px_uid());
 
     // Control 1: the request-line injection of the issue, written raw to tinyproxy: CONNECT for
     // port 4001 (where nothing listens) taken as CONNECT peer-1:8080, answered by the peer.
@@ -508,6 +521,7 @@ fn item12_names_with_control_characters_go_to_libc_untouched() {
             .attack(Via::Launcher, &[s(&n), "gai", "peer-1", "8080"])
             .launcher_args(&["--supervisor=on", "--proxy", proxy])
             .env("TSPROXY_LOG", "debug")
+            .env("TSPROXY_PROXY_OWNER", &owner)
             .run()
             .expect_clean();
         assert!(c.get("placeholder") == "1" && c.run.stderr.contains("peer-1"), "control: {}", c.text());
@@ -530,7 +544,7 @@ fn item12_names_with_control_characters_go_to_libc_untouched() {
         for (via, proxy) in
             [(Via::Launcher, TINY), (Via::Launcher, &rec_socks), (Via::Launcher, &rec_http), (Via::Preload, &rec_socks), (Via::Preload, &rec_http)]
         {
-            let a = m.attack(via, &[s(&n), "gai", name, "4001"]).env("TSPROXY_LOG", "debug");
+            let a = m.attack(via, &[s(&n), "gai", name, "4001"]).env("TSPROXY_LOG", "debug").env("TSPROXY_PROXY_OWNER", &owner);
             let a = if via == Via::Launcher { a.launcher_args(&["--supervisor=on", "--proxy", proxy]) } else { a.env("TSPROXY_PROXY", proxy) };
             // libc may ask the system resolver about such a name (it is no tailnet name).
             let r = a.run().expect_no_leak();
