@@ -8,7 +8,7 @@
 //! 4-tuple lookup) which uid owns the socket at the other end, and only root, this process's
 //! real and effective uid and the uids of `TSPROXY_PROXY_OWNER` are accepted ([`Owners`]).
 //!
-//! The codec ([`request`], [`parse`]) is pure; [`lookup`] and [`vet`] do the I/O with raw
+//! The netlink codec ([`request`], [`parse`]) is pure; [`lookup`] and [`vet`] do the I/O with raw
 //! system calls only (they run inside the preload library's hooks).
 //!
 //! A peer the kernel still holds as a request socket (`TCP_NEW_SYN_RECV`, shown as
