@@ -9,9 +9,14 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The system's interpreter by its path: a pyenv shim first on PATH is a bash script that
+/// uid 65534 may not read, and that looks up the home directory through NSS without HOME.
+const PYTHON: &str = "/usr/bin/python3";
 
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -80,17 +85,27 @@ impl Recorder {
         let mut c = match uid {
             Some(u) => {
                 let mut c = Command::new("setpriv");
-                c.args([format!("--reuid={u}"), format!("--regid={u}"), "--clear-groups".into(), "timeout".into(), "60".into(), "python3".into()]);
+                c.args([format!("--reuid={u}"), format!("--regid={u}"), "--clear-groups".into(), "timeout".into(), "60".into(), PYTHON.into()]);
                 c
             }
             None => {
                 let mut c = Command::new("timeout");
-                c.args(["60", "python3"]);
+                c.args(["60", PYTHON]);
                 c
             }
         };
-        let mut child =
-            c.args(["-c", RECORDER]).args(defer.then_some("defer")).env_remove("LD_PRELOAD").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // A process group of its own, killed whole on drop: `timeout` forks the recorder, and
+        // killing `timeout` alone left it running (holding the pipes and any lock the test
+        // process inherited, /run/tsproxy-netns.lock under `flock`).
+        let mut child = c
+            .args(["-c", RECORDER])
+            .args(defer.then_some("defer"))
+            .env_remove("LD_PRELOAD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
         let (tx, rx) = mpsc::channel();
         let out = BufReader::new(child.stdout.take().unwrap());
         std::thread::spawn(move || {
@@ -117,6 +132,8 @@ impl Recorder {
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        // SAFETY: kill has no memory preconditions; the group is the recorder's own (above).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
