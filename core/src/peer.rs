@@ -241,7 +241,7 @@ pub fn vet(fd: i32, proxy: SocketAddr, owners: &Owners) -> Verdict {
             return Verdict::ConnectFailed(if e != 0 { e } else { libc::ECONNREFUSED });
         }
     }
-    let Some(local) = sockname(fd) else { return Verdict::ConnectFailed(libc::ECONNREFUSED) };
+    let Some(local) = crate::sys::local_addr(fd) else { return Verdict::ConnectFailed(libc::ECONNREFUSED) };
     let unmap = |a: SocketAddr| SocketAddr::new(crate::cidr::unmap(a.ip()), a.port());
     let (far, near) = (unmap(proxy), unmap(local));
     if far.is_ipv4() != near.is_ipv4() {
@@ -272,15 +272,6 @@ pub fn uids() -> (u32, u32) {
     let r = crate::syscall!(SYS_getuid).map(|u| u as u32).unwrap_or(u32::MAX);
     let e = crate::syscall!(SYS_geteuid).map(|u| u as u32).unwrap_or(u32::MAX);
     (r, e)
-}
-
-fn sockname(fd: i32) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut sa: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    crate::syscall!(SYS_getsockname, fd, &mut sa as *mut libc::sockaddr_storage, &mut len as *mut libc::socklen_t).ok()?;
-    // SAFETY: the kernel wrote `len` bytes (at most the storage's size) of a valid sockaddr.
-    unsafe { crate::sockaddr::read((&sa as *const libc::sockaddr_storage).cast(), len) }
 }
 
 static REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);

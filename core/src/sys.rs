@@ -176,6 +176,17 @@ pub fn poll1(fd: i32, events: i16, ms: i32) -> io::Result<i16> {
     Ok(if n == 0 { 0 } else { p.revents })
 }
 
+/// The socket's own address (`getsockname`, a raw system call: no hook of ours re-entered).
+/// An IPv4-mapped address stays mapped; callers that compare unmap it.
+pub fn local_addr(fd: i32) -> Option<std::net::SocketAddr> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut l as *mut libc::socklen_t).ok()?;
+    // SAFETY: the kernel wrote `l` bytes (at most the storage's size) of an address into `st`.
+    unsafe { crate::sockaddr::read((&st as *const libc::sockaddr_storage).cast(), l) }
+}
+
 /// Write all of `buf` to `fd`, retrying on EINTR; gives up silently on any other error (used
 /// for log lines, which must never fail the call they describe — nor kill the program: a
 /// write to a pipe whose reader is gone raises SIGPIPE, whose default action ends the process,

@@ -124,7 +124,7 @@ fn injector(v6: bool) -> Option<(c_int, SocketAddr)> {
     let fd = fds::move_high(fd);
     let bound = sa::encode(SocketAddr::new(ip, 0), fam)
         .and_then(|(s, l)| syscall!(SYS_bind, fd, &s as *const libc::sockaddr_storage, l).ok())
-        .and_then(|_| local_addr(fd));
+        .and_then(|_| sys::local_addr(fd));
     let Some(me) = bound else {
         fds::release_ours(fd);
         return None;
@@ -185,15 +185,6 @@ fn from_injector(from: SocketAddr) -> bool {
     v != 0 && ip == lo && from.port() == v as u16
 }
 
-pub(super) fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut l as *mut socklen_t).ok()?;
-    // SAFETY: the kernel wrote l bytes of an address into st.
-    unsafe { sa::read((&st as *const libc::sockaddr_storage).cast(), l) }
-}
-
 /// The socket's family (its own address's: AF_INET6 for a dual-stack socket).
 fn family(fd: c_int) -> Option<c_int> {
     sys::getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_DOMAIN).ok()
@@ -202,14 +193,14 @@ fn family(fd: c_int) -> Option<c_int> {
 /// Bind an unbound socket to the wildcard address of its family, port 0 (what the kernel does
 /// for a first send or a connect), so it has a port our answer can be sent to.
 fn ensure_bound(fd: c_int, fam: c_int) -> Option<SocketAddr> {
-    let me = local_addr(fd)?;
+    let me = sys::local_addr(fd)?;
     if me.port() != 0 {
         return Some(me);
     }
     let any = if fam == libc::AF_INET6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
     let (s, l) = sa::encode(SocketAddr::new(any, 0), fam)?;
     syscall!(SYS_bind, fd, &s as *const libc::sockaddr_storage, l).ok()?;
-    local_addr(fd)
+    sys::local_addr(fd)
 }
 
 /// Put `answer` in `fd`'s receive queue, to be reported as coming from `server`. False when it
@@ -239,7 +230,7 @@ fn inject(fd: c_int, server: SocketAddr, answer: &[u8]) -> bool {
         if sys::connect_raw(fd, (&to_inj as *const libc::sockaddr_storage).cast(), il).is_err() {
             return false;
         }
-        let ok = local_addr(fd).is_some_and(|me| inject_to(fd, inj, me, server, answer));
+        let ok = sys::local_addr(fd).is_some_and(|me| inject_to(fd, inj, me, server, answer));
         if let Err(e) = sys::connect_raw(fd, (&to_srv as *const libc::sockaddr_storage).cast(), sl) {
             crate::log::log!(Error, "dns: fd={fd} could not be connected to {server} again after an answer: {e}");
         }

@@ -163,7 +163,7 @@ const BACKLOG: usize = 8;
 /// lookup failed. Strangers' connections are closed unanswered; ours is at most `BACKLOG`
 /// places behind them (the queue is first in, first out), so the loop is bounded.
 fn accept_from(l: c_int, s: c_int) -> Option<c_int> {
-    let ours = super::wire::local_addr(s)?;
+    let ours = sys::local_addr(s)?;
     for _ in 0..=BACKLOG {
         // SAFETY: all-zero is a valid sockaddr_storage.
         let mut peer: libc::sockaddr_storage = unsafe { std::mem::zeroed() };

@@ -11,15 +11,7 @@ use libc::{c_int, c_void, iovec, msghdr, socklen_t, ssize_t};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use tsproxy_core::{sockaddr as sa, socks5, sys, syscall, Errno, Target};
 
-/// The socket's own address.
-pub fn local_addr(fd: c_int) -> Option<SocketAddr> {
-    // SAFETY: all-zero is a valid sockaddr_storage.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut l = std::mem::size_of::<libc::sockaddr_storage>() as socklen_t;
-    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut l as *mut socklen_t).ok()?;
-    // SAFETY: the kernel wrote l bytes of an address into st.
-    unsafe { sa::read((&st as *const libc::sockaddr_storage).cast(), l) }
-}
+pub use tsproxy_core::sys::local_addr;
 
 /// Same endpoint (an IPv4 relay seen through a dual-stack socket as v4-mapped)?
 fn same(a: SocketAddr, b: SocketAddr) -> bool {

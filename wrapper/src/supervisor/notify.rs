@@ -896,12 +896,7 @@ fn read_msghdr(tid: i32, addr: u64) -> Result<Msg, Unread> {
 }
 
 pub(super) fn local_addr(fd: i32) -> Option<SocketAddr> {
-    // SAFETY: all-zero sockaddr_storage is valid.
-    let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    syscall!(SYS_getsockname, fd, &mut st as *mut libc::sockaddr_storage, &mut len as *mut libc::socklen_t).ok()?;
-    // SAFETY: the kernel wrote len bytes into st.
-    let a = unsafe { sockaddr::read(std::ptr::addr_of!(st).cast(), len) }?;
+    let a = sys::local_addr(fd)?;
     Some(SocketAddr::new(cidr::unmap(a.ip()), a.port()))
 }
 
